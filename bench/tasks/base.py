@@ -1,0 +1,166 @@
+"""What a task is: the data interface the harness trains and evaluates against.
+
+A task owns its vocabulary and yields fixed-length rows of token ids. Everything random in
+training comes from the `torch.Generator` the harness passes in, so two model variants trained
+with the same seed see exactly the same batches; everything held out (validation batches,
+accuracy problems) comes from a seed fixed inside the task, so it is the same for every variant
+*and* every run seed and losses are comparable across the whole study.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+IGNORE_INDEX = -100
+"""Target value on positions that carry no loss (matches `F.cross_entropy`'s default)."""
+
+
+class TaskError(ValueError):
+    """Bad task input. `str(err)` is one line saying what is wrong and how to fix it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# option parsing: options may arrive as Python values or as strings from a command line
+# ---------------------------------------------------------------------------------------------
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+def option_int(name: str, value: Any, *, lo: int | None = None, hi: int | None = None) -> int:
+    """`value` as an int in [lo, hi], accepting "12"-style strings; TaskError otherwise."""
+    if isinstance(value, bool):
+        raise TaskError(f"{name} must be an integer, got {value!r}")
+    try:
+        out = int(value) if isinstance(value, (int, str)) else int(_exact_int(value))
+    except (TypeError, ValueError):
+        raise TaskError(f"{name} must be an integer, got {value!r}") from None
+    if lo is not None and out < lo or hi is not None and out > hi:
+        rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+        raise TaskError(f"{name} must be in {rng}, got {out}")
+    return out
+
+
+def _exact_int(value: Any) -> int:
+    # floats like 3.0 are fine, 3.5 is not
+    f = float(value)
+    if not f.is_integer():
+        raise ValueError(value)
+    return int(f)
+
+
+def option_bool(name: str, value: Any) -> bool:
+    """`value` as a bool, accepting "true"/"false"/"1"/"0"-style strings; TaskError otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in _TRUE:
+            return True
+        if v in _FALSE:
+            return False
+    raise TaskError(f"{name} must be true or false, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# character vocabulary
+# ---------------------------------------------------------------------------------------------
+
+
+class CharVocab:
+    """A character <-> id table: id i is character `chars[i]`.
+
+    `decode` skips IGNORE_INDEX (so a target row can be printed directly) and shows ids outside
+    the vocabulary as U+FFFD (a model may have more output logits than the task has tokens).
+    """
+
+    def __init__(self, chars: str):
+        if len(set(chars)) != len(chars):
+            raise ValueError("vocabulary characters must be distinct")
+        self.chars = chars
+        self.stoi = {c: i for i, c in enumerate(chars)}
+
+    def __len__(self) -> int:
+        return len(self.chars)
+
+    def encode(self, s: str) -> list[int]:
+        try:
+            return [self.stoi[c] for c in s]
+        except KeyError as e:
+            raise TaskError(
+                f"character {e.args[0]!r} is not in this task's vocabulary {self.chars[:40]!r}"
+            ) from None
+
+    def decode(self, ids: Iterable[int] | Tensor) -> str:
+        if isinstance(ids, Tensor):
+            ids = ids.reshape(-1).tolist()
+        n = len(self.chars)
+        return "".join(
+            self.chars[i] if 0 <= i < n else "\ufffd" for i in map(int, ids) if i != IGNORE_INDEX
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# the task interface
+# ---------------------------------------------------------------------------------------------
+
+
+class Task(abc.ABC):
+    """One source of training rows plus a fixed held-out set.
+
+    Subclasses set `vocab_size`, `seq_len` and implement `train_batch`, `_build_val_batches`,
+    `encode`, `decode`, `describe` (and `accuracy` when `has_accuracy`).
+    """
+
+    name: str = ""
+    vocab_size: int
+    seq_len: int  # length T of every row; <= the model context the task was built for
+    has_accuracy: bool = False
+
+    def __init__(self, *, context: int, eval_batches: int = 8, eval_batch_size: int = 32):
+        self.context = option_int("context", context, lo=1)
+        self.eval_batches = option_int("eval_batches", eval_batches, lo=1)
+        self.eval_batch_size = option_int("eval_batch_size", eval_batch_size, lo=1)
+        self._val_cache: list[tuple[Tensor, Tensor]] | None = None
+
+    @abc.abstractmethod
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(x, y), int64 CPU tensors of shape (batch_size, seq_len); y[i, t] is the target for
+        x[i, t] (the next token) or IGNORE_INDEX. All randomness comes from `generator`."""
+
+    def val_batches(self) -> list[tuple[Tensor, Tensor]]:
+        """The fixed held-out batches, built once (from a task-internal seed) and cached.
+
+        Returns a new list each call but the same tensors: do not modify them in place.
+        """
+        if self._val_cache is None:
+            self._val_cache = self._build_val_batches()
+        return list(self._val_cache)
+
+    @abc.abstractmethod
+    def _build_val_batches(self) -> list[tuple[Tensor, Tensor]]:
+        """Build the held-out batches; called once by `val_batches`."""
+
+    def accuracy(self, model, device, max_problems: int | None = None) -> float | None:
+        """Exact-match accuracy on held-out problems by greedy decoding; None if undefined."""
+        return None
+
+    @abc.abstractmethod
+    def encode(self, s: str) -> list[int]: ...
+
+    @abc.abstractmethod
+    def decode(self, ids) -> str: ...
+
+    @abc.abstractmethod
+    def describe(self) -> dict:
+        """JSON-able description of the task's parameters, recorded beside results."""
+
+    def _check_batch_size(self, batch_size: int) -> int:
+        return option_int("batch_size", batch_size, lo=1)
