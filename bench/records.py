@@ -1,0 +1,193 @@
+"""Run ids, crash-safe appends to ``runs.jsonl``, and reading records back for resume/analysis.
+
+A sweep is many independent training runs, possibly in several processes or on several
+machines. Each run appends one JSON line to ``<out_dir>/runs.jsonl``. The design goals:
+
+* **Resume**: a run's id is a hash of its spec, so a restarted sweep can skip every spec whose
+  id is already in the file (:func:`finished_ids`) without any other bookkeeping.
+* **Concurrency**: several writers may append to the same file; each line is written whole
+  under an exclusive ``flock``, so lines never interleave.
+* **Crashes**: a writer killed mid-write can at worst leave a trailing half line. The next
+  writer starts on a fresh line, and readers skip (with a warning) lines that do not parse,
+  so one crash never loses the other records.
+* **Merging**: results copied from several machines into subfolders are read together by
+  pointing :func:`load_records` at the parent directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RUNS_FILE",
+    "append_record",
+    "finished_ids",
+    "load_records",
+    "run_id",
+    "write_json_atomic",
+]
+
+RUNS_FILE = "runs.jsonl"
+
+
+def run_id(spec: dict) -> str:
+    """Stable 12-hex-char id of a run spec: sha256 of its canonical JSON.
+
+    Canonical means sorted keys and no whitespace, so the id does not depend on dict insertion
+    order, the process, the machine or the Python version. Non-JSON values raise TypeError
+    rather than being stringified, since e.g. a repr with a memory address would make the id
+    unstable and break resume silently.
+    """
+    canonical = json.dumps(spec, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:12]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # One os.write normally writes everything to a regular file; loop in case it does not
+    # (signal, huge line). We hold the lock, so a continued write cannot interleave.
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def append_record(path: str | Path, record: dict) -> None:
+    """Append ``record`` as one JSON line, atomically with respect to other appenders.
+
+    The line is serialised completely before the file is touched (so a serialisation error
+    writes nothing), then written with a single ``os.write`` on an ``O_APPEND`` descriptor
+    under an exclusive ``fcntl.flock``, then fsync'ed before unlocking. If the file does not
+    end with a newline (a previous writer was killed mid-line), a newline is written first so
+    the broken fragment stays on its own line, which readers skip, and this record stays
+    readable. Parent directories are created. ``flock`` is advisory and per-host: fine for
+    local disks; on network filesystems give each machine its own file and merge by directory.
+    """
+    line = json.dumps(record, separators=(",", ":")) + "\n"
+    data = line.encode("utf-8")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # O_RDWR only so the last byte can be checked with pread on the same descriptor.
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            size = os.fstat(fd).st_size
+            if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
+                data = b"\n" + data
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _iter_files(path_or_dir: str | Path) -> list[Path]:
+    p = Path(path_or_dir)
+    if p.is_dir():
+        return sorted(f for f in p.rglob(RUNS_FILE) if f.is_file())
+    if p.is_file():
+        return [p]
+    return []
+
+
+def _read_file(path: Path) -> list[dict]:
+    records = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            text = raw.strip()
+            if not text:
+                continue  # blank lines are harmless (e.g. hand edits); skip silently
+            try:
+                rec = json.loads(text.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                warnings.warn(
+                    f"{path}:{lineno}: skipping unparseable record line ({exc})",
+                    stacklevel=3,
+                )
+                continue
+            if not isinstance(rec, dict):
+                warnings.warn(
+                    f"{path}:{lineno}: skipping record line that is not a JSON object",
+                    stacklevel=3,
+                )
+                continue
+            records.append(rec)
+    return records
+
+
+def load_records(path_or_dir: str | Path) -> list[dict]:
+    """All records from a ``runs.jsonl`` file, or from every ``runs.jsonl`` below a directory.
+
+    Files are read in sorted path order, lines in file order. Records sharing a ``run_id`` are
+    de-duplicated keeping the LAST one read (a forced rerun appended later supersedes the
+    earlier result); it takes the position of that last occurrence. Records without a
+    ``run_id`` key are all kept. Unparseable lines are skipped with a warning naming
+    ``file:line``; a missing path gives an empty list.
+    """
+    merged: dict[Any, dict] = {}
+    n = 0
+    for f in _iter_files(path_or_dir):
+        for rec in _read_file(f):
+            rid = rec.get("run_id")
+            key = rid if isinstance(rid, str) else ("__no_run_id__", n)
+            n += 1
+            merged.pop(key, None)
+            merged[key] = rec
+    return list(merged.values())
+
+
+def finished_ids(path: str | Path) -> set[str]:
+    """Ids of the records at ``path`` (file or directory); an empty set if it does not exist.
+
+    Every stored record counts as finished: the training loop decides what it writes (e.g.
+    whether a diverged run is recorded), and ``--force`` reruns regardless.
+    """
+    return {r["run_id"] for r in load_records(path) if isinstance(r.get("run_id"), str)}
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as JSON so readers see either the old file or the complete new one.
+
+    The JSON goes to a temporary file in the same directory (same filesystem, so the rename
+    is atomic), is fsync'ed, then ``os.replace``'d over ``path``. On any error the temporary
+    file is removed. Parent directories are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(obj, indent=2) + "\n"  # serialise first: a TypeError leaves no debris
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable; best effort (not supported everywhere).
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
