@@ -1,0 +1,288 @@
+"""Train variants against the baseline on the same data, budget and seeds; write the comparison.
+
+    python ablations/run.py --variant rope                  # baseline vs rope, defaults
+    python ablations/run.py --variant all --seeds 3         # every named variant
+    python ablations/run.py --list                          # variants, tasks and model sizes
+
+CLI -> RunSpecs -> run(spec) -> one record each in <out>/runs.jsonl -> summary table.
+Rerunning the same command skips runs whose record exists (resume); --force reruns them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+# runnable as a script from anywhere: make the repository root importable
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.records import append_record, finished_ids, load_records, run_id  # noqa: E402
+from bench.spec import Budget, RunSpec, TrainConfig  # noqa: E402
+from variants.config import PRESETS, preset  # noqa: E402
+from variants.registry import VARIANTS, get_variant  # noqa: E402
+
+DEFAULT_STEPS = 1500
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="ablations/run.py",
+        description="Train variants against the baseline and compare speed, memory and loss.",
+    )
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="variant to compare with the baseline (repeatable, or 'all')",
+    )
+    p.add_argument("--task", default="addition", help="task name (see --list); default addition")
+    p.add_argument("--data", default=None, help="data file for the text/shakespeare tasks")
+    p.add_argument(
+        "--task-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="task option, e.g. n_digits=4 (repeatable)",
+    )
+    b = p.add_mutually_exclusive_group()
+    b.add_argument("--steps", type=int, help=f"budget in optimizer steps (default {DEFAULT_STEPS})")
+    b.add_argument("--tokens", type=float, help="budget in training tokens")
+    b.add_argument("--time", type=float, metavar="SECONDS", help="budget in training seconds")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
+    p.add_argument("--model", default="tiny", help=f"size preset: {', '.join(PRESETS)}")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--lr", type=float, default=TrainConfig.lr)
+    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--out", default=None, help="output directory (default results/ablations/...)")
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE.py",
+        help="a Python file that registers your own blocks/variants (repeatable)",
+    )
+    p.add_argument("--list", action="store_true", help="list variants, tasks and model sizes")
+    p.add_argument("--force", action="store_true", help="rerun runs that already have a record")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def load_plugin(path: str) -> None:
+    if not os.path.isfile(path):
+        raise ValueError(f"plugin file {path!r} does not exist")
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+
+def parse_task_options(items: list[str]) -> dict:
+    opts = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--task-option {item!r} is not KEY=VALUE (e.g. n_digits=4)")
+        key, value = item.split("=", 1)
+        try:
+            opts[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            opts[key] = value  # a plain string
+    return opts
+
+
+def list_everything() -> str:
+    from bench.tasks import TASKS
+
+    lines = ["variants (each is the baseline plus the change shown):"]
+    width = max(len(n) for n in VARIANTS)
+    for name, v in VARIANTS.items():
+        lines.append(f"  {name:<{width}}  {v.description}  [{v.diff()}]")
+    lines.append("tasks:")
+    for name, (_, desc) in TASKS.items():
+        lines.append(f"  {name:<{width}}  {desc}")
+    lines.append("model sizes:")
+    for name, p in PRESETS.items():
+        lines.append(f"  {name:<{width}}  " + ", ".join(f"{k}={v}" for k, v in p.items()))
+    return "\n".join(lines)
+
+
+def resolve_variants(requested: list[str]) -> list[str]:
+    names = ["baseline"]
+    for r in requested or []:
+        for name in VARIANTS if r == "all" else [r]:
+            get_variant(name)  # one-line error for unknown names
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def build_specs(args) -> tuple[list[RunSpec], object]:
+    """The runs this command asks for, and the task they share (built once, validated here)."""
+    from bench.tasks import build_task
+    from bench.train import resolve_device
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    device = resolve_device(args.device).type
+    if args.steps is not None:
+        budget = Budget("steps", args.steps)
+    elif args.tokens is not None:
+        budget = Budget("tokens", args.tokens)
+    elif args.time is not None:
+        budget = Budget("seconds", args.time)
+    else:
+        budget = Budget("steps", DEFAULT_STEPS)
+    budget.validate()
+    train = TrainConfig(
+        batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, compile=args.compile
+    ).validate()
+    base = preset(args.model, dropout=args.dropout)
+    options = parse_task_options(args.task_option)
+    task = build_task(
+        args.task,
+        context=base.block_size,
+        data=args.data,
+        eval_batches=train.eval_batches,
+        eval_batch_size=train.eval_batch_size,
+        **options,
+    )
+    base = base.replace(vocab_size=task.vocab_size)
+    task_spec = {"name": args.task, "data": _data_identity(args.data), **options}
+    specs = []
+    for name in resolve_variants(args.variant):
+        cfg = get_variant(name).apply(base).validate()  # e.g. triton on CPU fails here, one line
+        for seed in range(args.seeds):
+            specs.append(RunSpec(name, cfg, task_spec, budget, train, seed, device))
+    return specs, task
+
+
+def _data_identity(path: str | None) -> str | None:
+    """A data file enters the run id by its absolute path, so moving it is a new run."""
+    return None if path is None else str(Path(path).resolve())
+
+
+def default_out(args, specs: list[RunSpec]) -> Path:
+    b = specs[0].budget
+    name = f"{args.task}_{args.model}_{b.describe().replace(' ', '')}_{specs[0].device}"
+    return ROOT / "results" / "ablations" / name
+
+
+def progress_bar(quiet: bool, label: str):
+    """A tqdm bar over the fraction of the budget used, showing step, loss and tokens/s."""
+    if quiet:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=1000,
+        desc=label,
+        leave=True,
+        dynamic_ncols=True,
+        bar_format=("{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}"),
+    )
+
+    def update(info):
+        bar.n = min(1000, int(info["progress"] * 1000))
+        bar.set_postfix_str(
+            f"step {info['step']} loss {info['loss']:.4f} {info['tokens_per_s']:,.0f} tok/s",
+            refresh=True,
+        )
+
+    return bar, update
+
+
+def execute(specs: list[RunSpec], task, out: Path, force: bool, quiet: bool) -> tuple[int, int]:
+    """Run what is not finished yet; append each record as soon as it exists."""
+    from bench.train import run
+
+    out.mkdir(parents=True, exist_ok=True)
+    runs_path = out / "runs.jsonl"
+    done = set() if force else finished_ids(runs_path)
+    ran = skipped = 0
+    for i, spec in enumerate(specs, 1):
+        rid = run_id(spec.to_dict())
+        label = f"[{i}/{len(specs)}] {spec.variant} seed {spec.seed}"
+        if rid in done:
+            skipped += 1
+            if not quiet:
+                print(f"{label}: finished earlier ({rid}), skipped", file=sys.stderr)
+            continue
+        bar, update = progress_bar(quiet, label)
+        try:
+            record = run(spec, progress=update, task=task)
+        finally:
+            if bar is not None:
+                bar.close()
+        append_record(runs_path, record)
+        ran += 1
+        if record["status"] != "ok":
+            print(
+                f"{label}: DIVERGED at step {record['diverged_at_step']} (non-finite loss); "
+                "recorded, going on",
+                file=sys.stderr,
+            )
+        elif not quiet:
+            m = record["metrics"]
+            print(
+                f"{label}: val_loss {m['val_loss']:.4f}"
+                + (f" acc {m['accuracy']:.3f}" if m.get("accuracy") is not None else "")
+                + f" step {m['step_ms']:.1f} ms",
+                file=sys.stderr,
+            )
+    return ran, skipped
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        for plugin in args.plugin:
+            load_plugin(plugin)
+        if args.list:
+            print(list_everything())
+            return 0
+        specs, task = build_specs(args)
+        out = Path(args.out) if args.out else default_out(args, specs)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "command.json").write_text(
+            json.dumps(
+                {
+                    "argv": sys.argv[1:] if argv is None else argv,
+                    "specs": [s.to_dict() for s in specs],
+                },
+                indent=1,
+            )
+        )
+        ran, skipped = execute(specs, task, out, args.force, args.quiet)
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: every finished run is kept; rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from bench.tables import write_summary
+
+    write_summary(load_records(out / "runs.jsonl"), out)
+    print((out / "summary.md").read_text())
+    print(
+        f"{ran} run(s) trained, {skipped} skipped (finished earlier); records in "
+        f"{out / 'runs.jsonl'}, table in {out / 'summary.md'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

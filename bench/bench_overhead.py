@@ -1,0 +1,135 @@
+"""Does the harness cost anything? Baseline `tiny` at batch 12 through `bench.train.run` against a
+bare PyTorch loop over the same model, side by side in one process, plus `--compile`.
+
+    python bench/bench_overhead.py                 # eager: harness vs bare loop
+    python bench/bench_overhead.py --compile       # also both with torch.compile
+
+Prints the median step time and tokens/s of each, and the ratios. Rounds alternate (bare,
+harness, bare, harness, ...) so that drift of the machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.spec import Budget, RunSpec, TrainConfig  # noqa: E402
+from bench.tasks import build_task  # noqa: E402
+from bench.train import make_optimizer, resolve_device  # noqa: E402
+from variants import GPT, preset  # noqa: E402
+
+
+def synthetic_text(path: Path, n_chars: int = 400_000) -> None:
+    g = torch.Generator().manual_seed(0)
+    alphabet = "abcdefghijklmnopqrstuvwxyz ,.\n"
+    idx = torch.randint(0, len(alphabet), (n_chars,), generator=g)
+    path.write_text("".join(alphabet[i] for i in idx.tolist()))
+
+
+def bare_loop(
+    cfg, task, device, steps: int, warmup: int, compile_: bool, batch: int
+) -> list[float]:
+    """The plain nanoGPT-style loop: batch, forward, backward, clip, step. Returns step ms."""
+    torch.manual_seed(0)
+    model = GPT(cfg).to(device)
+    opt = make_optimizer(model, TrainConfig())
+    fwd = torch.compile(model) if compile_ else model
+    gen = torch.Generator().manual_seed(1)
+    times = []
+    for i in range(steps):
+        x, y = task.train_batch(batch, gen)
+        t0 = time.perf_counter()
+        _, loss = fwd(x.to(device), y.to(device))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        loss.item()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def harness(cfg, task_spec, task, device, steps, warmup, compile_, batch) -> tuple[float, float]:
+    from bench.train import run
+
+    train = TrainConfig(batch_size=batch, compile=compile_, timing_warmup=warmup, eval_every=10**9)
+    spec = RunSpec("baseline", cfg, task_spec, Budget("steps", steps), train, 0, device.type)
+    m = run(spec, task=task)["metrics"]
+    return m["step_ms"], m["tokens_per_s"]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=12)
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "text.txt"
+        synthetic_text(path)
+        base = preset(args.model)
+        task = build_task("text", context=base.block_size, data=str(path))
+        cfg = base.replace(vocab_size=task.vocab_size)
+        task_spec = {"name": "text", "data": str(path)}
+        tokens_per_step = args.batch_size * task.seq_len
+        modes = [False, True] if args.compile else [False]
+        rows = {}
+        for compile_ in modes:
+            bare_ms, harness_ms = [], []
+            for _ in range(args.rounds):
+                t = bare_loop(cfg, task, device, args.steps, args.warmup, compile_, args.batch_size)
+                bare_ms.append(statistics.median(t))
+                harness_ms.append(
+                    harness(
+                        cfg,
+                        task_spec,
+                        task,
+                        device,
+                        args.steps,
+                        args.warmup,
+                        compile_,
+                        args.batch_size,
+                    )[0]
+                )
+            rows[compile_] = (statistics.median(bare_ms), statistics.median(harness_ms))
+    print(
+        f"device {device.type}, model {args.model}, batch {args.batch_size} × T {task.seq_len}"
+        f" = {tokens_per_step} tokens/step, {args.steps} steps ({args.warmup} untimed), "
+        f"median of {args.rounds} alternating rounds"
+    )
+    print(
+        f"{'mode':<10}{'bare ms':>10}{'harness ms':>12}{'bare tok/s':>13}{'harness tok/s':>15}"
+        f"{'harness/bare':>14}"
+    )
+    for compile_, (b, h) in rows.items():
+        name = "compile" if compile_ else "eager"
+        print(
+            f"{name:<10}{b:>10.2f}{h:>12.2f}{tokens_per_step / b * 1e3:>13,.0f}"
+            f"{tokens_per_step / h * 1e3:>15,.0f}{h / b:>14.3f}"
+        )
+    if args.compile:
+        speedup = rows[False][1] / rows[True][1]
+        print(f"compile speed-up (harness, eager ms / compiled ms): {speedup:.2f}×")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

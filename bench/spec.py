@@ -1,0 +1,87 @@
+"""What a run is: a frozen `RunSpec` whose canonical JSON hashes to the run id.
+
+Configs flow one way: CLI -> RunSpec -> run(spec) -> record. Everything a run does is decided by
+its spec, so the same spec on any machine is the same run (that is what resume and fan-out rely
+on), and the resolved spec is stored in every record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from variants.config import ModelConfig
+
+BUDGET_MODES = ("steps", "tokens", "seconds")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long a run trains. Equal budgets make a fair comparison: same steps, same tokens, or
+    same wall-clock seconds (which favours fast variants, on purpose)."""
+
+    mode: str = "steps"
+    value: float = 1000
+
+    def validate(self) -> Budget:
+        if self.mode not in BUDGET_MODES:
+            raise ValueError(f"unknown budget mode {self.mode!r}; valid: {', '.join(BUDGET_MODES)}")
+        if not self.value > 0:
+            raise ValueError(f"budget --{self.mode} must be positive, got {self.value}")
+        return self
+
+    def describe(self) -> str:
+        v = int(self.value) if float(self.value).is_integer() else self.value
+        return f"{v} {self.mode}"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr_frac: float = 0.1  # cosine decays to lr * min_lr_frac
+    warmup_frac: float = 0.05  # linear warm-up over this fraction of the budget
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_every: int = 100  # steps between validation-loss points of the curve
+    eval_batches: int = 8
+    eval_batch_size: int = 64
+    compile: bool = False
+    amp: bool = True  # bf16 autocast on CUDA; no effect on CPU
+    timing_warmup: int = 10  # steps not timed (compilation, allocator warm-up)
+
+    def validate(self) -> TrainConfig:
+        for name in ("batch_size", "eval_every", "eval_batches", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        return self
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    variant: str
+    model: ModelConfig
+    task: dict  # {"name": ..., plus the task's options, "data": path or None}
+    budget: Budget = field(default_factory=Budget)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    device: str = "cpu"  # "cpu" or "cuda": part of the identity, a GPU run is another run
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunSpec:
+        return cls(
+            variant=d["variant"],
+            model=ModelConfig.from_dict(d["model"]),
+            task=dict(d["task"]),
+            budget=Budget(**d["budget"]),
+            train=TrainConfig(**d["train"]),
+            seed=d["seed"],
+            device=d["device"],
+        )

@@ -1,0 +1,262 @@
+"""The one training loop: run(spec) -> record.
+
+A run is a pure function of its `RunSpec`: the seed fixes the model init and the order of the
+training batches, the task fixes the held-out set, so two variants with the same seed see the
+same data in the same order and differ only by the variant. Measurement goes through
+`bench.measure`; nothing here knows about particular variants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+import torch
+
+from bench import measure
+from bench.records import run_id
+from bench.spec import RunSpec
+from bench.tasks import build_task
+from variants.model import GPT
+
+# Offsets so that init, data order and dropout draw from different streams of the same seed.
+_DATA_STREAM = 1_000_003
+
+
+class Diverged(Exception):
+    pass
+
+
+def _call_into(out: list, fn, *args):
+    out.append(fn(*args))
+
+
+def lr_at(progress: float, cfg) -> float:
+    """Linear warm-up over the first warmup_frac of the budget, then cosine to min_lr_frac·lr.
+    `progress` in [0, 1] is the fraction of the budget used (steps, tokens or seconds alike)."""
+    if cfg.warmup_frac > 0 and progress < cfg.warmup_frac:
+        return cfg.lr * max(progress, 1e-3) / cfg.warmup_frac
+    p = min(1.0, (progress - cfg.warmup_frac) / max(1e-9, 1.0 - cfg.warmup_frac))
+    lo = cfg.lr * cfg.min_lr_frac
+    return lo + 0.5 * (cfg.lr - lo) * (1.0 + math.cos(math.pi * p))
+
+
+def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only: norms' gains, biases and nothing 1-D decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    fused = next(model.parameters()).is_cuda
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
+
+
+@torch.no_grad()
+def evaluate(model, task, device, amp_ctx) -> float:
+    """Mean loss over the task's fixed held-out batches (the same for every variant and seed)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in task.val_batches():
+        with amp_ctx():
+            _, loss = model(x.to(device), y.to(device))
+        n = int((y != -100).sum())
+        total += loss.float().item() * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available; use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda")
+    return torch.device(name)
+
+
+def run(
+    spec: RunSpec,
+    progress: Callable[[dict], None] | None = None,
+    task=None,
+) -> dict:
+    """Train `spec` and return its record. `progress(info)` is called every few steps for a
+    progress bar; `task` may pass an already built task (it must match spec.task)."""
+    device = resolve_device(spec.device)
+    tcfg = spec.train.validate()
+    budget = spec.budget.validate()
+    opts = {k: v for k, v in spec.task.items() if k not in ("name", "data")}
+    if task is None:
+        task = build_task(
+            spec.task["name"],
+            context=spec.model.block_size,
+            data=spec.task.get("data"),
+            eval_batches=tcfg.eval_batches,
+            eval_batch_size=tcfg.eval_batch_size,
+            **opts,
+        )
+
+    torch.manual_seed(spec.seed)  # model init (and dropout, if any)
+    model = GPT(spec.model).to(device)
+    n_params = model.num_params()
+    flops_tok = measure.flops_per_token(
+        model.num_params(non_embedding=True), spec.model.n_layer, spec.model.n_embd, task.seq_len
+    )
+    opt = make_optimizer(model, tcfg)
+    step_model = torch.compile(model) if tcfg.compile else model
+    use_amp = tcfg.amp and device.type == "cuda"
+
+    def amp_ctx():
+        if use_amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    gen = torch.Generator().manual_seed(spec.seed + _DATA_STREAM)
+    tokens_per_step = tcfg.batch_size * task.seq_len
+    if budget.mode == "tokens" and budget.value < tokens_per_step:
+        raise ValueError(
+            f"--tokens {budget.value:g} is less than one step ({tokens_per_step} tokens = "
+            f"batch {tcfg.batch_size} × {task.seq_len}); give at least {tokens_per_step}"
+        )
+
+    def budget_progress(step: int, elapsed: float) -> float:
+        if budget.mode == "steps":
+            return step / budget.value
+        if budget.mode == "tokens":
+            return step * tokens_per_step / budget.value
+        return elapsed / budget.value
+
+    timer = measure.StepTimer(device, warmup=tcfg.timing_warmup)
+    curve: list[dict] = []
+    status, diverged_at = "ok", None
+    peak_mem = None
+    step, train_time, train_loss = 0, 0.0, float("nan")
+
+    def train_step(x, y):
+        with amp_ctx():
+            _, loss = step_model(x, y)
+        loss.backward()
+        if tcfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    def add_point(val_loss, acc=None):
+        curve.append(
+            {
+                "step": step,
+                "tokens": step * tokens_per_step,
+                "time_s": round(train_time, 4),
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "accuracy": acc,
+            }
+        )
+
+    model.train()
+    add_point(evaluate(model, task, device, amp_ctx))
+    t_start = time.perf_counter()
+    try:
+        while budget_progress(step, train_time) < 1.0:
+            lr = lr_at(budget_progress(step, train_time), tcfg)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, y = task.train_batch(tcfg.batch_size, gen)
+            t0 = time.perf_counter()
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if step == tcfg.timing_warmup and peak_mem is None:
+                # one (untimed) step under the memory tracker, after compile/warm-up
+                out: list = []
+                peak_mem = measure.peak_memory_bytes(
+                    functools.partial(_call_into, out, train_step, x, y),
+                    device,
+                    modules=[model],
+                    optimizer=opt,
+                )
+                loss = out[0]
+            else:
+                timer.start()
+                loss = train_step(x, y)
+                timer.stop()
+            step += 1
+            train_loss = loss.item()  # syncs; the timer already stopped
+            train_time += time.perf_counter() - t0
+            if not math.isfinite(train_loss):
+                raise Diverged()
+            if progress is not None and (step % 10 == 0 or step == 1):
+                progress(
+                    {
+                        "step": step,
+                        "loss": train_loss,
+                        "progress": budget_progress(step, train_time),
+                        "tokens_per_s": step * tokens_per_step / max(train_time, 1e-9),
+                    }
+                )
+            if step % tcfg.eval_every == 0:
+                add_point(evaluate(model, task, device, amp_ctx))
+    except Diverged:
+        status, diverged_at = "diverged", step
+    wall = time.perf_counter() - t_start
+
+    metrics: dict = {
+        "params": n_params,
+        "flops_per_token": flops_tok,
+        "steps": step,
+        "tokens": step * tokens_per_step,
+        "wall_s": round(wall, 3),
+        "train_loss": train_loss,
+        "peak_mem_mb": None if peak_mem is None else peak_mem / 2**20,
+    }
+    timing = timer.summary()
+    metrics.update(
+        step_ms=timing["median_ms"],
+        step_ms_p10=timing["p10_ms"],
+        step_ms_p90=timing["p90_ms"],
+        tokens_per_s=step * tokens_per_step / train_time if train_time > 0 else None,
+    )
+    if status == "ok":
+        val_loss = evaluate(model, task, device, amp_ctx)
+        acc = task.accuracy(model, device) if task.has_accuracy else None
+        if not curve or curve[-1]["step"] != step:
+            add_point(val_loss, acc)
+        else:
+            curve[-1]["accuracy"] = acc
+        x, _ = task.train_batch(tcfg.batch_size, gen)
+        x = x.to(device)
+        model.eval()
+        with torch.no_grad():
+            fwd = measure.time_fn(lambda: step_model(x), device, warmup=2, iters=10)
+        model.train()
+        metrics.update(val_loss=val_loss, accuracy=acc, fwd_ms=fwd["median_ms"])
+    else:
+        metrics.update(val_loss=None, accuracy=None, fwd_ms=None)
+    peak = measure.peak_flops(device, torch.bfloat16 if use_amp else torch.float32)
+    metrics["mfu"] = (
+        measure.mfu(flops_tok, metrics["tokens_per_s"], peak) if metrics["tokens_per_s"] else None
+    )
+    spec_dict = spec.to_dict()
+    return {
+        "run_id": run_id(spec_dict),
+        "variant": spec.variant,
+        "seed": spec.seed,
+        "task": spec.task["name"],
+        "budget": {"mode": budget.mode, "value": budget.value},
+        "spec": spec_dict,
+        "task_info": task.describe(),
+        "status": status,
+        "diverged_at_step": diverged_at,
+        "env": measure.environment(device),
+        "metrics": metrics,
+        "curve": curve,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
