@@ -1,0 +1,526 @@
+"""Summary tables of a sweep: one row per variant, differences to the baseline with verdicts.
+
+Grouping: a directory of records may hold runs of several tasks, budgets, model sizes or
+devices. Comparing a variant against a baseline trained on another task, for another budget,
+at another size or timed on another device is meaningless, so records are split into groups
+by ``(task, budget mode, budget value, model size, device name)`` and every group gets its own
+table. :func:`summary` wants exactly one group and raises ``ValueError`` otherwise;
+:func:`summaries` returns all groups and :func:`write_summary` writes them all. The training
+config is not a group key (a sweep may tune lr per variant); a table whose runs used several
+training configs says so in its footnote, and repeated runs of one variant and seed keep the
+latest.
+
+Diverged runs (any status other than ``"ok"``) are counted in ``n_diverged`` and left out of
+every mean, std and test: their metrics are NaN or meaningless. Comparisons on validation loss
+and accuracy are paired by seed over the seeds both the variant and the baseline finished
+(see :mod:`bench.stats`); speed comparisons use Welch's test because timing noise has nothing
+to do with the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench import stats
+
+BASELINE = "baseline"
+GROUP_COLS = ["task", "budget_mode", "budget_value", "model_size", "device_name"]
+METRIC_COLS = [
+    "val_loss", "accuracy", "train_loss", "step_ms", "step_ms_p10", "step_ms_p90",
+    "tokens_per_s", "fwd_ms", "peak_mem_mb", "params", "flops_per_token", "mfu",
+    "steps", "tokens", "wall_s",
+]  # fmt: skip
+BUDGET_WORDS = {
+    "steps": "equal budget: same steps",
+    "tokens": "equal budget: same tokens",
+    "seconds": "equal budget: same wall-clock seconds",
+}
+BUDGET_UNITS = {"steps": "steps", "tokens": "tokens", "seconds": "s"}
+
+
+# --------------------------------------------------------------------------- records -> frame
+
+
+def _num(value) -> float:
+    """Metric value as float; None, strings and missing values become NaN."""
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _model_size(model: dict) -> str:
+    """Short size label; variants of one sweep share these fields, so they define comparability."""
+    names = {"n_layer": "L", "n_head": "H", "n_embd": "d", "block_size": "ctx"}
+    parts = [f"{names[k]}{model[k]}" for k in names if k in model]
+    return " ".join(parts) if parts else "?"
+
+
+def _train_cfg(train: dict) -> str:
+    """Stable short hash of the training config, so two sweeps with different lr never pair."""
+    if not train:
+        return "-"
+    blob = json.dumps(train, sort_keys=True, default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:8]
+
+
+def _record_row(rec: dict) -> dict:
+    spec = rec.get("spec") or {}
+    env = rec.get("env") or {}
+    budget = rec.get("budget") or spec.get("budget") or {}
+    task = rec.get("task") or (spec.get("task") or {}).get("name") or "?"
+    row = {
+        "run_id": rec.get("run_id"),
+        "variant": rec.get("variant") or spec.get("variant") or "?",
+        "seed": rec.get("seed", spec.get("seed")),
+        "task": task,
+        "budget_mode": budget.get("mode", "?"),
+        "budget_value": _num(budget.get("value")),
+        "status": rec.get("status", "ok"),
+        "diverged_at_step": rec.get("diverged_at_step"),
+        "device": env.get("device"),
+        "device_name": env.get("device_name") or env.get("device") or "unknown device",
+        "hostname": env.get("hostname"),
+        "torch": env.get("torch"),
+        "triton": env.get("triton"),
+        "python": env.get("python"),
+        "git_commit": env.get("git_commit"),
+        "model_size": _model_size(spec.get("model") or {}),
+        "train_cfg": _train_cfg(spec.get("train") or {}),
+        "created": rec.get("created"),
+    }
+    metrics = rec.get("metrics") or {}
+    for key in METRIC_COLS:
+        row[key] = _num(metrics.get(key))
+    for key, value in metrics.items():  # any extra metric the harness adds later
+        if key not in row:
+            row[key] = _num(value)
+    return row
+
+
+def records_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per run: identity, grouping keys, status, environment and every metric, flat.
+
+    Missing metrics (diverged runs, CPU runs without MFU) are NaN so that means can skip them.
+    """
+    rows = [_record_row(r) for r in records]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=list(_record_row({}).keys()))
+    df["ok"] = df["status"] == "ok"
+    return df
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+def variant_order(variants: Iterable[str]) -> list[str]:
+    """Baseline first, then the others in first-seen order (the order the sweep ran them)."""
+    seen = list(dict.fromkeys(variants))
+    return ([BASELINE] if BASELINE in seen else []) + [v for v in seen if v != BASELINE]
+
+
+def split_groups(frame: pd.DataFrame) -> list[tuple[dict, pd.DataFrame]]:
+    """Split runs into comparable groups, in first-seen order. Returns (key dict, sub-frame)."""
+    if frame.empty:
+        return []
+    keys = frame[GROUP_COLS].astype(str).agg("\x1f".join, axis=1)
+    out = []
+    for key in dict.fromkeys(keys):
+        sub = frame[keys == key]
+        out.append(({c: sub[c].iloc[0] for c in GROUP_COLS}, sub))
+    return out
+
+
+def _dedupe_runs(g: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Keep the latest run per (variant, seed); pairing by seed needs one run per seed."""
+    dup = g.duplicated(["variant", "seed"], keep="last")
+    return g[~dup], int(dup.sum())
+
+
+def group_meta(g: pd.DataFrame) -> dict:
+    """Everything the header line of a table needs, taken from the runs themselves."""
+
+    def _uniq(col):
+        return [str(x) for x in dict.fromkeys(g[col].dropna()) if str(x)]
+
+    seeds = {v: int(g.loc[g["variant"] == v, "seed"].nunique()) for v in variant_order(g.variant)}
+    return {
+        "task": ", ".join(_uniq("task")),
+        "budget_mode": str(g["budget_mode"].iloc[0]),
+        "budget_value": float(g["budget_value"].iloc[0]),
+        "model_size": ", ".join(_uniq("model_size")),
+        "device_names": _uniq("device_name"),
+        "hostnames": _uniq("hostname"),
+        "torch": _uniq("torch"),
+        "triton": _uniq("triton"),
+        "git_commits": _uniq("git_commit"),
+        "seeds": seeds,
+        "train_cfgs": _uniq("train_cfg"),
+        "n_runs": len(g),
+    }
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _metric_by_seed(runs: pd.DataFrame, metric: str) -> pd.Series:
+    s = runs.set_index("seed")[metric]
+    return s[np.isfinite(s.to_numpy(dtype=float))]
+
+
+def _paired_metric(base: pd.DataFrame, var: pd.DataFrame, metric: str, lower: bool) -> dict:
+    """Paired t on the seeds both sides finished; Welch if fewer than two seeds are shared."""
+    b, v = _metric_by_seed(base, metric), _metric_by_seed(var, metric)
+    common = [s for s in b.index if s in set(v.index)]
+    if len(common) < 2 and len(b) >= 2 and len(v) >= 2:
+        return stats.compare(b.to_numpy(), v.to_numpy(), paired=False, lower_is_better=lower)
+    return stats.compare(b[common].to_numpy(), v[common].to_numpy(), lower_is_better=lower)
+
+
+def _welch_metric(base: pd.DataFrame, var: pd.DataFrame, metric: str, lower: bool) -> dict:
+    return stats.compare(
+        base[metric].to_numpy(dtype=float),
+        var[metric].to_numpy(dtype=float),
+        paired=False,
+        lower_is_better=lower,
+        n_boot=0,
+    )
+
+
+def _pct(value: float, ref: float) -> float:
+    if not (np.isfinite(value) and np.isfinite(ref)) or ref == 0:
+        return math.nan
+    return 100.0 * (value / ref - 1.0)
+
+
+def _fmt_ci(lo: float, hi: float) -> str | None:
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return None
+    return f"[{lo:+.4g}, {hi:+.4g}]"
+
+
+def _mean_std(runs: pd.DataFrame, metric: str) -> tuple[float, float]:
+    x = runs[metric].to_numpy(dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return math.nan, math.nan
+    return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else math.nan
+
+
+def _variant_row(name: str, runs: pd.DataFrame, has_acc: bool) -> dict:
+    ok = runs[runs["ok"]]
+    row: dict = {"variant": name, "n_seeds": int(runs["seed"].nunique())}
+    row["n_diverged"] = int((~runs["ok"]).sum())
+    metrics = ["val_loss"] + (["accuracy"] if has_acc else [])
+    metrics += ["step_ms", "tokens_per_s", "peak_mem_mb"]
+    for m in metrics:
+        row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(ok, m)
+    params = runs["params"].dropna()
+    row["params"] = int(params.median()) if len(params) else math.nan
+    return row
+
+
+def _diff_columns(base: pd.DataFrame, var: pd.DataFrame, row: dict, brow: dict, has_acc: bool):
+    """Fill the d_* columns of one variant row against the baseline's runs and row."""
+    base_ok, var_ok = base[base["ok"]], var[var["ok"]]
+    c = _paired_metric(base_ok, var_ok, "val_loss", lower=True)
+    row.update(
+        d_val_loss=c["mean_diff"],
+        d_val_loss_ci=_fmt_ci(c["ci_low"], c["ci_high"]),
+        verdict=c["verdict"],
+        d_val_loss_ci_low=c["ci_low"],
+        d_val_loss_ci_high=c["ci_high"],
+        d_val_loss_p=c["p_value"],
+        d_val_loss_n=c["n"],
+        d_val_loss_test=c["test"],
+        d_val_loss_boot_ci=_fmt_ci(c["boot_ci_low"], c["boot_ci_high"]),
+    )
+    row["d_step_ms_pct"] = _pct(row["step_ms_mean"], brow["step_ms_mean"])
+    row["d_step_ms_verdict"] = _welch_metric(base_ok, var_ok, "step_ms", lower=True)["verdict"]
+    row["d_tokens_per_s_pct"] = _pct(row["tokens_per_s_mean"], brow["tokens_per_s_mean"])
+    tok = _welch_metric(base_ok, var_ok, "tokens_per_s", lower=False)
+    row["d_tokens_per_s_verdict"] = tok["verdict"]
+    row["d_peak_mem_pct"] = _pct(row["peak_mem_mb_mean"], brow["peak_mem_mb_mean"])
+    if has_acc:
+        a = _paired_metric(base_ok, var_ok, "accuracy", lower=False)
+        row.update(
+            d_accuracy=a["mean_diff"],
+            d_accuracy_ci=_fmt_ci(a["ci_low"], a["ci_high"]),
+            accuracy_verdict=a["verdict"],
+        )
+
+
+def _columns(has_acc: bool) -> list[str]:
+    cols = ["variant", "n_seeds", "n_diverged", "val_loss_mean", "val_loss_std"]
+    cols += ["accuracy_mean", "accuracy_std"] if has_acc else []
+    cols += [
+        "step_ms_mean", "step_ms_std", "tokens_per_s_mean", "tokens_per_s_std",
+        "peak_mem_mb_mean", "peak_mem_mb_std", "params",
+        "d_val_loss", "d_val_loss_ci", "verdict", "d_step_ms_pct", "d_tokens_per_s_pct",
+        "d_peak_mem_pct",
+    ]  # fmt: skip
+    cols += ["d_accuracy", "d_accuracy_ci", "accuracy_verdict"] if has_acc else []
+    cols += [
+        "d_val_loss_ci_low", "d_val_loss_ci_high", "d_val_loss_p", "d_val_loss_n",
+        "d_val_loss_test", "d_val_loss_boot_ci", "d_step_ms_verdict", "d_tokens_per_s_verdict",
+    ]  # fmt: skip
+    return cols
+
+
+def _group_summary(g: pd.DataFrame) -> pd.DataFrame:
+    g, _ = _dedupe_runs(g)
+    has_acc = bool(np.isfinite(g["accuracy"].to_numpy(dtype=float)).any())
+    order = variant_order(g["variant"])
+    runs = {v: g[g["variant"] == v] for v in order}
+    rows = {v: _variant_row(v, runs[v], has_acc) for v in order}
+    if BASELINE in rows:
+        for v in order:
+            if v != BASELINE:
+                _diff_columns(runs[BASELINE], runs[v], rows[v], rows[BASELINE], has_acc)
+    df = pd.DataFrame([rows[v] for v in order])
+    df = df.reindex(columns=_columns(has_acc))
+    text_cols = [c for c in df.columns if c.endswith(("_ci", "verdict", "_test"))]
+    df[text_cols] = df[text_cols].astype(object).where(df[text_cols].notna(), None)
+    df["d_val_loss_n"] = df["d_val_loss_n"].astype("Int64")
+    return df
+
+
+def summaries(records: list[dict]) -> list[tuple[dict, pd.DataFrame]]:
+    """One (meta, summary frame) per comparable group of runs; see the module docstring."""
+    frame = records_frame(records)
+    out = []
+    for _key, g in split_groups(frame):
+        meta = group_meta(g)
+        meta["n_duplicates"] = _dedupe_runs(g)[1]
+        out.append((meta, _group_summary(g)))
+    return out
+
+
+def summary(records: list[dict]) -> pd.DataFrame:
+    """Summary of one comparable group of runs (one row per variant, baseline first).
+
+    Raises ValueError if the records mix tasks, budgets, model sizes or devices: use
+    :func:`summaries` (or :func:`write_summary`) to get one table per group.
+    """
+    groups = summaries(records)
+    if not groups:
+        raise ValueError("no run records to summarise")
+    if len(groups) > 1:
+        labels = "; ".join(group_title(m) for m, _ in groups)
+        raise ValueError(
+            f"records span {len(groups)} incomparable groups ({labels}); "
+            "use bench.tables.summaries() for one table per group"
+        )
+    return groups[0][1]
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def _budget_text(mode: str, value: float) -> str:
+    v = int(value) if np.isfinite(value) and float(value).is_integer() else value
+    unit = BUDGET_UNITS.get(mode, mode)
+    return f"{v:,} {unit}" if isinstance(v, int) else f"{v} {unit}"
+
+
+def budget_label(meta: dict) -> str:
+    """E.g. '2,000 steps (equal budget: same steps)'."""
+    mode = meta.get("budget_mode", "?")
+    words = BUDGET_WORDS.get(mode, f"equal budget: same {mode}")
+    return f"{_budget_text(mode, meta.get('budget_value', math.nan))} ({words})"
+
+
+def group_title(meta: dict) -> str:
+    """One-line name of a group: task · budget · model size · device."""
+    mode = meta.get("budget_mode", "?")
+    parts = [meta.get("task", "?"), _budget_text(mode, meta.get("budget_value", math.nan))]
+    parts += [meta.get("model_size", "?"), ", ".join(meta.get("device_names") or ["?"])]
+    return " · ".join(str(p) for p in parts)
+
+
+def _seeds_text(seeds: dict) -> str:
+    counts = set(seeds.values())
+    if len(counts) == 1:
+        return str(counts.pop())
+    return ", ".join(f"{v} {n}" for v, n in seeds.items())
+
+
+def summary_header(meta: dict) -> str:
+    """The line that states what was compared, under which budget and on what."""
+    parts = [
+        f"Task: {meta.get('task', '?')}",
+        f"budget: {budget_label(meta)}",
+        f"model: {meta.get('model_size', '?')}",
+        f"seeds per variant: {_seeds_text(meta.get('seeds') or {})}",
+        f"device: {', '.join(meta.get('device_names') or ['?'])}",
+        f"torch {', '.join(meta.get('torch') or ['?'])}",
+        f"triton {', '.join(meta.get('triton') or ['n/a'])}",
+        f"git {', '.join(c[:10] for c in meta.get('git_commits') or ['?'])}",
+    ]
+    return "; ".join(parts) + "."
+
+
+def _pm(mean: float, std: float, fmt: str) -> str:
+    if not np.isfinite(mean):
+        return "—"
+    if not np.isfinite(std):
+        return format(mean, fmt)
+    return f"{format(mean, fmt)} ± {format(std, fmt)}"
+
+
+def _decimals(value: float, sig: int = 3) -> int:
+    """Decimals that show `sig` significant digits of `value` (at least 0)."""
+    if not np.isfinite(value) or value == 0:
+        return sig - 1
+    return max(0, sig - 1 - int(math.floor(math.log10(abs(value)))))
+
+
+def _pm_sig(mean: float, std: float, sig: int = 3) -> str:
+    """'mean ± std' with the mean to `sig` significant digits and std to the same decimals."""
+    d = _decimals(mean, sig)
+    return _pm(mean, std, f",.{d}f")
+
+
+def _short_verdict(verdict) -> str:
+    return {"no significant difference": "n.s."}.get(verdict, verdict or "—")
+
+
+def _signed(value: float, fmt: str, suffix: str = "") -> str:
+    return "—" if not np.isfinite(value) else f"{format(value, '+' + fmt)}{suffix}"
+
+
+def _ns(verdict) -> str:
+    """Marks a speed difference the test could not separate from timing noise."""
+    return " (n.s.)" if verdict in ("no significant difference", "too few seeds") else ""
+
+
+def _num_or_nan(row: pd.Series, col: str) -> float:
+    value = row.get(col)
+    return float(value) if value is not None and pd.notna(value) else math.nan
+
+
+def display_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Human-readable table (strings): 'mean ± std', signed deltas, '—' where not applicable."""
+    has_acc = "accuracy_mean" in df.columns
+    rows = []
+    for _, r in df.iterrows():
+
+        def f(c, r=r):
+            return _num_or_nan(r, c)
+
+        out = {
+            "variant": r["variant"],
+            "ok/seeds": f"{int(r['n_seeds']) - int(r['n_diverged'])}/{int(r['n_seeds'])}",
+            "val loss": _pm(f("val_loss_mean"), f("val_loss_std"), ".4f"),
+            "Δ val loss": _signed(f("d_val_loss"), ".4f"),
+            "95% CI (Δ)": r.get("d_val_loss_ci") or "—",
+            "verdict": r.get("verdict") or "—",
+        }
+        if has_acc:
+            out["accuracy"] = _pm(f("accuracy_mean"), f("accuracy_std"), ".3f")
+            acc = _signed(f("d_accuracy"), ".3f")
+            verdict = _short_verdict(r.get("accuracy_verdict"))
+            out["Δ acc (verdict)"] = acc if acc == "—" else f"{acc} ({verdict})"
+        step = _signed(f("d_step_ms_pct"), ".1f", "%")
+        tok = _signed(f("d_tokens_per_s_pct"), ".1f", "%")
+        out.update(
+            {
+                "step ms": _pm_sig(f("step_ms_mean"), f("step_ms_std")),
+                "Δ step": step + ("" if step == "—" else _ns(r.get("d_step_ms_verdict"))),
+                "tokens/s": _pm(f("tokens_per_s_mean"), f("tokens_per_s_std"), ",.0f"),
+                "Δ tok/s": tok + ("" if tok == "—" else _ns(r.get("d_tokens_per_s_verdict"))),
+                "peak MB": _pm(f("peak_mem_mb_mean"), f("peak_mem_mb_std"), ",.1f"),
+                "Δ mem": _signed(f("d_peak_mem_pct"), ".1f", "%"),
+                "params": "—" if not np.isfinite(f("params")) else f"{int(f('params')):,}",
+            }
+        )
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def footnote(meta: dict | None = None) -> str:
+    """How to read the table; stated under every table so a verdict is never read without it."""
+    text = (
+        "Mean ± std over runs that finished (status ok); diverged runs are counted in "
+        "ok/seeds and excluded from every mean, std and test. Δ = variant − baseline. "
+        "Verdict: paired t-test on validation loss by seed over the seeds both finished "
+        "(Welch if fewer than two are shared), two-sided α = 0.05; 'better'/'worse' only when "
+        "the 95% CI of Δ excludes 0, otherwise 'no significant difference'; fewer than two "
+        "seeds: 'too few seeds'. Speed deltas are relative to the baseline mean; '(n.s.)' marks "
+        "a difference Welch's test cannot separate from timing noise."
+    )
+    if meta and meta.get("n_duplicates"):
+        text += f" {meta['n_duplicates']} repeated run(s) of the same variant and seed ignored "
+        text += "(latest kept)."
+    if meta and len(meta.get("train_cfgs") or []) > 1:
+        text += f" Warning: these runs used {len(meta['train_cfgs'])} different training configs."
+    return text
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """GitHub-flavoured markdown table of a frame of strings (no tabulate dependency)."""
+
+    def cell(x) -> str:
+        return str(x).replace("|", "\\|").replace("\n", " ")
+
+    head = "| " + " | ".join(cell(c) for c in df.columns) + " |"
+    sep = "|" + "|".join("---" if i == 0 else "---:" for i in range(len(df.columns))) + "|"
+    body = ["| " + " | ".join(cell(x) for x in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def format_summary(df: pd.DataFrame, meta: dict) -> str:
+    """Markdown: a title, the header line, the table and its footnote."""
+    lines = [
+        f"### {group_title(meta)}",
+        "",
+        summary_header(meta),
+        "",
+        markdown_table(display_frame(df)),
+        "",
+        f"_{footnote(meta)}_",
+    ]
+    if BASELINE not in set(df["variant"]):
+        lines += ["", f"_No '{BASELINE}' runs in this group: no deltas or verdicts._"]
+    return "\n".join(lines) + "\n"
+
+
+def summary_csv_frame(groups: list[tuple[dict, pd.DataFrame]]) -> pd.DataFrame:
+    """All groups' raw numbers in one frame, with the group keys as trailing columns."""
+    parts = []
+    for meta, df in groups:
+        df = df.copy()
+        df["task"] = meta["task"]
+        df["budget_mode"] = meta["budget_mode"]
+        df["budget_value"] = meta["budget_value"]
+        df["model_size"] = meta["model_size"]
+        df["device_name"] = ", ".join(meta["device_names"])
+        parts.append(df)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def write_summary(records: list[dict], out_dir) -> pd.DataFrame:
+    """Write summary.csv (raw numbers, all groups) and summary.md (one table per group).
+
+    Returns the frame written to summary.csv.
+    """
+    groups = summaries(records)
+    if not groups:
+        raise ValueError("no run records to summarise")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    frame = summary_csv_frame(groups)
+    frame.to_csv(out / "summary.csv", index=False)
+    text = "\n".join(format_summary(df, meta) for meta, df in groups)
+    (out / "summary.md").write_text(text, encoding="utf-8")
+    return frame
