@@ -31,8 +31,13 @@ from variants.registry import VARIANTS, get_variant  # noqa: E402
 DEFAULT_STEPS = 1500
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other bad-input error here
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="ablations/run.py",
         description="Train variants against the baseline and compare speed, memory and loss.",
     )

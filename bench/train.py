@@ -139,7 +139,7 @@ def run(
     curve: list[dict] = []
     status, diverged_at = "ok", None
     peak_mem = None
-    step, train_time, train_loss = 0, 0.0, float("nan")
+    step, train_time, train_loss = 0, 0.0, None
 
     def train_step(x, y):
         with amp_ctx():
