@@ -9,6 +9,9 @@ import nox
 nox.options.sessions = ["tests", "lint"]
 nox.options.default_venv_backend = "venv"
 
+# training steps per run of the default sweep: 30 runs fit in ~15 minutes on a 2-core CPU
+BENCH_STEPS = 400
+
 
 @nox.session
 def tests(session: nox.Session) -> None:
@@ -20,3 +23,49 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.5")
     session.run("ruff", "check", "variants", "bench", "ablations", "tests", "noxfile.py")
+
+
+def _flag(args: list[str], name: str, default: str) -> str:
+    """The value of `name` in a list of CLI args (`--name V` or `--name=V`), else default."""
+    for i, a in enumerate(args):
+        if a == name and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return default
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Micro-benchmarks per slot, the ablation sweep (every one-change variant + modern, 3 seeds),
+    then the report. Arguments after `--` reach the sweep (ablations/run.py), e.g.
+    `nox -s bench -- --model small --device cuda --steps 5000`."""
+    session.install("-e", ".[test]")
+    sweep_args = list(session.posargs)
+    device = _flag(sweep_args, "--device", "auto")
+    out = _flag(sweep_args, "--out", "results/bench/sweep")
+    if not any(a.startswith("--out") for a in sweep_args):
+        sweep_args += ["--out", out]
+    micro_json = f"{out}/micro/micro.json"
+    session.run("python", "-c", f"import os; os.makedirs('{out}/micro', exist_ok=True)")
+    model = _flag(sweep_args, "--model", "")
+    micro_model = ["--micro-model", model] if model else []
+    session.run(
+        "pytest",
+        "bench/micro",
+        "-q",
+        "-o",
+        "addopts=",
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-only",
+        f"--benchmark-json={micro_json}",
+        "--micro-device",
+        device,
+        *micro_model,
+    )
+    defaults = ["--variant", "all", "--seeds", "3"]
+    if not {"--steps", "--tokens", "--time"} & {a.split("=")[0] for a in sweep_args}:
+        defaults += ["--steps", str(BENCH_STEPS)]
+    session.run("python", "ablations/run.py", *defaults, *sweep_args)
+    session.run("python", "-m", "bench.report", out)  # picks up out/micro/*.json
