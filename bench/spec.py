@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from variants.config import ModelConfig
 
 BUDGET_MODES = ("steps", "tokens", "seconds")
+PROBES = ("grad_norms",)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class TrainConfig:
     compile: bool = False
     amp: bool = True  # bf16 autocast on CUDA; no effect on CPU
     timing_warmup: int = 10  # steps not timed (compilation, allocator warm-up)
+    probes: tuple[str, ...] = ()  # extra measurements: "grad_norms" (per-block, at eval points)
+    save_checkpoint: bool = False  # keep the final weights (e.g. a pretraining run)
 
     def validate(self) -> TrainConfig:
         for name in ("batch_size", "eval_every", "eval_batches", "eval_batch_size"):
@@ -58,6 +61,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        unknown = sorted(set(self.probes) - set(PROBES))
+        if unknown:
+            raise ValueError(f"unknown probe(s) {unknown}; valid: {', '.join(PROBES)}")
         return self
 
 
@@ -70,6 +76,7 @@ class RunSpec:
     train: TrainConfig = field(default_factory=TrainConfig)
     seed: int = 0
     device: str = "cpu"  # "cpu" or "cuda": part of the identity, a GPU run is another run
+    init_from: str | None = None  # run id whose saved weights initialise this run (finetuning)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -81,7 +88,8 @@ class RunSpec:
             model=ModelConfig.from_dict(d["model"]),
             task=dict(d["task"]),
             budget=Budget(**d["budget"]),
-            train=TrainConfig(**d["train"]),
+            train=TrainConfig(**{**d["train"], "probes": tuple(d["train"].get("probes", ()))}),
             seed=d["seed"],
             device=d["device"],
+            init_from=d.get("init_from"),
         )

@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import os
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 
 import torch
 
@@ -74,6 +76,38 @@ def evaluate(model, task, device, amp_ctx) -> float:
     return total / max(count, 1)
 
 
+def block_grad_norms(model) -> list[float]:
+    """L2 norm of the gradient of each transformer block's parameters, first block first: how
+    much signal reaches each depth (the residual study's measurement)."""
+    norms = []
+    for blk in model.blocks:
+        sq = sum(float(p.grad.float().pow(2).sum()) for p in blk.parameters() if p.grad is not None)
+        norms.append(sq**0.5)
+    return norms
+
+
+def _checkpoint_path(rid: str, checkpoint_dir) -> Path:
+    if checkpoint_dir is None:
+        raise ValueError("saving or loading a checkpoint needs a checkpoint_dir")
+    return Path(checkpoint_dir) / f"{rid}.pt"
+
+
+def save_checkpoint(model, rid: str, checkpoint_dir) -> Path:
+    path = _checkpoint_path(rid, checkpoint_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)  # never a half-written checkpoint under the real name
+    return path
+
+
+def load_checkpoint(rid: str, checkpoint_dir, device) -> dict:
+    path = _checkpoint_path(rid, checkpoint_dir)
+    if not path.is_file():
+        raise ValueError(f"no checkpoint for run {rid} at {path}; train that run first")
+    return torch.load(path, map_location=device, weights_only=True)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -88,9 +122,13 @@ def run(
     spec: RunSpec,
     progress: Callable[[dict], None] | None = None,
     task=None,
+    checkpoint_dir: str | Path | None = None,
 ) -> dict:
     """Train `spec` and return its record. `progress(info)` is called every few steps for a
-    progress bar; `task` may pass an already built task (it must match spec.task)."""
+    progress bar; `task` may pass an already built task (it must match spec.task).
+    `checkpoint_dir` is where `train.save_checkpoint` writes the final weights as
+    `<run_id>.pt` and where `spec.init_from` (a run id) is looked up; where files live is not
+    part of a run's identity, so it is an argument, not a spec field."""
     device = resolve_device(spec.device)
     tcfg = spec.train.validate()
     budget = spec.budget.validate()
@@ -107,6 +145,8 @@ def run(
 
     torch.manual_seed(spec.seed)  # model init (and dropout, if any)
     model = GPT(spec.model).to(device)
+    if spec.init_from is not None:
+        model.load_state_dict(load_checkpoint(spec.init_from, checkpoint_dir, device))
     n_params = model.num_params()
     flops_tok = measure.flops_per_token(
         model.num_params(non_embedding=True), spec.model.n_layer, spec.model.n_embd, task.seq_len
@@ -141,10 +181,14 @@ def run(
     peak_mem = None
     step, train_time, train_loss = 0, 0.0, None
 
+    grad_history: list[dict] = []  # per-block gradient norms at step 1 and every eval point
+
     def train_step(x, y):
         with amp_ctx():
             _, loss = step_model(x, y)
         loss.backward()
+        if "grad_norms" in tcfg.probes and (step == 0 or (step + 1) % tcfg.eval_every == 0):
+            grad_history.append({"step": step + 1, "norms": block_grad_norms(model)})
         if tcfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
         opt.step()
@@ -152,16 +196,15 @@ def run(
         return loss
 
     def add_point(val_loss, acc=None):
-        curve.append(
-            {
-                "step": step,
-                "tokens": step * tokens_per_step,
-                "time_s": round(train_time, 4),
-                "train_loss": train_loss,
-                "val_loss": val_loss,
-                "accuracy": acc,
-            }
-        )
+        point = {
+            "step": step,
+            "tokens": step * tokens_per_step,
+            "time_s": round(train_time, 4),
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "accuracy": acc,
+        }
+        curve.append(point)
 
     model.train()
     add_point(evaluate(model, task, device, amp_ctx))
@@ -245,6 +288,8 @@ def run(
         measure.mfu(flops_tok, metrics["tokens_per_s"], peak) if metrics["tokens_per_s"] else None
     )
     spec_dict = spec.to_dict()
+    if tcfg.save_checkpoint and status == "ok":
+        save_checkpoint(model, run_id(spec_dict), checkpoint_dir)
     return {
         "run_id": run_id(spec_dict),
         "variant": spec.variant,
@@ -258,5 +303,6 @@ def run(
         "env": measure.environment(device),
         "metrics": metrics,
         "curve": curve,
+        "probes": {"grad_norms": grad_history} if "grad_norms" in tcfg.probes else {},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -246,3 +246,26 @@ def test_cli_plugin_registers_a_user_variant(tmp_path):
     assert recs["blowup"]["status"] == "diverged" and recs["blowup"]["diverged_at_step"] == 1
     assert recs["baseline"]["status"] == "ok"
     assert math.isfinite(recs["baseline"]["metrics"]["val_loss"])
+
+
+def test_grad_norm_probe_and_checkpoint_round_trip(tmp_path):
+    train = dict(probes=("grad_norms",), save_checkpoint=True)
+    spec = tiny_spec(**train)
+    rec = run(spec, checkpoint_dir=tmp_path)
+    probes = rec["probes"]["grad_norms"]
+    assert [p["step"] for p in probes] == [1, 5, 10, 15]
+    assert all(len(p["norms"]) == 2 and min(p["norms"]) > 0 for p in probes)
+    assert (tmp_path / f"{rec['run_id']}.pt").is_file()
+    # a run initialised from it starts where the first one ended
+    follow = dataclasses.replace(tiny_spec(), init_from=rec["run_id"])
+    rec2 = run(follow, checkpoint_dir=tmp_path)
+    assert rec2["curve"][0]["val_loss"] == pytest.approx(rec["metrics"]["val_loss"])
+    assert rec2["run_id"] != run_id_of(tiny_spec())
+    with pytest.raises(ValueError, match="no checkpoint for run"):
+        run(dataclasses.replace(tiny_spec(), init_from="0123456789ab"), checkpoint_dir=tmp_path)
+
+
+def run_id_of(spec):
+    from bench.records import run_id
+
+    return run_id(spec.to_dict())
