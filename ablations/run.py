@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.records import append_record, finished_ids, load_records, run_id  # noqa: E402
+from bench.executor import execute  # noqa: E402
+from bench.records import load_records  # noqa: E402
 from bench.spec import Budget, RunSpec, TrainConfig  # noqa: E402
 from variants.config import PRESETS, preset  # noqa: E402
 from variants.registry import VARIANTS, get_variant  # noqa: E402
@@ -77,7 +78,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="FILE.py",
         help="a Python file that registers your own blocks/variants (repeatable)",
     )
-    p.add_argument("--list", action="store_true", help="list variants, tasks and model sizes")
+    p.add_argument("--study", default=None, help="run a ready-made study (see --list)")
+    p.add_argument(
+        "--scale",
+        type=float,
+        default=1.0,
+        help="multiply a study's training budgets (e.g. 0.1 for a quick look)",
+    )
+    p.add_argument("--list", action="store_true", help="list variants, tasks, sizes and studies")
     p.add_argument("--force", action="store_true", help="rerun runs that already have a record")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p.parse_args(argv)
@@ -113,6 +121,11 @@ def list_everything() -> str:
         lines.append(f"  {name:<{width}}  {v.description}  [{v.diff()}]")
     lines.append("tasks:")
     for name, (_, desc) in TASKS.items():
+        lines.append(f"  {name:<{width}}  {desc}")
+    from ablations.studies import STUDIES
+
+    lines.append("studies (--study NAME):")
+    for name, (_, desc) in STUDIES.items():
         lines.append(f"  {name:<{width}}  {desc}")
     lines.append("model sizes:")
     for name, p in PRESETS.items():
@@ -191,69 +204,28 @@ def default_out(args, specs: list[RunSpec]) -> Path:
     return ROOT / "results" / "ablations" / name
 
 
-def progress_bar(quiet: bool, label: str):
-    """A tqdm bar over the fraction of the budget used, showing step, loss and tokens/s."""
-    if quiet:
-        return None, None
-    from tqdm import tqdm
+def run_study(args) -> int:
+    from ablations.studies import StudyContext, get_study
+    from bench.train import resolve_device
 
-    bar = tqdm(
-        total=1000,
-        desc=label,
-        leave=True,
-        dynamic_ncols=True,
-        bar_format=("{desc} {percentage:3.0f}%|{bar}| {elapsed}<{remaining} {postfix}"),
+    study = get_study(args.study)
+    if not args.scale > 0:
+        raise ValueError(f"--scale must be positive, got {args.scale}")
+    out = Path(args.out) if args.out else ROOT / "results" / "studies" / args.study
+    ctx = StudyContext(
+        out=out,
+        device=resolve_device(args.device).type,
+        seeds=args.seeds,
+        scale=args.scale,
+        force=args.force,
+        quiet=args.quiet,
     )
-
-    def update(info):
-        bar.n = min(1000, int(info["progress"] * 1000))
-        bar.set_postfix_str(
-            f"step {info['step']} loss {info['loss']:.4f} {info['tokens_per_s']:,.0f} tok/s",
-            refresh=True,
-        )
-
-    return bar, update
-
-
-def execute(specs: list[RunSpec], task, out: Path, force: bool, quiet: bool) -> tuple[int, int]:
-    """Run what is not finished yet; append each record as soon as it exists."""
-    from bench.train import run
-
     out.mkdir(parents=True, exist_ok=True)
-    runs_path = out / "runs.jsonl"
-    done = set() if force else finished_ids(runs_path)
-    ran = skipped = 0
-    for i, spec in enumerate(specs, 1):
-        rid = run_id(spec.to_dict())
-        label = f"[{i}/{len(specs)}] {spec.variant} seed {spec.seed}"
-        if rid in done:
-            skipped += 1
-            if not quiet:
-                print(f"{label}: finished earlier ({rid}), skipped", file=sys.stderr)
-            continue
-        bar, update = progress_bar(quiet, label)
-        try:
-            record = run(spec, progress=update, task=task)
-        finally:
-            if bar is not None:
-                bar.close()
-        append_record(runs_path, record)
-        ran += 1
-        if record["status"] != "ok":
-            print(
-                f"{label}: DIVERGED at step {record['diverged_at_step']} (non-finite loss); "
-                "recorded, going on",
-                file=sys.stderr,
-            )
-        elif not quiet:
-            m = record["metrics"]
-            print(
-                f"{label}: val_loss {m['val_loss']:.4f}"
-                + (f" acc {m['accuracy']:.3f}" if m.get("accuracy") is not None else "")
-                + f" step {m['step_ms']:.1f} ms",
-                file=sys.stderr,
-            )
-    return ran, skipped
+    section = study.run(ctx)
+    (out / "report.md").write_text(section)
+    print(section)
+    print(f"study {args.study}: report in {out / 'report.md'}", file=sys.stderr)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -264,6 +236,8 @@ def main(argv=None) -> int:
         if args.list:
             print(list_everything())
             return 0
+        if args.study:
+            return run_study(args)
         specs, task = build_specs(args)
         out = Path(args.out) if args.out else default_out(args, specs)
         out.mkdir(parents=True, exist_ok=True)
@@ -276,7 +250,7 @@ def main(argv=None) -> int:
                 indent=1,
             )
         )
-        ran, skipped = execute(specs, task, out, args.force, args.quiet)
+        ran, skipped = execute(specs, out, force=args.force, quiet=args.quiet, task=task)
     except KeyboardInterrupt:
         print(
             "\ninterrupted: every finished run is kept; rerun the same command to resume",

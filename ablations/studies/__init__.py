@@ -1,0 +1,20 @@
+"""The lecture's experiments as ready-made studies, by name. Each module defines one Study."""
+
+from __future__ import annotations
+
+import importlib
+
+from ablations.studies.base import Study, StudyContext
+
+# name -> (module path, one-line description); modules are imported only when a study runs
+STUDIES: dict[str, tuple[str, str]] = {}
+
+
+def get_study(name: str) -> Study:
+    if name not in STUDIES:
+        raise ValueError(f"unknown study {name!r}; valid studies: {', '.join(STUDIES) or 'none'}")
+    module = importlib.import_module(STUDIES[name][0])
+    return module.STUDY
+
+
+__all__ = ["STUDIES", "Study", "StudyContext", "get_study"]

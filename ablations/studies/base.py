@@ -1,0 +1,47 @@
+"""What a study is: a named experiment that runs through the same harness as the ablation CLI
+(same RunSpecs, records, resume) and writes its own report section with a table and a figure.
+
+    python ablations/run.py --study residual            # results/studies/residual/
+    python ablations/run.py --study residual --scale 0.05   # a toy budget (what tests use)
+
+A study file defines one `Study` subclass; `ablations/studies/__init__.py` lists them by name.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.executor import execute
+from bench.records import load_records, run_id
+
+
+@dataclass
+class StudyContext:
+    out: Path  # the study's directory: runs.jsonl, checkpoints/, its tables and figures
+    device: str = "cpu"  # "cpu" or "cuda" (already resolved)
+    seeds: int = 2
+    scale: float = 1.0  # multiplies the study's training budgets; tests use ~0.01–0.05
+    force: bool = False
+    quiet: bool = False
+
+    def steps(self, full: int, minimum: int = 5) -> int:
+        """A budget of `full` steps at scale 1, scaled (never below `minimum`)."""
+        return max(minimum, round(full * self.scale))
+
+    def execute(self, specs, task=None) -> list[dict]:
+        """Run the specs (skipping finished ones) and return their records, in spec order."""
+        execute(specs, self.out, force=self.force, quiet=self.quiet, task=task)
+        by_id = {r["run_id"]: r for r in load_records(self.out / "runs.jsonl")}
+        return [by_id[run_id(s.to_dict())] for s in specs if run_id(s.to_dict()) in by_id]
+
+
+class Study(abc.ABC):
+    name: str = ""
+    description: str = ""  # one line, shown by --list
+
+    @abc.abstractmethod
+    def run(self, ctx: StudyContext) -> str:
+        """Run the study's experiments and write its table(s) and figure(s) into ctx.out.
+        Returns the study's report section as Markdown (also written to ctx.out/report.md)."""
