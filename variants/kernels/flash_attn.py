@@ -26,9 +26,11 @@ Algorithm (Dao, "FlashAttention-2", 2023):
   ``exp2`` (a single MUFU instruction on NVIDIA GPUs).
 
 Inputs may be float32, float16 or bfloat16; all accumulation (scores, row statistics, output and
-gradient accumulators) is float32. Inputs and the incoming gradient may have any strides (all four
-strides of every tensor are passed to the kernels), e.g. the ``(B, T, H, D) -> (B, H, T, D)``
-transposed view that models produce; nothing is copied to make it contiguous.
+gradient accumulators) is float32. float32 inputs use exact float32 products
+(``input_precision="ieee"``) unless ``torch.backends.cuda.matmul.allow_tf32`` asks for TF32.
+Inputs and the incoming gradient may have any strides (all four strides of every tensor are
+passed to the kernels), e.g. the ``(B, T, H, D) -> (B, H, T, D)`` transposed view that models
+produce; nothing is copied to make it contiguous.
 
 Launch configuration: on a CUDA GPU each kernel is wrapped in ``triton.autotune`` with a config
 list chosen from the GPU generation (built lazily, on the first call, so importing this module
@@ -459,7 +461,8 @@ _INTERPRETED = type(_attn_fwd).__name__ == "InterpretedFunction"
 # query tile and BLOCK_N the streamed key tile; for dK/dV the key tile (BLOCK_N) is resident and
 # the query tile (BLOCK_M) is streamed, hence the mirrored shapes.
 _CONFIGS = {
-    # Hopper (H100/H200): 228 KB of shared memory per SM, big tiles with 8 warps pay off.
+    # Hopper (H100/H200) and newer: up to 227 KB of shared memory per block, big tiles with 8
+    # warps pay off. (The pruner reads the real limit from the device, e.g. for sm_120.)
     "sm90": {
         "fwd": [
             (128, 128, 8, 3), (128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2),
@@ -518,48 +521,60 @@ def _smem_limit(device_index: int, capability: tuple[int, int]) -> int:
     return int(limit) or _SMEM_BY_CAPABILITY.get(capability, _SMEM_DEFAULT)
 
 
-def _make_pruner(kernel: str, smem_limit: int):
+# Per-thread register budget (in 32-bit values) above which a config spills heavily.
+_REG_BUDGET = {"fwd": 240, "dkdv": 256, "dq": 240}
+
+
+def _config_cost(kernel: str, bm: int, bn: int, warps: int, stages: int, head_dim: int,
+                 elt: int, hopper: bool) -> tuple[int, int]:
+    """Rough (shared memory bytes, 32-bit registers per thread) of one launch config.
+
+    Calibrated against the shared memory Triton 3.9 allocates and the spills ptxas reports when
+    compiling these kernels for sm_80 and sm_90: the streamed tiles get one buffer per pipeline
+    stage on Hopper and one fewer on Ampere, resident tiles one buffer; P and dS stay in
+    registers. Registers count the float32 accumulators, the resident 16-bit tiles and the
+    (BLOCK_M, BLOCK_N) float32 score tiles, spread over the threads.
+    """
+    buffers = stages if hopper else max(1, stages - 1)
+    threads = 32 * warps
+    if kernel == "fwd":  # resident Q; streamed K, V; accumulator O; scores S, P
+        smem = elt * (bm * head_dim + buffers * 2 * bn * head_dim)
+        regs = (bm * head_dim + bm * head_dim * elt // 4 + 2 * bm * bn) // threads
+    elif kernel == "dkdv":  # resident K, V; streamed Q, dO (+ lse, delta); accumulators dK, dV
+        smem = elt * (2 * bn * head_dim + buffers * 2 * bm * head_dim) + buffers * 2 * bm * 4
+        regs = (2 * bn * head_dim + 2 * bn * head_dim * elt // 4 + 2 * bm * bn) // threads
+    else:  # dq: resident Q, dO; streamed K, V; accumulator dQ
+        smem = elt * (2 * bm * head_dim + buffers * 2 * bn * head_dim)
+        regs = (bm * head_dim + 2 * bm * head_dim * elt // 4 + 2 * bm * bn) // threads
+    return smem, regs
+
+
+def _make_pruner(kernel: str, smem_limit: int, hopper: bool):
     """Build the early_config_prune hook for one kernel.
 
     Drops configs that cannot be good for this call: tiles larger than the (power-of-two rounded)
-    sequence, pipelines whose shared memory estimate exceeds the GPU's limit, and tile/warp
-    combinations whose float32 accumulators alone would need more than ~64-128 registers per
-    thread (they would spill). The estimates are deliberately rough; anything that still fails to
-    compile is skipped by the autotuner itself. At least one config always survives.
+    sequence, and configs whose estimated shared memory exceeds the GPU's limit or whose
+    estimated register need would spill (see _config_cost). Whatever still fails to compile is
+    skipped by the autotuner itself. At least one config always survives.
     """
 
     def prune(configs, named_args, **kwargs):
         args = {**named_args, **kwargs}
         seq, head_dim = int(args["T"]), int(args["D"])
-        elt = 4 if args["DOT_PRECISION"] == "tf32" or args["Q"].dtype == torch.float32 else 2
+        elt = 4 if args["Q"].dtype == torch.float32 else 2
         seq_cap = max(16, triton.next_power_of_2(seq))
         kept = []
         for cfg in configs:
             bm, bn = cfg.kwargs["BLOCK_M"], cfg.kwargs["BLOCK_N"]
-            warps, stages = cfg.num_warps, cfg.num_stages
-            threads = 32 * warps
             if bm > seq_cap or bn > seq_cap:
                 continue
-            if kernel == "fwd":
-                # resident Q tile, pipelined K and V tiles, P staged for the second GEMM
-                smem = elt * (bm * head_dim + stages * 2 * bn * head_dim + bm * bn)
-                regs = bm * head_dim // threads  # output accumulator
-                reg_cap = 64
-            elif kernel == "dkdv":
-                # resident K, V; pipelined Q, dO; P^T and dS^T staged
-                smem = elt * (2 * bn * head_dim + stages * 2 * bm * head_dim + 2 * bm * bn)
-                regs = 2 * bn * head_dim // threads  # dK and dV accumulators
-                reg_cap = 128
-            else:
-                # resident Q, dO; pipelined K, V; P and dS staged
-                smem = elt * (2 * bm * head_dim + stages * 2 * bn * head_dim + 2 * bm * bn)
-                regs = bm * head_dim // threads  # dQ accumulator
-                reg_cap = 64
-            if smem > smem_limit or regs > reg_cap:
-                continue
-            kept.append(cfg)
+            smem, regs = _config_cost(kernel, bm, bn, cfg.num_warps, cfg.num_stages, head_dim,
+                                      elt, hopper)
+            if smem <= smem_limit and regs <= _REG_BUDGET[kernel]:
+                kept.append(cfg)
         if not kept:
-            kept = [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+            kept = [min(configs, key=lambda c: (c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"],
+                                                c.num_stages))]
         return kept
 
     return prune
@@ -579,25 +594,27 @@ def _autotuned(kernel: str, device_index: int):
     return triton.autotune(
         configs=configs,
         key=["T", "D", "CAUSAL", "DOT_PRECISION"],  # the autotuner adds the tensors' dtypes
-        prune_configs_by={"early_config_prune": _make_pruner(kernel, _smem_limit(device_index,
-                                                                                 capability))},
+        prune_configs_by={"early_config_prune": _make_pruner(
+            kernel, _smem_limit(device_index, capability), hopper=capability[0] >= 9)},
     )(raw)
 
 
-def _launch(kernel: str, device: torch.device, tiles, args, meta):
+def _launch(kernel: str, device: torch.device, tiles, args):
     """Launch `kernel` over a 1-D grid of (B*H) * cdiv(T, tile) programs.
 
     `tiles(block_m, block_n)` gives the number of programs for a tile shape. Under the interpreter
     the raw kernel runs with the fixed tile of _INTERPRET_TILES; on a GPU the autotuned wrapper
-    picks one.
+    picks one. `args` holds every argument but the tile sizes, positionally: Triton versions
+    before 3.0 hand only positional arguments to early_config_prune, so D, CAUSAL and
+    DOT_PRECISION must be among them for the pruner to see them.
     """
     if _INTERPRETED:
         raw = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}[kernel]
         bm, bn = _INTERPRET_TILES[kernel]
-        raw[(tiles(bm, bn),)](*args, **meta, BLOCK_M=bm, BLOCK_N=bn)
+        raw[(tiles(bm, bn),)](*args, BLOCK_M=bm, BLOCK_N=bn)
         return
     tuned = _autotuned(kernel, device.index if device.index is not None else 0)
-    tuned[lambda cfg: (tiles(cfg["BLOCK_M"], cfg["BLOCK_N"]),)](*args, **meta)
+    tuned[lambda cfg: (tiles(cfg["BLOCK_M"], cfg["BLOCK_N"]),)](*args)
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -684,10 +701,9 @@ def _forward(
     if q.numel() == 0:
         return out, lse
     args = (q, k, v, out, lse, float(sm_scale), *q.stride(), *k.stride(), *v.stride(),
-            *out.stride(), H, T)
-    meta = {"D": D, "CAUSAL": bool(causal), "DOT_PRECISION": _dot_precision(q.dtype)}
+            *out.stride(), H, T, D, bool(causal), _dot_precision(q.dtype))
     with _device_guard(q):
-        _launch("fwd", q.device, lambda bm, bn: B * H * triton.cdiv(T, bm), args, meta)
+        _launch("fwd", q.device, lambda bm, bn: B * H * triton.cdiv(T, bm), args)
     return out, lse
 
 
@@ -702,18 +718,20 @@ def _backward(q, k, v, out, lse, do, causal: bool, sm_scale: float):
     if do.dtype != q.dtype:
         do = do.to(q.dtype)
     delta = torch.empty_like(lse)  # (B*H, T) float32
-    meta = {"D": D, "CAUSAL": bool(causal), "DOT_PRECISION": _dot_precision(q.dtype)}
+    consts = (D, bool(causal), _dot_precision(q.dtype))  # D, CAUSAL, DOT_PRECISION
     with _device_guard(q):
-        pre_block = _INTERPRET_BLOCK if _INTERPRETED else 128
+        # Memory-bound row reduction: ~8K elements per program keeps two float32 tiles in
+        # registers without spilling.
+        pre_block = _INTERPRET_BLOCK if _INTERPRETED else max(16, 8192 // D)
         _attn_bwd_preprocess[(B * H * triton.cdiv(T, pre_block),)](
             out, do, delta, *out.stride(), *do.stride(), H, T, D=D, BLOCK_M=pre_block,
         )
         dkdv_args = (q, k, v, do, dk, dv, lse, delta, float(sm_scale), *q.stride(), *k.stride(),
-                     *v.stride(), *do.stride(), *dk.stride(), *dv.stride(), H, T)
-        _launch("dkdv", q.device, lambda bm, bn: B * H * triton.cdiv(T, bn), dkdv_args, meta)
+                     *v.stride(), *do.stride(), *dk.stride(), *dv.stride(), H, T, *consts)
+        _launch("dkdv", q.device, lambda bm, bn: B * H * triton.cdiv(T, bn), dkdv_args)
         dq_args = (q, k, v, do, dq, lse, delta, float(sm_scale), *q.stride(), *k.stride(),
-                   *v.stride(), *do.stride(), *dq.stride(), H, T)
-        _launch("dq", q.device, lambda bm, bn: B * H * triton.cdiv(T, bm), dq_args, meta)
+                   *v.stride(), *do.stride(), *dq.stride(), H, T, *consts)
+        _launch("dq", q.device, lambda bm, bn: B * H * triton.cdiv(T, bm), dq_args)
     return dq, dk, dv
 
 
