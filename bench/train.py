@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench import measure
+from bench import distributed, measure
 from bench.records import run_id
 from bench.spec import RunSpec
 from bench.tasks import build_task
@@ -27,6 +27,7 @@ from variants.model import GPT
 
 # Offsets so that init, data order and dropout draw from different streams of the same seed.
 _DATA_STREAM = 1_000_003
+_RANK_STREAM = 7_919  # per-rank dropout streams under DDP (rank r > 0)
 
 
 class Diverged(Exception):
@@ -62,16 +63,23 @@ def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
 
 @torch.no_grad()
 def evaluate(model, task, device, amp_ctx) -> float:
-    """Mean loss over the task's fixed held-out batches (the same for every variant and seed)."""
+    """Mean loss over the task's fixed held-out batches (the same for every variant and seed).
+    Under DDP each rank takes every world_size-th batch and the sums are all-reduced, so every
+    rank returns the loss over all held-out batches."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for x, y in task.val_batches():
+    batches = task.val_batches()
+    if distributed.is_active():
+        batches = batches[distributed.rank() :: distributed.world_size()]
+    for x, y in batches:
         with amp_ctx():
             _, loss = model(x.to(device), y.to(device))
         n = int((y != -100).sum())
         total += loss.float().item() * n
         count += n
+    if distributed.is_active():
+        total, count = distributed.all_reduce_sum([total, count])
     model.train(was_training)
     return total / max(count, 1)
 
@@ -108,6 +116,28 @@ def load_checkpoint(rid: str, checkpoint_dir, device) -> dict:
     return torch.load(path, map_location=device, weights_only=True)
 
 
+def _shard_batch(x, y) -> tuple:
+    """Under DDP: this rank's rows of the global batch (x, y), the weight its mean loss gets
+    before backward, and its share of the batch's targets. The weight (share × world_size)
+    makes DDP's gradient average exactly the gradient of the global-batch mean loss, even when
+    ranks hold different numbers of targets."""
+    rows = distributed.shard(len(x))
+    mine = y[rows]
+    share = int((mine != -100).sum()) / max(int((y != -100).sum()), 1)
+    return x[rows], mine, share * distributed.world_size(), share
+
+
+def _max_over_ranks(*values):
+    """Each value's maximum over ranks (None stays None): the slowest rank's time, the largest
+    rank's memory."""
+    ranks = distributed.all_gather_floats([math.nan if v is None else float(v) for v in values])
+    out = []
+    for i in range(len(values)):
+        vals = [r[i] for r in ranks if not math.isnan(r[i])]
+        out.append(max(vals) if vals else None)
+    return out
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -129,9 +159,18 @@ def run(
     `checkpoint_dir` is where `train.save_checkpoint` writes the final weights as
     `<run_id>.pt` and where `spec.init_from` (a run id) is looked up; where files live is not
     part of a run's identity, so it is an argument, not a spec field."""
-    device = resolve_device(spec.device)
+    device = distributed.local_device(resolve_device(spec.device))
     tcfg = spec.train.validate()
     budget = spec.budget.validate()
+    # Under torchrun (bench.distributed): batch_size is the GLOBAL batch, split over the ranks.
+    world, rank = distributed.world_size(), distributed.rank()
+    if tcfg.batch_size % world:
+        raise ValueError(
+            f"--batch-size {tcfg.batch_size} is the global batch and must divide by the "
+            f"{world} ranks; use a multiple of {world}"
+        )
+    if rank != 0:
+        progress = None  # rank 0 alone shows progress
     opts = {k: v for k, v in spec.task.items() if k not in ("name", "data")}
     if task is None:
         task = build_task(
@@ -152,7 +191,12 @@ def run(
         model.num_params(non_embedding=True), spec.model.n_layer, spec.model.n_embd, task.seq_len
     )
     opt = make_optimizer(model, tcfg)
-    step_model = torch.compile(model) if tcfg.compile else model
+    train_model = model  # `model` itself is what is evaluated, probed and saved
+    if world > 1:
+        train_model = distributed.wrap(model, device)
+        if rank > 0:  # dropout (if any) draws different masks on each rank's rows
+            torch.manual_seed(spec.seed + _RANK_STREAM * rank)
+    step_model = torch.compile(train_model) if tcfg.compile else train_model
     use_amp = tcfg.amp and device.type == "cuda"
 
     def amp_ctx():
@@ -183,10 +227,10 @@ def run(
 
     grad_history: list[dict] = []  # per-block gradient norms at step 1 and every eval point
 
-    def train_step(x, y):
+    def train_step(x, y, weight=None):
         with amp_ctx():
             _, loss = step_model(x, y)
-        loss.backward()
+        (loss if weight is None else loss * weight).backward()
         if "grad_norms" in tcfg.probes and (step == 0 or (step + 1) % tcfg.eval_every == 0):
             grad_history.append({"step": step + 1, "norms": block_grad_norms(model)})
         if tcfg.grad_clip > 0:
@@ -215,13 +259,16 @@ def run(
             for g in opt.param_groups:
                 g["lr"] = lr
             x, y = task.train_batch(tcfg.batch_size, gen)
+            weight = share = None
+            if world > 1:  # every rank draws the global batch from the shared stream
+                x, y, weight, share = _shard_batch(x, y)
             t0 = time.perf_counter()
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if step == tcfg.timing_warmup and peak_mem is None:
                 # one (untimed) step under the memory tracker, after compile/warm-up
                 out: list = []
                 peak_mem = measure.peak_memory_bytes(
-                    functools.partial(_call_into, out, train_step, x, y),
+                    functools.partial(_call_into, out, train_step, x, y, weight),
                     device,
                     modules=[model],
                     optimizer=opt,
@@ -229,11 +276,16 @@ def run(
                 loss = out[0]
             else:
                 timer.start()
-                loss = train_step(x, y)
+                loss = train_step(x, y, weight)
                 timer.stop()
             step += 1
             train_loss = loss.item()  # syncs; the timer already stopped
             train_time += time.perf_counter() - t0
+            if world > 1:  # the global-batch loss on every rank, so all stop on the same step
+                ranks = distributed.all_gather_floats([train_loss * share, train_time])
+                train_loss = sum(r[0] for r in ranks)
+                if budget.mode == "seconds":  # one clock for the budget and the lr schedule
+                    train_time = max(r[1] for r in ranks)
             if not math.isfinite(train_loss):
                 raise Diverged()
             if progress is not None and (step % 10 == 0 or step == 1):
@@ -250,6 +302,8 @@ def run(
     except Diverged:
         status, diverged_at = "diverged", step
     wall = time.perf_counter() - t_start
+    if world > 1:
+        train_time, wall, peak_mem = _max_over_ranks(train_time, wall, peak_mem)
 
     metrics: dict = {
         "params": n_params,
@@ -261,6 +315,9 @@ def run(
         "peak_mem_mb": None if peak_mem is None else peak_mem / 2**20,
     }
     timing = timer.summary()
+    if world > 1:
+        keys = ("median_ms", "p10_ms", "p90_ms")
+        timing = dict(zip(keys, _max_over_ranks(*(timing[k] for k in keys)), strict=True))
     metrics.update(
         step_ms=timing["median_ms"],
         step_ms_p10=timing["p10_ms"],
@@ -275,21 +332,28 @@ def run(
         else:
             curve[-1]["accuracy"] = acc
         x, _ = task.train_batch(tcfg.batch_size, gen)
+        if world > 1:
+            x = x[distributed.shard(len(x))]  # the forward of one rank's share of the batch
         x = x.to(device)
         model.eval()
         with torch.no_grad():
             fwd = measure.time_fn(lambda: step_model(x), device, warmup=2, iters=10)
         model.train()
+        if world > 1:
+            (fwd["median_ms"],) = _max_over_ranks(fwd["median_ms"])
         metrics.update(val_loss=val_loss, accuracy=acc, fwd_ms=fwd["median_ms"])
     else:
         metrics.update(val_loss=None, accuracy=None, fwd_ms=None)
     peak = measure.peak_flops(device, torch.bfloat16 if use_amp else torch.float32)
+    if peak is not None:
+        peak *= world  # tokens/s is the whole group's, so is the peak
     metrics["mfu"] = (
         measure.mfu(flops_tok, metrics["tokens_per_s"], peak) if metrics["tokens_per_s"] else None
     )
     spec_dict = spec.to_dict()
-    if tcfg.save_checkpoint and status == "ok":
+    if tcfg.save_checkpoint and status == "ok" and rank == 0:
         save_checkpoint(model, run_id(spec_dict), checkpoint_dir)
+    distributed.barrier()  # a later run may start from that checkpoint on any rank
     return {
         "run_id": run_id(spec_dict),
         "variant": spec.variant,
@@ -301,6 +365,7 @@ def run(
         "status": status,
         "diverged_at_step": diverged_at,
         "env": measure.environment(device),
+        "distributed": distributed.info(),  # {"world_size": 1, "backend": None} without DDP
         "metrics": metrics,
         "curve": curve,
         "probes": {"grad_norms": grad_history} if "grad_norms" in tcfg.probes else {},
