@@ -3,9 +3,13 @@
     python ablations/run.py --variant rope                  # baseline vs rope, defaults
     python ablations/run.py --variant all --seeds 3         # every named variant
     python ablations/run.py --list                          # variants, tasks and model sizes
+    python ablations/run.py --variant all --jobs 2          # two runs at once on this machine
+    python ablations/run.py --variant all --executor slurm --slurm-partition gpu   # a cluster
+    torchrun --nproc_per_node 4 ablations/run.py --variant rope   # each run on 4 ranks (DDP)
 
-CLI -> RunSpecs -> run(spec) -> one record each in <out>/runs.jsonl -> summary table.
-Rerunning the same command skips runs whose record exists (resume); --force reruns them.
+CLI -> RunSpecs -> run(spec) -> one record each in <out>/runs.jsonl (cluster jobs:
+<out>/runs/<run_id>.json) -> summary table. Rerunning the same command skips runs whose record
+exists (resume); --force reruns them.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.executor import execute  # noqa: E402
+from bench import distributed  # noqa: E402
+from bench.executor import EXECUTORS, WorkerDied, execute  # noqa: E402
 from bench.records import load_records  # noqa: E402
 from bench.spec import Budget, RunSpec, TrainConfig  # noqa: E402
 from variants.config import PRESETS, preset  # noqa: E402
@@ -88,7 +93,72 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--list", action="store_true", help="list variants, tasks, sizes and studies")
     p.add_argument("--force", action="store_true", help="rerun runs that already have a record")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    x = p.add_argument_group("where the runs happen (one run on several ranks: use torchrun)")
+    x.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local processes (default), a SLURM job array, or submitit's local executor",
+    )
+    x.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="runs at once: local worker processes (each cores/N threads; default 1), or "
+        "the SLURM array's parallelism (default: no limit)",
+    )
+    x.add_argument("--runs-per-job", type=int, default=1, metavar="K", help="runs per SLURM job")
+    x.add_argument("--slurm-partition", default=None)
+    x.add_argument("--slurm-time", type=int, default=60, metavar="MIN", help="minutes per job")
+    x.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per job (= torch threads)")
+    x.add_argument(
+        "--slurm-gpus", type=int, default=None, help="GPUs per job (default: 1 on cuda, else 0)"
+    )
+    x.add_argument(
+        "--slurm-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an extra #SBATCH option, e.g. account=proj, qos=low, mem=16G (repeatable)",
+    )
+    x.add_argument(
+        "--no-wait", action="store_true", help="submit the SLURM jobs and return at once"
+    )
     return p.parse_args(argv)
+
+
+def slurm_options(args) -> dict:
+    extra = {}
+    for item in args.slurm_option:
+        if "=" not in item:
+            raise ValueError(f"--slurm-option {item!r} is not KEY=VALUE (e.g. account=myproj)")
+        key, value = item.split("=", 1)
+        extra[key.strip().lstrip("-")] = value
+    return {
+        "partition": args.slurm_partition,
+        "time_min": args.slurm_time,
+        "cpus": args.slurm_cpus,
+        "gpus": args.slurm_gpus,
+        "runs_per_job": args.runs_per_job,
+        "additional": extra,
+    }
+
+
+def check_torchrun(args, world: int) -> None:
+    """Under torchrun every rank runs this same command: each run is trained by all ranks."""
+    if args.study:
+        raise ValueError("--study runs in one process; start it without torchrun")
+    if args.executor != "local" or (args.jobs or 1) > 1:
+        raise ValueError(
+            "under torchrun every rank trains the same run: --jobs and --executor are for "
+            "sweeps of single-process runs"
+        )
+    if args.batch_size % world:
+        raise ValueError(
+            f"--batch-size {args.batch_size} is the global batch and must divide by the {world} "
+            f"ranks; use a multiple of {world}"
+        )
 
 
 def load_plugin(path: str) -> None:
@@ -230,27 +300,47 @@ def run_study(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    world = distributed.env_world_size()  # > 1 under torchrun: every rank runs this
+    rank0 = os.environ.get("RANK", "0") == "0"
     try:
         for plugin in args.plugin:
             load_plugin(plugin)
         if args.list:
             print(list_everything())
             return 0
+        if world > 1:
+            check_torchrun(args, world)
         if args.study:
             return run_study(args)
-        specs, task = build_specs(args)
+        if args.jobs is not None and args.jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+        specs, task = build_specs(args)  # the same on every rank: a pure function of argv
         out = Path(args.out) if args.out else default_out(args, specs)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "command.json").write_text(
-            json.dumps(
-                {
-                    "argv": sys.argv[1:] if argv is None else argv,
-                    "specs": [s.to_dict() for s in specs],
-                },
-                indent=1,
+        distributed.setup(specs[0].device)
+        if rank0:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "command.json").write_text(
+                json.dumps(
+                    {
+                        "argv": sys.argv[1:] if argv is None else argv,
+                        "world_size": world,
+                        "specs": [s.to_dict() for s in specs],
+                    },
+                    indent=1,
+                )
             )
+        ran, skipped = execute(
+            specs,
+            out,
+            force=args.force,
+            quiet=args.quiet,
+            task=task,
+            jobs=args.jobs or 1,
+            executor=args.executor,
+            plugins=[str(Path(p).resolve()) for p in args.plugin],
+            slurm=slurm_options(args),
+            wait=not args.no_wait,
         )
-        ran, skipped = execute(specs, out, force=args.force, quiet=args.quiet, task=task)
     except KeyboardInterrupt:
         print(
             "\ninterrupted: every finished run is kept; rerun the same command to resume",
@@ -258,16 +348,34 @@ def main(argv=None) -> int:
         )
         return 130
     except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        if rank0:
+            print(f"error: {err}", file=sys.stderr)
+        elif distributed.is_active():  # checks before the group is up fail alike on every rank
+            print(f"error (rank {distributed.rank()}): {err}", file=sys.stderr)
         return 2
+    except WorkerDied as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.teardown()
 
+    if not rank0:
+        return 0
+    if args.no_wait and args.executor != "local" and ran:
+        print(
+            f"{ran} run(s) submitted, {skipped} skipped (finished earlier); when the jobs are "
+            f"done: python -m bench.report {out}  (or rerun this command for the table)",
+            file=sys.stderr,
+        )
+        return 0
     from bench.tables import write_summary
 
-    write_summary(load_records(out / "runs.jsonl"), out)
+    write_summary(load_records(out), out)  # runs.jsonl and runs/*.json, from every worker
     print((out / "summary.md").read_text())
     print(
         f"{ran} run(s) trained, {skipped} skipped (finished earlier); records in "
-        f"{out / 'runs.jsonl'}, table in {out / 'summary.md'}",
+        f"{out / ('runs.jsonl' if args.executor == 'local' else 'runs')}, "
+        f"table in {out / 'summary.md'}",
         file=sys.stderr,
     )
     return 0

@@ -1,17 +1,60 @@
 """Runs a list of RunSpecs through the one training loop, skipping finished ones (resume).
 
-The local, sequential executor; every entry point (the ablation CLI, the studies, nox -s bench)
-goes through `execute`, so records, resume and progress look the same everywhere.
+Every entry point (the ablation CLI, the studies, nox -s bench) goes through `execute`, so
+records, resume and progress look the same everywhere. Where the runs happen:
+
+* ``executor="local", jobs=1`` (the default): one after the other in this process, with a
+  progress bar each. Under torchrun (bench.distributed) every rank takes part in every run and
+  rank 0 alone writes the records and shows progress.
+* ``executor="local", jobs=N``: N worker processes on this machine (started fresh, "spawn"),
+  each with ``cores // N`` torch threads, so small models use every core. Workers append their
+  own records to ``<out>/runs.jsonl`` under the file lock (``bench.records.append_record``,
+  safe across processes on one machine); a worker that dies leaves at most one unparseable
+  trailing line, which readers skip.
+* ``executor="slurm"``: a SLURM job array through submitit, ``runs_per_job`` runs per array
+  task. Jobs write one file per run, ``<out>/runs/<run_id>.json`` (temp file + rename: no lock
+  needed on NFS, nothing half-written); submitit's files and each job's logs go to
+  ``<out>/slurm/``. A preempted or timed-out job is requeued (the job object is
+  checkpointable) and goes on with the runs it had not finished; the run it was in restarts
+  from step 0. ``executor="submitit-local"`` is the same path with submitit's LocalExecutor,
+  to try it on a workstation.
+
+Resume works the same for all of them: finished ids are every record below ``out`` (its
+runs.jsonl, runs/*.json and those of subfolders, e.g. results copied home from a cluster), see
+``bench.records.load_records``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import multiprocessing as mp
+import os
+import pickle
+import shutil
 import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from bench.records import append_record, finished_ids, run_id
+import torch
+
+from bench import distributed
+from bench.records import (
+    RUNS_FILE,
+    append_record,
+    finished_ids,
+    run_file,
+    run_id,
+    write_run_record,
+)
 from bench.spec import RunSpec
 from bench.train import run
+
+EXECUTORS = ("local", "slurm", "submitit-local")
+
+
+class WorkerDied(RuntimeError):
+    """A worker process or cluster job ended without a record; finished runs are kept."""
 
 
 def progress_bar(quiet: bool, label: str):
@@ -38,46 +81,318 @@ def progress_bar(quiet: bool, label: str):
     return bar, update
 
 
+def cpu_cores() -> int:
+    """CPUs this process may run on (the affinity mask: what a cgroup or taskset allows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _brief(record: dict) -> dict:
+    """What the parent prints about a run that finished elsewhere (small to pickle)."""
+    m = record["metrics"]
+    return {
+        "run_id": record["run_id"],
+        "status": record["status"],
+        "diverged_at_step": record["diverged_at_step"],
+        "val_loss": m.get("val_loss"),
+        "accuracy": m.get("accuracy"),
+        "step_ms": m.get("step_ms"),
+    }
+
+
+def _report(label: str, brief: dict, quiet: bool) -> None:
+    if brief["status"] != "ok":
+        print(
+            f"{label}: DIVERGED at step {brief['diverged_at_step']} (non-finite loss); "
+            "recorded, going on",
+            file=sys.stderr,
+        )
+    elif not quiet:
+        print(
+            f"{label}: val_loss {brief['val_loss']:.4f}"
+            + (f" acc {brief['accuracy']:.3f}" if brief.get("accuracy") is not None else "")
+            + f" step {brief['step_ms']:.1f} ms",
+            file=sys.stderr,
+        )
+
+
+def load_plugins(paths) -> None:
+    """Import plugin files (they register blocks/variants) in a fresh worker process."""
+    for i, path in enumerate(paths):
+        spec = importlib.util.spec_from_file_location(f"_bench_plugin_{i}_{Path(path).stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+
+
 def execute(
-    specs: list[RunSpec], out: Path, force: bool = False, quiet: bool = False, task=None
+    specs: list[RunSpec],
+    out: Path,
+    force: bool = False,
+    quiet: bool = False,
+    task=None,
+    *,
+    jobs: int = 1,
+    executor: str = "local",
+    plugins=(),
+    slurm: dict | None = None,
+    wait: bool = True,
 ) -> tuple[int, int]:
-    """Run what is not finished yet; append each record as soon as it exists, so an interrupted
-    sweep keeps every finished run. `task` may share one built task among specs that all use
-    it; without it each run builds its own. Saved weights go to <out>/checkpoints.
-    Returns (runs trained, runs skipped because their record exists)."""
+    """Run what is not finished yet; each record is written as soon as it exists, so an
+    interrupted sweep keeps every finished run. `task` may share one built task among specs
+    that all use it; without it each run builds its own. Saved weights go to <out>/checkpoints.
+
+    `executor` and `jobs` choose where runs happen (see the module docstring); `plugins` are
+    plugin files that worker processes import before training (variants registered by them);
+    `slurm` holds the cluster options (partition, time_min, cpus, gpus, runs_per_job,
+    additional: extra #SBATCH keys); `wait=False` submits cluster jobs and returns.
+    Returns (runs trained, runs skipped because their record exists); with wait=False the
+    first number counts the runs submitted."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    if distributed.is_active() and (jobs > 1 or executor != "local"):
+        raise ValueError(
+            "under torchrun every rank takes part in every run: --jobs and --executor are for "
+            "sweeps of single-process runs"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs_path = out / "runs.jsonl"
-    done = set() if force else finished_ids(runs_path)
-    ran = skipped = 0
+    done = set() if force else finished_ids(out)
+    done = distributed.broadcast_object(done)  # all ranks agree on what to run
+    main = distributed.is_main()
+    todo, skipped = [], 0
     for i, spec in enumerate(specs, 1):
         rid = run_id(spec.to_dict())
         label = f"[{i}/{len(specs)}] {spec.variant} seed {spec.seed}"
         if rid in done:
             skipped += 1
-            if not quiet:
+            if not quiet and main:
                 print(f"{label}: finished earlier ({rid}), skipped", file=sys.stderr)
             continue
-        bar, update = progress_bar(quiet, label)
+        todo.append((label, spec))
+    if not todo:
+        return 0, skipped
+    if executor != "local":
+        ran = _run_submitit(todo, out, quiet, executor, plugins, slurm or {}, wait, jobs, force)
+    elif jobs > 1:
+        ran = _run_pool(todo, out, quiet, jobs, plugins, task)
+    else:
+        ran = _run_here(todo, out, quiet, task)
+    return ran, skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# in this process (and, under torchrun, on every rank)
+
+
+def _run_here(todo, out: Path, quiet: bool, task) -> int:
+    main = distributed.is_main()
+    ran = 0
+    for label, spec in todo:
+        bar, update = progress_bar(quiet or not main, label)
         try:
             record = run(spec, progress=update, task=task, checkpoint_dir=out / "checkpoints")
         finally:
             if bar is not None:
                 bar.close()
-        append_record(runs_path, record)
+        if main:
+            append_record(out / RUNS_FILE, record)
+            _report(label, _brief(record), quiet)
         ran += 1
-        if record["status"] != "ok":
-            print(
-                f"{label}: DIVERGED at step {record['diverged_at_step']} (non-finite loss); "
-                "recorded, going on",
-                file=sys.stderr,
-            )
-        elif not quiet:
-            m = record["metrics"]
-            print(
-                f"{label}: val_loss {m['val_loss']:.4f}"
-                + (f" acc {m['accuracy']:.3f}" if m.get("accuracy") is not None else "")
-                + f" step {m['step_ms']:.1f} ms",
-                file=sys.stderr,
-            )
-    return ran, skipped
+    distributed.barrier()  # the records are on disk before any rank reads them
+    return ran
+
+
+# ---------------------------------------------------------------------------------------------
+# a pool of worker processes on this machine
+
+_WORKER_TASK = None
+
+
+def _init_worker(threads: int, plugins, task) -> None:
+    global _WORKER_TASK
+    torch.set_num_threads(threads)
+    load_plugins(plugins)
+    _WORKER_TASK = task
+
+
+def _pool_run(spec: RunSpec, out: str) -> dict:
+    out = Path(out)
+    record = run(spec, task=_WORKER_TASK, checkpoint_dir=out / "checkpoints")
+    append_record(out / RUNS_FILE, record)  # locked, one write: safe beside other workers
+    return _brief(record)
+
+
+def _run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task) -> int:
+    workers = min(jobs, len(todo))
+    threads = max(1, cpu_cores() // jobs)
+    if task is not None:
+        try:
+            pickle.dumps(task)  # shipped once to each worker; else each run builds its own
+        except Exception:
+            task = None
+    if not quiet:
+        print(
+            f"running {len(todo)} run(s) in {workers} worker process(es), "
+            f"{threads} torch thread(s) each",
+            file=sys.stderr,
+        )
+    ran, first_error = 0, None
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),  # no fork of a process with torch threads running
+        initializer=_init_worker,
+        initargs=(threads, tuple(str(p) for p in plugins), task),
+    )
+    try:
+        futures = {pool.submit(_pool_run, spec, str(out)): label for label, spec in todo}
+        for fut in as_completed(futures):
+            label = futures[fut]
+            if fut.cancelled():
+                continue
+            try:
+                brief = fut.result()
+            except BrokenProcessPool:
+                raise WorkerDied(
+                    f"a worker process died (killed, out of memory?) during {label}; every "
+                    "finished run is kept, rerun the same command to resume"
+                ) from None
+            except Exception as err:  # stop starting new runs; let the running ones finish
+                if first_error is None:
+                    first_error = err
+                    for f in futures:
+                        f.cancel()
+                continue
+            ran += 1
+            _report(label, brief, quiet)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    if first_error is not None:
+        raise first_error
+    return ran
+
+
+# ---------------------------------------------------------------------------------------------
+# SLURM (or submitit's local executor) through submitit
+
+
+class SweepJob:
+    """One array task: trains its specs in turn, each record to <out>/runs/<run_id>.json.
+
+    Checkpointable the submitit way (it has `checkpoint`): when SLURM preempts the job or its
+    time runs out, submitit calls `checkpoint` and requeues what it returns, a job with the
+    runs this one had not finished (the run in progress restarts from step 0)."""
+
+    def __init__(self, specs, out: str, plugins=(), threads: int | None = None, force=False):
+        self.specs = list(specs)
+        self.out = str(out)
+        self.plugins = tuple(plugins)
+        self.threads = threads
+        self.force = force
+        self.completed: list[str] = []
+
+    def __call__(self) -> list[dict]:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        load_plugins(self.plugins)
+        out = Path(self.out)
+        briefs = []
+        for spec in self.specs:
+            rid = run_id(spec.to_dict())
+            if rid in self.completed or (not self.force and run_file(out, rid).exists()):
+                continue
+            record = run(spec, checkpoint_dir=out / "checkpoints")
+            write_run_record(out, record)
+            self.completed.append(rid)
+            briefs.append(_brief(record))
+        return briefs
+
+    def checkpoint(self, *args, **kwargs):
+        from submitit.helpers import DelayedSubmission
+
+        remaining = [s for s in self.specs if run_id(s.to_dict()) not in self.completed]
+        return DelayedSubmission(
+            SweepJob(remaining, self.out, self.plugins, self.threads, self.force)
+        )
+
+
+def _run_submitit(todo, out, quiet, executor, plugins, opts, wait, jobs, force) -> int:
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError(f"--executor {executor} needs submitit: pip install submitit") from None
+    cluster = "slurm" if executor == "slurm" else "local"
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise ValueError(
+            "--executor slurm: no sbatch here; submit from a SLURM login node (or try the "
+            "path on this machine with --executor submitit-local)"
+        )
+    k = int(opts.get("runs_per_job", 1))
+    if k < 1:
+        raise ValueError(f"--runs-per-job must be at least 1, got {k}")
+    groups = [[s for _, s in todo[i : i + k]] for i in range(0, len(todo), k)]
+    device = todo[0][1].device
+    if cluster == "slurm":
+        cpus = int(opts.get("cpus") or 4)
+        threads = cpus
+    else:  # submitit's LocalExecutor starts every job at once: they share this machine's cores
+        cpus = max(1, cpu_cores() // len(groups))
+        threads = cpus
+    gpus = opts.get("gpus")
+    if gpus is None:
+        gpus = 1 if device == "cuda" else 0
+    root = str(Path(__file__).resolve().parents[1])
+    params = dict(
+        name=opts.get("name", "bench-sweep"),
+        timeout_min=int(opts.get("time_min", 60)),
+        nodes=1,
+        tasks_per_node=1,
+        cpus_per_task=cpus,
+        gpus_per_node=int(gpus),
+    )
+    ex = submitit.AutoExecutor(folder=out / "slurm", cluster=cluster)
+    setup = [f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    if cluster == "slurm":
+        params["slurm_setup"] = setup
+        params["slurm_additional_parameters"] = dict(opts.get("additional") or {})
+        if opts.get("partition"):
+            params["slurm_partition"] = opts["partition"]
+        if jobs > 1:
+            params["slurm_array_parallelism"] = jobs
+    else:
+        params["local_setup"] = setup
+    ex.update_parameters(**params)
+    fns = [SweepJob(g, str(out), [str(p) for p in plugins], threads, force) for g in groups]
+    submitted = ex.submit_array(fns)
+    ids = [j.job_id for j in submitted]
+    print(
+        f"submitted {len(todo)} run(s) as {len(submitted)} {cluster} job(s) "
+        f"({ids[0]}{' … ' + ids[-1] if len(ids) > 1 else ''}); logs in {out / 'slurm'}",
+        file=sys.stderr,
+    )
+    if not wait:
+        return len(todo)
+    ran, failed = 0, []
+    labels = {run_id(s.to_dict()): label for label, s in todo}
+    poll = 1.0 if cluster == "local" else 30.0
+    for job in submitit.helpers.as_completed(submitted, poll_frequency=poll):
+        try:
+            briefs = job.result()
+        except Exception as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            failed.append(f"job {job.job_id} ({job.paths.stderr}): {first}")
+            continue
+        for brief in briefs:
+            ran += 1
+            _report(labels.get(brief["run_id"], brief["run_id"]), brief, quiet)
+    if failed:
+        raise WorkerDied(
+            f"{len(failed)} of {len(submitted)} job(s) failed, first: {failed[0]}; finished "
+            "runs are kept, rerun the same command to resume"
+        )
+    return ran

@@ -12,6 +12,10 @@ machines. Each run appends one JSON line to ``<out_dir>/runs.jsonl``. The design
   so one crash never loses the other records.
 * **Merging**: results copied from several machines into subfolders are read together by
   pointing :func:`load_records` at the parent directory.
+* **Clusters**: ``flock`` is per host and ``O_APPEND`` is not atomic across NFS clients, so
+  jobs on a cluster write one file per run instead, ``<out_dir>/runs/<run_id>.json``
+  (:func:`write_run_record`: temp file + rename, so a killed job leaves no half record and no
+  lock is needed). :func:`load_records` on a directory reads both kinds and merges them.
 """
 
 from __future__ import annotations
@@ -20,21 +24,27 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "RUNS_DIR",
     "RUNS_FILE",
     "append_record",
     "finished_ids",
     "load_records",
+    "run_file",
     "run_id",
     "write_json_atomic",
+    "write_run_record",
 ]
 
 RUNS_FILE = "runs.jsonl"
+RUNS_DIR = "runs"  # <out_dir>/runs/<run_id>.json: one record per file (cluster jobs)
+_RUN_FILE_NAME = re.compile(r"^[0-9a-f]{12}\.json$")
 
 
 def run_id(spec: dict) -> str:
@@ -89,16 +99,59 @@ def append_record(path: str | Path, record: dict) -> None:
         os.close(fd)
 
 
+def run_file(out_dir: str | Path, rid: str) -> Path:
+    """Where :func:`write_run_record` puts the record of run ``rid``."""
+    return Path(out_dir) / RUNS_DIR / f"{rid}.json"
+
+
+def write_run_record(out_dir: str | Path, record: dict) -> Path:
+    """Write ``record`` as its own file ``<out_dir>/runs/<run_id>.json``, atomically.
+
+    For writers that cannot rely on :func:`append_record`'s lock (jobs on several machines
+    sharing an NFS directory): each run has its own file, written by one job, and the rename
+    is atomic on the server, so readers see the whole record or none. A rerun replaces it.
+    """
+    path = run_file(out_dir, record["run_id"])
+    write_json_atomic(path, record)
+    return path
+
+
+def _is_run_file(f: Path) -> bool:
+    return f.parent.name == RUNS_DIR and bool(_RUN_FILE_NAME.match(f.name)) and f.is_file()
+
+
 def _iter_files(path_or_dir: str | Path) -> list[Path]:
     p = Path(path_or_dir)
     if p.is_dir():
-        return sorted(f for f in p.rglob(RUNS_FILE) if f.is_file())
+        logs = [f for f in p.rglob(RUNS_FILE) if f.is_file()]
+        singles = [f for f in p.rglob("*.json") if _is_run_file(f)]
+
+        # directory by directory; in each, runs.jsonl first, then its runs/*.json
+        def order(f: Path):
+            log = f.name == RUNS_FILE
+            return (f.parent.parts if log else f.parent.parent.parts, 0 if log else 1, f.name)
+
+        return sorted(logs + singles, key=order)
     if p.is_file():
         return [p]
     return []
 
 
+def _read_run_file(path: Path) -> list[dict]:
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        warnings.warn(f"{path}: skipping unparseable record file ({exc})", stacklevel=3)
+        return []
+    if not isinstance(rec, dict):
+        warnings.warn(f"{path}: skipping record file that is not a JSON object", stacklevel=3)
+        return []
+    return [rec]
+
+
 def _read_file(path: Path) -> list[dict]:
+    if path.suffix == ".json":
+        return _read_run_file(path)
     records = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
@@ -124,9 +177,11 @@ def _read_file(path: Path) -> list[dict]:
 
 
 def load_records(path_or_dir: str | Path) -> list[dict]:
-    """All records from a ``runs.jsonl`` file, or from every ``runs.jsonl`` below a directory.
+    """All records from a ``runs.jsonl`` file (or one ``runs/<run_id>.json``), or from every
+    ``runs.jsonl`` and every ``runs/<run_id>.json`` below a directory.
 
-    Files are read in sorted path order, lines in file order. Records sharing a ``run_id`` are
+    Files are read in sorted path order (in each directory its ``runs.jsonl`` before its
+    ``runs/*.json``), lines in file order. Records sharing a ``run_id`` are
     de-duplicated keeping the LAST one read (a forced rerun appended later supersedes the
     earlier result); it takes the position of that last occurrence. Records without a
     ``run_id`` key are all kept. Unparseable lines are skipped with a warning naming

@@ -1,0 +1,120 @@
+"""Executors: a local pool (--jobs) and submitit leave every record exactly once, where the
+report reads them, and resume skips what any of them finished."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+from ablations.run import main
+from bench import records
+from bench.executor import cpu_cores
+from bench.records import load_records, run_id
+
+ROOT = Path(__file__).resolve().parents[1]
+MICRO = ["--model", "micro", "--steps", "10", "--batch-size", "8", "--eval-every", "5"]
+
+
+def cli(*args, timeout=240):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "ablations" / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def expected_ids(out: Path) -> set[str]:
+    specs = json.loads((out / "command.json").read_text())["specs"]
+    return {run_id(s) for s in specs}
+
+
+def test_jobs_2_leaves_each_record_exactly_once_and_resumes(tmp_path, capsys):
+    out = tmp_path / "pool"
+    args = ["--variant", "rope", "--seeds", "2", "--out", str(out), "--quiet", *MICRO]
+    r = cli(*args, "--jobs", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "4 run(s) trained, 0 skipped" in r.stderr
+    lines = (out / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    parsed = [json.loads(line) for line in lines]  # every line whole
+    assert sorted(p["run_id"] for p in parsed) == sorted(expected_ids(out))
+    assert {(p["variant"], p["seed"]) for p in parsed} == {
+        (v, s) for v in ("baseline", "rope") for s in (0, 1)
+    }
+    threads = max(1, cpu_cores() // 2)  # each worker its share of the cores
+    assert all(p["status"] == "ok" and p["env"]["torch_threads"] == threads for p in parsed)
+    # the same command again (in this process): nothing to run, nothing appended
+    assert main([*args, "--jobs", "2"]) == 0
+    assert "0 run(s) trained, 4 skipped" in capsys.readouterr().err
+    assert len((out / "runs.jsonl").read_text().splitlines()) == 4
+
+
+def test_load_records_merges_per_run_files_with_runs_jsonl(tmp_path):
+    records.append_record(tmp_path / "runs.jsonl", {"run_id": "aaaaaaaaaaaa", "v": 1})
+    records.append_record(tmp_path / "runs.jsonl", {"run_id": "bbbbbbbbbbbb", "v": 1})
+    records.write_run_record(tmp_path, {"run_id": "bbbbbbbbbbbb", "v": 2})  # same run, later
+    records.write_run_record(tmp_path, {"run_id": "cccccccccccc", "v": 2})
+    records.write_run_record(tmp_path / "machine2", {"run_id": "dddddddddddd", "v": 3})
+    (tmp_path / "runs" / "notes.json").write_text("{}")  # not a run id: not a record
+    (tmp_path / "runs" / ".eeeeeeeeeeee.json.x1.tmp").write_text('{"run_id": "ee')  # killed
+    (tmp_path / "command.json").write_text('{"argv": []}')
+    assert records.run_file(tmp_path, "cccccccccccc") == tmp_path / "runs" / "cccccccccccc.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = {r["run_id"]: r["v"] for r in load_records(tmp_path)}
+    assert got == {"aaaaaaaaaaaa": 1, "bbbbbbbbbbbb": 2, "cccccccccccc": 2, "dddddddddddd": 3}
+    assert records.finished_ids(tmp_path) == set(got)
+    # a file path still means that file only
+    assert len(load_records(tmp_path / "runs.jsonl")) == 2
+    assert load_records(tmp_path / "runs" / "cccccccccccc.json") == [
+        {"run_id": "cccccccccccc", "v": 2}
+    ]
+
+
+def test_submitit_local_executor_runs_a_sweep_for_real(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    out = tmp_path / "cluster"
+    args = ["--seeds", "2", "--out", str(out), "--quiet", *MICRO]
+    r = cli(*args, "--executor", "submitit-local", "--runs-per-job", "1", "--slurm-time", "5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "submitted 2 run(s) as 2 local job(s)" in r.stderr
+    assert "2 run(s) trained, 0 skipped" in r.stderr
+    files = sorted((out / "runs").glob("*.json"))
+    assert {f.stem for f in files} == expected_ids(out)
+    assert not (out / "runs.jsonl").exists()
+    assert any((out / "slurm").glob("*_log.out"))  # submitit's per-job logs
+    # where the report reads them
+    from bench.report import build_report
+
+    report = build_report(out)
+    assert "baseline" in report.read_text()
+    assert len(load_records(out)) == 2
+    # resume skips them whichever executor runs the sweep next
+    assert main(args) == 0
+    assert "0 run(s) trained, 2 skipped" in capsys.readouterr().err
+
+
+def test_sweep_job_requeues_only_unfinished_runs(tmp_path):
+    pytest.importorskip("submitit")
+    from bench.executor import SweepJob
+    from bench.spec import Budget, RunSpec
+    from variants import preset
+
+    cfg = preset("micro", vocab_size=13)
+    task = {"name": "addition", "data": None}
+    specs = [RunSpec("baseline", cfg, task, Budget("steps", 5), seed=s) for s in range(3)]
+    job = SweepJob(specs, str(tmp_path), threads=1)
+    job.completed.append(run_id(specs[0].to_dict()))  # as if preempted during the second run
+    again = job.checkpoint()
+    assert [s.seed for s in again.function.specs] == [1, 2]
+    assert again.function.out == str(tmp_path) and again.args == ()
