@@ -530,9 +530,10 @@ def _config_cost(kernel: str, bm: int, bn: int, warps: int, stages: int, head_di
     """Rough (shared memory bytes, 32-bit registers per thread) of one launch config.
 
     Calibrated against the shared memory Triton 3.9 allocates and the spills ptxas reports when
-    compiling these kernels for sm_80 and sm_90: the streamed tiles get one buffer per pipeline
-    stage on Hopper and one fewer on Ampere, resident tiles one buffer; P and dS stay in
-    registers. Registers count the float32 accumulators, the resident 16-bit tiles and the
+    compiling these kernels for sm_80, sm_86 and sm_90: the streamed tiles get one buffer per
+    pipeline stage on Hopper and one fewer before it, resident tiles one buffer; before Hopper a
+    (BLOCK_M, BLOCK_N) tile of P / dS also passes through shared memory for the layout change
+    into the second GEMM. Registers count the float32 accumulators, the resident tiles and the
     (BLOCK_M, BLOCK_N) float32 score tiles, spread over the threads.
     """
     buffers = stages if hopper else max(1, stages - 1)
@@ -546,6 +547,8 @@ def _config_cost(kernel: str, bm: int, bn: int, warps: int, stages: int, head_di
     else:  # dq: resident Q, dO; streamed K, V; accumulator dQ
         smem = elt * (2 * bm * head_dim + buffers * 2 * bn * head_dim)
         regs = (bm * head_dim + 2 * bm * head_dim * elt // 4 + 2 * bm * bn) // threads
+    if not hopper:
+        smem += elt * bm * bn
     return smem, regs
 
 
