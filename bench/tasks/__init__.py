@@ -12,6 +12,8 @@ import inspect
 
 from .addition import AdditionTask
 from .base import IGNORE_INDEX, Task, TaskError
+from .calculator import CalculatorTask
+from .corpus import CorpusTask
 from .text import ShakespeareTask, TextTask
 
 DEFAULT_TASK = "addition"
@@ -26,6 +28,8 @@ TASKS: dict[str, tuple[type, str]] = {
         ShakespeareTask,
         "character-level tiny Shakespeare (char-rnn input.txt, downloaded once and cached)",
     ),
+    "calculator": (CalculatorTask, "+ - * / (quotient r remainder), optional traces; accuracy"),
+    "corpus": (CorpusTask, "char-level LM on local files (files=[...]), optional shared vocab"),
 }
 
 # keyword arguments every task constructor takes from build_task itself
