@@ -7,7 +7,16 @@ import importlib
 from ablations.studies.base import Study, StudyContext
 
 # name -> (module path, one-line description); modules are imported only when a study runs
-STUDIES: dict[str, tuple[str, str]] = {}
+STUDIES: dict[str, tuple[str, str]] = {
+    "calculator": (
+        "ablations.studies.calculator",
+        "+ - * / per operator and operand length, with vs without chain-of-thought traces",
+    ),
+    "pretraining": (
+        "ablations.studies.pretraining",
+        "pretrain on a large corpus, finetune on a small one vs training from scratch",
+    ),
+}
 
 
 def get_study(name: str) -> Study:

