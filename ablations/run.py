@@ -141,6 +141,7 @@ def slurm_options(args) -> dict:
         "cpus": args.slurm_cpus,
         "gpus": args.slurm_gpus,
         "runs_per_job": args.runs_per_job,
+        "parallelism": args.jobs,  # --jobs on a cluster: most array tasks running at once
         "additional": extra,
     }
 

@@ -22,6 +22,17 @@ records, resume and progress look the same everywhere. Where the runs happen:
 Resume works the same for all of them: finished ids are every record below ``out`` (its
 runs.jsonl, runs/*.json and those of subfolders, e.g. results copied home from a cluster), see
 ``bench.records.load_records``.
+
+Measured (2-core AMD EPYC VM shared with other work, load average 3-4.6 throughout, so
+noisy): ``--variant rope --seeds 2 --steps 200 --model tiny --device cpu --quiet``, whole
+command wall time, in the order jobs 1, 2, 2, 1: 440 s, 169 s, 104 s, 399 s, i.e. --jobs 2
+was 2.4-4.2x faster. More than 2x because on a busy machine one process with 2 intra-op
+threads loses more to thread contention than it gains (median step 199/348 ms with 2 threads
+against 306/172 ms for each 1-thread worker); on a quiet machine expect at most ~2x. Rerun:
+
+    for J in 1 2 2 1; do /usr/bin/time -f "jobs=$J %e s" python ablations/run.py \\
+      --variant rope --seeds 2 --steps 200 --model tiny --device cpu --quiet --jobs $J \\
+      --out $(mktemp -d); done
 """
 
 from __future__ import annotations
@@ -146,7 +157,8 @@ def execute(
     `executor` and `jobs` choose where runs happen (see the module docstring); `plugins` are
     plugin files that worker processes import before training (variants registered by them);
     `slurm` holds the cluster options (partition, time_min, cpus, gpus, runs_per_job,
-    additional: extra #SBATCH keys); `wait=False` submits cluster jobs and returns.
+    parallelism: most array tasks at once, additional: extra #SBATCH keys); `wait=False`
+    submits cluster jobs and returns.
     Returns (runs trained, runs skipped because their record exists); with wait=False the
     first number counts the runs submitted."""
     if executor not in EXECUTORS:
@@ -256,9 +268,12 @@ def _run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task) -> int:
             try:
                 brief = fut.result()
             except BrokenProcessPool:
+                lost = sum(
+                    not f.done() or f.cancelled() or f.exception() is not None for f in futures
+                )
                 raise WorkerDied(
-                    f"a worker process died (killed, out of memory?) during {label}; every "
-                    "finished run is kept, rerun the same command to resume"
+                    f"a worker process died (killed, out of memory?); {lost} run(s) did not "
+                    "finish, every finished run is kept: rerun the same command to resume"
                 ) from None
             except Exception as err:  # stop starting new runs; let the running ones finish
                 if first_error is None:
@@ -353,8 +368,9 @@ def _run_submitit(todo, out, quiet, executor, plugins, opts, wait, jobs, force) 
         nodes=1,
         tasks_per_node=1,
         cpus_per_task=cpus,
-        gpus_per_node=int(gpus),
     )
+    if int(gpus) > 0:  # some clusters refuse an explicit --gpus-per-node=0
+        params["gpus_per_node"] = int(gpus)
     ex = submitit.AutoExecutor(folder=out / "slurm", cluster=cluster)
     setup = [f"export PYTHONPATH={root}${{PYTHONPATH:+:$PYTHONPATH}}"]
     if cluster == "slurm":
@@ -362,8 +378,9 @@ def _run_submitit(todo, out, quiet, executor, plugins, opts, wait, jobs, force) 
         params["slurm_additional_parameters"] = dict(opts.get("additional") or {})
         if opts.get("partition"):
             params["slurm_partition"] = opts["partition"]
-        if jobs > 1:
-            params["slurm_array_parallelism"] = jobs
+        limit = opts.get("parallelism") or (jobs if jobs > 1 else None)
+        if limit:
+            params["slurm_array_parallelism"] = int(limit)
     else:
         params["local_setup"] = setup
     ex.update_parameters(**params)
@@ -377,7 +394,7 @@ def _run_submitit(todo, out, quiet, executor, plugins, opts, wait, jobs, force) 
     )
     if not wait:
         return len(todo)
-    ran, failed = 0, []
+    failed = []
     labels = {run_id(s.to_dict()): label for label, s in todo}
     poll = 1.0 if cluster == "local" else 30.0
     for job in submitit.helpers.as_completed(submitted, poll_frequency=poll):
@@ -388,8 +405,9 @@ def _run_submitit(todo, out, quiet, executor, plugins, opts, wait, jobs, force) 
             failed.append(f"job {job.job_id} ({job.paths.stderr}): {first}")
             continue
         for brief in briefs:
-            ran += 1
             _report(labels.get(brief["run_id"], brief["run_id"]), brief, quiet)
+    # counted from the files: a requeued job reports only what it ran after its restart
+    ran = sum(run_file(out, rid).exists() for rid in labels)
     if failed:
         raise WorkerDied(
             f"{len(failed)} of {len(submitted)} job(s) failed, first: {failed[0]}; finished "

@@ -118,3 +118,43 @@ def test_sweep_job_requeues_only_unfinished_runs(tmp_path):
     again = job.checkpoint()
     assert [s.seed for s in again.function.specs] == [1, 2]
     assert again.function.out == str(tmp_path) and again.args == ()
+
+
+def test_slurm_submission_with_a_stand_in_sbatch(tmp_path, monkeypatch, capsys):
+    """The SLURM path up to sbatch: one job array, the asked-for resources, requeue signal,
+    logs under <out>/slurm/ (sbatch here is a script that only answers with a job id)."""
+    pytest.importorskip("submitit")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = bin_dir / "sbatch"
+    sbatch.write_text(
+        '#!/bin/sh\necho "$@" >> "$(dirname "$0")/calls"\necho "Submitted batch job 4242"\n'
+    )
+    sbatch.chmod(0o755)
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit looks for it
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    out = tmp_path / "sweep"
+    argv = ["--variant", "rope", "--seeds", "3", "--out", str(out), "--quiet", *MICRO]
+    argv += ["--executor", "slurm", "--slurm-partition", "debug", "--slurm-time", "30"]
+    argv += ["--slurm-cpus", "2", "--runs-per-job", "2", "--jobs", "2", "--no-wait"]
+    argv += ["--slurm-option", "account=proj"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "submitted 6 run(s) as 3 slurm job(s) (4242_0 … 4242_2)" in err
+    assert "6 run(s) submitted, 0 skipped" in err
+    assert len((bin_dir / "calls").read_text().splitlines()) == 1  # one sbatch: one array
+    script = out / "slurm" / "4242_submission.sh"
+    text = script.read_text()
+    for line in (
+        "#SBATCH --array=0-2%2",
+        "#SBATCH --partition=debug",
+        "#SBATCH --time=30",
+        "#SBATCH --cpus-per-task=2",
+        "#SBATCH --account=proj",
+        "#SBATCH --signal=USR2@",  # submitit checkpoints and requeues on it
+        f"export PYTHONPATH={ROOT}",
+        f"{out / 'slurm'}/%A_%a_0_log.out",
+    ):
+        assert line in text, line
+    assert "--gpus-per-node" not in text  # a CPU sweep asks for no GPU
