@@ -16,6 +16,18 @@ STUDIES: dict[str, tuple[str, str]] = {
         "ablations.studies.pretraining",
         "pretrain on a large corpus, finetune on a small one vs training from scratch",
     ),
+    "addition": (
+        "ablations.studies.addition",
+        "a+b=c accuracy by digit count, longer than trained: answer order, prompt mask, positions",
+    ),
+    "residual": (
+        "ablations.studies.residual",
+        "per-block gradient norms and loss, residual on vs off, depths 2-16",
+    ),
+    "heads": (
+        "ablations.studies.heads",
+        "separate vs fused heads: equal outputs and gradients, speed ratio for 1-16 heads",
+    ),
 }
 
 

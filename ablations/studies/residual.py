@@ -1,0 +1,348 @@
+"""Study `residual`: the "gradient superhighway" — per-block gradient norms with and without the
+residual connection, at initialisation and after training, for depths 2, 4, 8 and 16.
+
+    python ablations/run.py --study residual            # results/studies/residual/
+
+Every run trains the `baseline` (x + F(x)) or `no-residual` (x -> F(x)) variant of a narrow
+model (n_embd 64, 4 heads, pre-LayerNorm, GPT-2 init) on 3-digit addition with the harness's
+`grad_norms` probe on: the L2 norm of each block's parameter gradient at step 1 (initialisation)
+and at every evaluation point (before clipping). The study reports, per depth, the ratio of the
+first block's gradient norm to the last block's — 1 means every block gets the same signal,
+far below 1 means the gradient vanishes on its way down, far above means it grows — and the
+validation-loss curves beside them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+
+from ablations.studies.base import Study, StudyContext
+from bench.spec import Budget, RunSpec, TrainConfig
+from bench.tables import markdown_table
+from bench.tasks import build_task
+from variants.config import preset
+from variants.registry import get_variant
+
+DEPTHS = (2, 4, 8, 16)
+VARIANTS = {"on": "baseline", "off": "no-residual"}  # residual -> registry variant
+MODEL = dict(n_embd=64, n_head=4, block_size=16)
+TASK = {"name": "addition", "data": None, "n_digits": 3, "n_heldout": 500}
+STEPS = 500
+TRAIN = TrainConfig(batch_size=32, lr=2e-3, eval_every=50, timing_warmup=5, eval_batches=4,
+                    probes=("grad_norms",))  # fmt: skip
+
+
+class ResidualStudy(Study):
+    name = "residual"
+    description = (
+        "per-block gradient norms at init and after training, residual on vs off, depth 2-16,"
+        " with loss curves"
+    )
+
+    def __init__(self, depths=DEPTHS, model=None, steps=STEPS, train=TRAIN):
+        """The defaults are the study; tests pass fewer depths or a narrower model."""
+        self.depths, self.steps, self.train = tuple(depths), steps, train
+        self.model = dict(MODEL if model is None else model)
+
+    def specs(self, ctx: StudyContext) -> list[RunSpec]:
+        budget = Budget("steps", ctx.steps(self.steps, minimum=10))
+        every = max(2, round(self.train.eval_every * min(1.0, ctx.scale)))
+        train = dataclasses.replace(self.train, eval_every=every)
+        specs = []
+        for depth in self.depths:
+            base = preset("micro", **self.model, n_layer=depth, vocab_size=13)
+            for variant in VARIANTS.values():
+                cfg = get_variant(variant).apply(base).validate()
+                for seed in range(ctx.seeds):
+                    specs.append(RunSpec(variant, cfg, TASK, budget, train, seed, ctx.device))
+        return specs
+
+    def run(self, ctx: StudyContext) -> str:
+        with cpu_threads(ctx.device):
+            return self._run(ctx)
+
+    def _run(self, ctx: StudyContext) -> str:
+        t0 = time.perf_counter()
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        specs = self.specs(ctx)
+        s0 = specs[0]
+        task = build_task(
+            "addition",
+            context=s0.model.block_size,
+            eval_batches=s0.train.eval_batches,
+            eval_batch_size=s0.train.eval_batch_size,
+            **{k: v for k, v in TASK.items() if k not in ("name", "data")},
+        )
+        records = ctx.execute(specs, task=task)
+        norms, curves = long_frames(records)
+        norms.to_csv(ctx.out / "residual_grad_norms.csv", index=False)
+        table = summary_table(records, norms)
+        table.to_csv(ctx.out / "residual.csv", index=False)
+        md = markdown_table(_display(table))
+        (ctx.out / "residual.md").write_text(md + "\n")
+        device = records[0]["env"]["device_name"] if records else ctx.device
+        context = (
+            f"{device} · n_embd {s0.model.n_embd}, {s0.model.n_head} heads · 3-digit addition "
+            f"· {s0.budget.describe()} · {ctx.seeds} seed(s)"
+        )
+        figure(table, norms, curves, ctx.out / "residual.png", context)
+        wall = time.perf_counter() - t0
+        return "\n".join(
+            [
+                "## Residual connections: the gradient superhighway",
+                "",
+                f"GPT models of depth {', '.join(map(str, self.depths))} (n_embd "
+                f"{s0.model.n_embd}, {s0.model.n_head} heads, pre-LayerNorm, GPT-2 init) are "
+                "trained on 3-digit "
+                "addition with the residual connection on (`baseline`: x + F(x)) and off "
+                "(`no-residual`: x → F(x)), same data, seeds and budget. The `grad_norms` probe "
+                "records the L2 norm of every block's parameter gradient at step 1 (the "
+                "initialisation) and at every evaluation point; the table gives the first and "
+                "last block's norm at initialisation and the ratio first/last at initialisation "
+                "and at the last probe point (geometric mean over seeds), and the final "
+                "validation loss and exact-match accuracy (mean ± std over seeds).",
+                "",
+                md,
+                "",
+                findings(table),
+                "",
+                "![gradient norm ratio and loss curves by depth](residual.png)",
+                "",
+                f"Command: `{command_line(ctx, self.name)}` · device: {device} ({ctx.device}, "
+                f"{torch.get_num_threads()} thread(s)) · budget: "
+                f"{s0.budget.describe()} per run, batch {s0.train.batch_size}, lr "
+                f"{s0.train.lr:g}, grad clip {s0.train.grad_clip:g} · training time "
+                f"{sum(r['metrics']['wall_s'] for r in records) / 60:.1f} min summed over "
+                f"{len(records)} runs (this invocation: {wall / 60:.1f} min; finished runs are "
+                "reused). Per-block norms at every probe point: "
+                "`residual_grad_norms.csv`.",
+                "",
+            ]
+        )
+
+
+def long_frames(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(per-block gradient norms, validation curves), one row per run × probe point × block."""
+    norms, curves = [], []
+    for rec in records:
+        depth = rec["spec"]["model"]["n_layer"]
+        residual = rec["spec"]["model"]["residual"]
+        ident = {"run_id": rec["run_id"], "depth": depth, "residual": residual, "seed": rec["seed"]}
+        history = (rec.get("probes") or {}).get("grad_norms") or []
+        for i, point in enumerate(history):
+            for block, norm in enumerate(point["norms"]):
+                norms.append(
+                    {**ident, "step": point["step"], "probe": i, "block": block, "norm": norm}
+                )
+        for point in rec["curve"]:
+            curves.append({**ident, "step": point["step"], "val_loss": point["val_loss"]})
+    return pd.DataFrame(norms), pd.DataFrame(curves)
+
+
+def _geo(values) -> float:
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(np.exp(np.log(v).mean())) if len(v) else np.nan
+
+
+def summary_table(records: list[dict], norms: pd.DataFrame) -> pd.DataFrame:
+    """One row per (depth, residual)."""
+    rows = []
+    by_run = {r["run_id"]: r for r in records}
+    keys = []
+    for rec in records:
+        k = (rec["spec"]["model"]["n_layer"], rec["spec"]["model"]["residual"])
+        if k not in keys:
+            keys.append(k)
+    for depth, residual in keys:
+        runs = [
+            r
+            for r in records
+            if r["spec"]["model"]["n_layer"] == depth and r["spec"]["model"]["residual"] == residual
+        ]
+        first0, last0, ratio0, ratio_end, end_step = [], [], [], [], []
+        for r in runs:
+            g = norms[norms["run_id"] == r["run_id"]] if not norms.empty else norms
+            if g.empty:
+                continue
+            init = g[g["probe"] == 0].sort_values("block")["norm"].to_numpy()
+            final = g[g["probe"] == g["probe"].max()].sort_values("block")["norm"].to_numpy()
+            first0.append(init[0])
+            last0.append(init[-1])
+            ratio0.append(init[0] / init[-1] if init[-1] > 0 else np.nan)
+            ratio_end.append(final[0] / final[-1] if final[-1] > 0 else np.nan)
+            end_step.append(int(g["step"].max()))
+        ok = [r for r in runs if r["status"] == "ok"]
+        vl = [by_run[r["run_id"]]["metrics"]["val_loss"] for r in ok]
+        acc = [by_run[r["run_id"]]["metrics"]["accuracy"] for r in ok]
+        rows.append(
+            {
+                "depth": depth,
+                "residual": residual,
+                "variant": runs[0]["variant"],
+                "seeds": len(runs),
+                "diverged": len(runs) - len(ok),
+                "grad_first_init": _geo(first0),
+                "grad_last_init": _geo(last0),
+                "ratio_init": _geo(ratio0),
+                "ratio_end": _geo(ratio_end),
+                "ratio_end_step": max(end_step) if end_step else np.nan,
+                "val_loss_mean": np.mean(vl) if vl else np.nan,
+                "val_loss_std": np.std(vl, ddof=1) if len(vl) > 1 else np.nan,
+                "accuracy_mean": np.mean(acc) if acc else np.nan,
+                "accuracy_std": np.std(acc, ddof=1) if len(acc) > 1 else np.nan,
+                "step_ms": np.mean([r["metrics"]["step_ms"] for r in runs]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _fmt_pm(m, s, fmt) -> str:
+    if not np.isfinite(m):
+        return "—"
+    return format(m, fmt) + (f" ± {format(s, fmt)}" if np.isfinite(s) else "")
+
+
+def _display(table: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "depth": table["depth"],
+            "residual": table["residual"],
+            "‖∇ first‖ init": [f"{v:.2e}" for v in table["grad_first_init"]],
+            "‖∇ last‖ init": [f"{v:.2e}" for v in table["grad_last_init"]],
+            "first/last init": [f"{v:.3g}" for v in table["ratio_init"]],
+            "first/last end": [f"{v:.3g}" for v in table["ratio_end"]],
+            "val loss": [
+                _fmt_pm(m, s, ".3f")
+                for m, s in zip(table["val_loss_mean"], table["val_loss_std"], strict=True)
+            ],
+            "exact match %": [
+                _fmt_pm(100 * m, 100 * s, ".1f")
+                for m, s in zip(table["accuracy_mean"], table["accuracy_std"], strict=True)
+            ],
+            "diverged": table["diverged"],
+            "step ms": [f"{v:.1f}" for v in table["step_ms"]],
+        }
+    )
+
+
+def findings(table: pd.DataFrame) -> str:
+    t = table.set_index(["depth", "residual"])
+    lines = []
+    for depth in sorted(table["depth"].unique()):
+        if (depth, "on") not in t.index or (depth, "off") not in t.index:
+            continue
+        on, off = t.loc[(depth, "on")], t.loc[(depth, "off")]
+        lines.append(
+            f"- depth {depth}: first/last gradient ratio at init {on['ratio_init']:.3g} with the "
+            f"residual vs {off['ratio_init']:.3g} without (at the end: {on['ratio_end']:.3g} vs "
+            f"{off['ratio_end']:.3g}); final val loss {on['val_loss_mean']:.3f} vs "
+            f"{off['val_loss_mean']:.3f}, exact match {100 * on['accuracy_mean']:.1f}% vs "
+            f"{100 * off['accuracy_mean']:.1f}%."
+        )
+    return "\n".join(lines)
+
+
+def figure(table, norms, curves, path: Path, context: str) -> Path:
+    depths = sorted(table["depth"].unique())
+    pal = {"on": sns.color_palette()[0], "off": sns.color_palette()[3]}
+    with sns.axes_style("whitegrid"):
+        fig = Figure(figsize=(4 * max(len(depths), 2), 8.2))
+        gs = fig.add_gridspec(2, 2 * len(depths) if len(depths) > 1 else 2)
+        half = max(1, len(depths))
+        ax_ratio = fig.add_subplot(gs[0, :half])
+        ax_prof = fig.add_subplot(gs[0, half:])
+        # (a) first/last ratio vs depth at init and at the end
+        rows = []
+        for _, r in table.iterrows():
+            rows.append({"depth": r["depth"], "residual": r["residual"], "when": "init",
+                         "ratio": r["ratio_init"]})  # fmt: skip
+            rows.append({"depth": r["depth"], "residual": r["residual"], "when": "end",
+                         "ratio": r["ratio_end"]})  # fmt: skip
+        rf = pd.DataFrame(rows)
+        sns.lineplot(
+            data=rf, x="depth", y="ratio", hue="residual", style="when", markers=True,
+            palette=pal, ax=ax_ratio,
+        )  # fmt: skip
+        ax_ratio.axhline(1.0, color="0.5", lw=0.8, ls=":")
+        ax_ratio.set_yscale("log")
+        ax_ratio.set_xscale("log", base=2)
+        ax_ratio.set_xticks(depths, [str(d) for d in depths])
+        ax_ratio.set_ylabel("‖∇ first block‖ / ‖∇ last block‖")
+        ax_ratio.set_xlabel("depth (blocks)")
+        ax_ratio.set_title("gradient reaching the first block, relative to the last", fontsize=10)
+        # (b) per-block profile at init, block index normalised to [0, 1]
+        if not norms.empty:
+            init = norms[norms["probe"] == 0].copy()
+            init["relative depth"] = init["block"] / (init["depth"] - 1).clip(lower=1)
+            init["depth"] = init["depth"].astype(str)
+            sns.lineplot(
+                data=init, x="relative depth", y="norm", hue="residual", palette=pal,
+                style="depth", markers=True, errorbar=None, ax=ax_prof,
+            )  # fmt: skip
+            ax_prof.set_yscale("log")
+            ax_prof.legend(fontsize=7, ncol=2, loc="best")
+        ax_prof.set_xlabel("block (0 = first, 1 = last)")
+        ax_prof.set_ylabel("block gradient L2 norm at step 1")
+        ax_prof.set_title("per-block gradient norm at initialisation", fontsize=10)
+        # (c) loss curves per depth
+        span = 2 if len(depths) > 1 else 1
+        for i, depth in enumerate(depths):
+            ax = fig.add_subplot(gs[1, i * span : (i + 1) * span])
+            c = curves[curves["depth"] == depth].dropna(subset=["val_loss"])
+            if not c.empty:
+                sns.lineplot(
+                    data=c, x="step", y="val_loss", hue="residual", palette=pal,
+                    errorbar=("pi", 100), ax=ax, legend=i == 0,
+                )  # fmt: skip
+                ax.set_yscale("log")
+            ax.set_title(f"depth {depth}: validation loss", fontsize=10)
+            ax.set_xlabel("training step")
+            ax.set_ylabel("val loss (answer tokens)" if i == 0 else "")
+        fig.suptitle(f"Residual on vs off: gradient flow and training\n{context}", fontsize=11)
+        fig.text(
+            0.5, 0.005,
+            "Ratios: geometric mean over seeds; 'end' is the last grad_norms probe point. "
+            "Loss curves: mean over seeds, band: range over seeds. Gradient norms are before "
+            "clipping.",
+            ha="center", va="bottom", fontsize=8, color="0.35",
+        )  # fmt: skip
+        fig.tight_layout(rect=(0, 0.03, 1, 1))
+        fig.savefig(path, dpi=120, format="png")
+    return path
+
+
+def command_line(ctx: StudyContext, name: str) -> str:
+    parts = [f"python ablations/run.py --study {name}"]
+    if ctx.scale != 1.0:
+        parts.append(f"--scale {ctx.scale:g}")
+    parts += [f"--seeds {ctx.seeds}", f"--device {ctx.device}"]
+    return " ".join(parts)
+
+
+@contextlib.contextmanager
+def cpu_threads(device: str, n: int = 1):
+    """Run with `n` intra-op threads on CPU (restored afterwards). These models are tiny: a
+    second thread buys little, and on a shared machine oversubscribed threads made training
+    steps several times slower."""
+    if device != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+STUDY = ResidualStudy()
