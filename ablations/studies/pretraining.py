@@ -3,6 +3,9 @@ corpus, compared with training on the target alone for the same (finetuning) bud
 
     python ablations/run.py --study pretraining --seeds 2     # results/studies/pretraining/
 
+At scale 1 (3000 pretraining steps, 600 finetuning steps) two seeds took 6 minutes on two
+shared CPU cores with OMP_NUM_THREADS=1 (up to twice that when the cores are busy).
+
 Per seed s, three runs on the `corpus` task (bench/tasks/corpus.py), all with the same model:
 
 1. **pretrain** on the pretraining corpus for `pretrain_steps` at `lr_pretrain`; its final
@@ -169,13 +172,13 @@ class PretrainingStudy(Study):
         self,
         model: str = "micro",
         model_overrides: dict | None = None,
-        pretrain_steps: int = 1500,
-        finetune_steps: int = 300,
+        pretrain_steps: int = 3000,
+        finetune_steps: int = 600,
         lr_pretrain: float = 3e-3,
         lr_finetune: float = 1e-3,
         batch_size: int = 32,
         eval_every: int = 100,
-        finetune_eval_every: int = 25,
+        finetune_eval_every: int = 50,
     ):
         self.model = model
         self.model_overrides = dict(MODEL if model_overrides is None else model_overrides)
@@ -261,7 +264,8 @@ class PretrainingStudy(Study):
 
         table = self.table(ctx, specs, pre_recs, ft_recs, sc_recs, pre_task)
         table.to_csv(ctx.out / "pretraining.csv", index=False)
-        curves = curve_frame(pre_recs + ft_recs + sc_recs)
+        self._records = pre_recs + ft_recs + sc_recs
+        curves = curve_frame(self._records)
         curves.to_csv(ctx.out / "pretraining_curves.csv", index=False)
         m = specs["pretrain"][0].model
         context = (
@@ -373,7 +377,7 @@ class PretrainingStudy(Study):
             "![pretraining](pretraining.png)",
             "",
             "Files: `pretraining.csv` (the table), `pretraining_curves.csv` (every eval point),"
-            f" `pretraining.png`, `runs.jsonl`. Study wall time {wall:.0f} s.",
+            f" `pretraining.png`, `runs.jsonl`. {_times(self._records, wall)}.",
             "",
         ]
         return "\n".join(lines)
@@ -382,6 +386,17 @@ class PretrainingStudy(Study):
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def _times(records, wall: float) -> str:
+    """Wall time of this invocation and of the runs' training (the latter includes runs
+    trained by earlier, resumed invocations)."""
+    recs = list(records)
+    train = sum(float(r["metrics"].get("wall_s") or 0.0) for r in recs)
+    return (
+        f"Training wall time {train:.0f} s over {len(recs)} run(s) (their records'"
+        f" wall_s, earlier invocations included); this invocation took {wall:.0f} s"
+    )
 
 
 def _build(spec: RunSpec):

@@ -4,6 +4,10 @@ Every problem has an operator `op` in "+-*/" and an operand length L (from `leng
 (op, L) pairs are the task's *cells*; training draws a cell uniformly, then a problem uniformly
 inside it, and accuracy is reported per cell.
 
+Options: ``ops`` (default "+-*/", any subset), ``lengths`` (operand digit counts: "1,2,3"
+(default), "1-3", 2 or a list; 1 to 9), ``divisor_digits`` (default 1), ``trace`` (default
+false), ``mask_trace`` (default false; needs trace), ``n_heldout`` (per cell, default 100).
+
 Operands (written without leading zeros, so an L-digit operand has exactly L digits):
 
 * ``+``, ``*``: a and b both have L digits ("L digits" means [10^(L-1), 10^L), and [0, 10)
