@@ -423,7 +423,7 @@ def test_cache_dir_default(monkeypatch, tmp_path):
 
 
 def test_registry():
-    assert task_names() == ["addition", "text", "shakespeare"]
+    assert task_names() == ["addition", "text", "shakespeare", "calculator", "corpus"]
     for name, (cls, desc) in TASKS.items():
         assert issubclass(cls, Task) and cls.name == name and desc and "\n" not in desc
     assert task_options("addition") == {
