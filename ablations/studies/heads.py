@@ -245,7 +245,7 @@ class HeadsStudy(Study):
                 "",
                 md,
                 "",
-                findings(table),
+                findings(table, long),
                 "",
                 "![separate/fused time ratio by number of heads](heads.png)",
                 "",
@@ -311,8 +311,27 @@ def _display(t: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def findings(t: pd.DataFrame) -> str:
+def ratio_spread(long: pd.DataFrame) -> float:
+    """Largest (max - min) over repeats of the per-repeat separate/fused ratio of one cell: how
+    much of a ratio is measurement noise (NaN with a single repeat)."""
+    per = long.pivot_table(
+        index=["n_head", "level", "mode", "repeat"], columns="heads", values="median_ms"
+    )
+    ratio = (per["separate"] / per["fused"]).groupby(level=["n_head", "level", "mode"])
+    spread = ratio.max() - ratio.min()
+    return float(spread.max()) if long["repeat"].nunique() > 1 else float("nan")
+
+
+def findings(t: pd.DataFrame, long: pd.DataFrame) -> str:
     lo, hi = t.iloc[0], t.iloc[-1]
+    spread = ratio_spread(long)
+    noise = (
+        f"- Noise: across the {long['repeat'].nunique()} alternating repeats, one cell's "
+        f"separate/fused ratio varied by up to {spread:.2f} (max − min); smaller differences "
+        "than that are not resolved on this machine."
+        if spread == spread
+        else "- One repeat per cell: no estimate of the timing noise (run at --scale ≥ 0.5)."
+    )
     worst32 = max(t["logits_max_abs_diff"].max(), t["grad_max_abs_diff"].max())
     worst64 = max(t["logits_max_abs_diff_fp64"].max(), t["grad_max_abs_diff_fp64"].max())
     return "\n".join(
@@ -327,6 +346,7 @@ def findings(t: pd.DataFrame) -> str:
             f"- One attention sublayer, forward+backward: {lo['attention_fwdbwd_ratio']:.2f}× → "
             f"{hi['attention_fwdbwd_ratio']:.2f}×; forward {lo['attention_fwd_ratio']:.2f}× → "
             f"{hi['attention_fwd_ratio']:.2f}×.",
+            noise,
         ]
     )
 
@@ -356,7 +376,7 @@ def figure(long: pd.DataFrame, path: Path, context: str) -> Path:
         per["what"] = per["level"] + ", " + per["mode"]
         sns.lineplot(
             data=per[per["level"] == "model"], x="n_head", y="median_ms", hue="mode",
-            style="heads", markers=True, errorbar=("pi", 100), ax=ax_ms,
+            style="heads", markers=True, estimator="median", errorbar=("pi", 100), ax=ax_ms,
         )  # fmt: skip
         ax_ms.set_xscale("log", base=2)
         ax_ms.set_yscale("log")
