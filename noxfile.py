@@ -9,8 +9,8 @@ import nox
 nox.options.sessions = ["tests", "lint"]
 nox.options.default_venv_backend = "venv"
 
-# training steps per run of the default sweep: 30 runs fit in ~15 minutes on a 2-core CPU
-BENCH_STEPS = 400
+# training steps per run of the default sweep: its 30 runs fit in ~12 minutes on a 2-core CPU
+BENCH_STEPS = 300
 
 
 @nox.session

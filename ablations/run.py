@@ -34,7 +34,7 @@ from bench.spec import Budget, RunSpec, TrainConfig  # noqa: E402
 from variants.config import PRESETS, preset  # noqa: E402
 from variants.registry import VARIANTS, get_variant  # noqa: E402
 
-DEFAULT_STEPS = 1500
+DEFAULT_STEPS = 400
 
 
 class _Parser(argparse.ArgumentParser):
