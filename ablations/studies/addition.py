@@ -41,7 +41,6 @@ d+1 answer digits right at their position), on up to 500 held-out problems per w
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -55,7 +54,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ablations.studies.base import Study, StudyContext
+from ablations.studies.base import Study, StudyContext, cpu_threads
 from bench.executor import execute
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
@@ -646,22 +645,6 @@ def _command(ctx: StudyContext, name: str) -> str:
     parts.append(f"--seeds {ctx.seeds}")
     parts.append(f"--device {ctx.device}")
     return " ".join(parts)
-
-
-@contextlib.contextmanager
-def cpu_threads(device: str, n: int = 1):
-    """Run with `n` intra-op threads on CPU (restored afterwards). These models are tiny: a
-    second thread buys little, and on a shared machine oversubscribed threads made training
-    steps several times slower."""
-    if device != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 STUDY = AdditionStudy()

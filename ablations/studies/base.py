@@ -10,8 +10,11 @@ A study file defines one `Study` subclass; `ablations/studies/__init__.py` lists
 from __future__ import annotations
 
 import abc
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+
+import torch
 
 from bench.executor import execute
 from bench.records import load_records, run_id
@@ -45,3 +48,19 @@ class Study(abc.ABC):
     def run(self, ctx: StudyContext) -> str:
         """Run the study's experiments and write its table(s) and figure(s) into ctx.out.
         Returns the study's report section as Markdown (also written to ctx.out/report.md)."""
+
+
+@contextlib.contextmanager
+def cpu_threads(device: str, n: int = 1):
+    """Run with `n` intra-op threads on CPU (restored afterwards). These models are tiny: a
+    second thread buys little, and on a shared machine oversubscribed threads made training
+    steps several times slower."""
+    if device != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

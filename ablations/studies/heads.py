@@ -18,7 +18,6 @@ Two questions, no training:
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
@@ -27,7 +26,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from ablations.studies.base import Study, StudyContext
+from ablations.studies.base import Study, StudyContext, cpu_threads
 from bench.measure import device_name, environment, time_fn
 from bench.tables import markdown_table
 from variants.attention import FusedHeads, SeparateHeads
@@ -402,22 +401,6 @@ def command_line(ctx: StudyContext, name: str) -> str:
         parts.append(f"--scale {ctx.scale:g}")
     parts.append(f"--device {ctx.device}")
     return " ".join(parts)
-
-
-@contextlib.contextmanager
-def cpu_threads(device: str, n: int = 1):
-    """Run with `n` intra-op threads on CPU (restored afterwards). These models are tiny: a
-    second thread buys little, and on a shared machine oversubscribed threads made training
-    steps several times slower."""
-    if device != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 STUDY = HeadsStudy()

@@ -14,7 +14,6 @@ validation-loss curves beside them.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from ablations.studies.base import Study, StudyContext
+from ablations.studies.base import Study, StudyContext, cpu_threads
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
 from bench.tasks import build_task
@@ -340,22 +339,6 @@ def command_line(ctx: StudyContext, name: str) -> str:
         parts.append(f"--scale {ctx.scale:g}")
     parts += [f"--seeds {ctx.seeds}", f"--device {ctx.device}"]
     return " ".join(parts)
-
-
-@contextlib.contextmanager
-def cpu_threads(device: str, n: int = 1):
-    """Run with `n` intra-op threads on CPU (restored afterwards). These models are tiny: a
-    second thread buys little, and on a shared machine oversubscribed threads made training
-    steps several times slower."""
-    if device != "cpu":
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 STUDY = ResidualStudy()
