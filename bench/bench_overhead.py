@@ -62,6 +62,34 @@ def bare_loop(
     return times
 
 
+def breakdown(cfg, task, device, steps: int, warmup: int, batch: int) -> dict[str, float]:
+    """Median ms of the parts of an eager step: where the time goes (and what compile can fuse)."""
+    torch.manual_seed(0)
+    model = GPT(cfg).to(device)
+    opt = make_optimizer(model, TrainConfig())
+    gen = torch.Generator().manual_seed(1)
+    parts: dict[str, list[float]] = {"forward": [], "backward + clip": [], "AdamW": []}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for i in range(steps):
+        x, y = (t.to(device) for t in task.train_batch(batch, gen))
+        t0 = time.perf_counter()
+        _, loss = model(x, y)
+        sync()
+        t1 = time.perf_counter()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        sync()
+        t2 = time.perf_counter()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sync()
+        t3 = time.perf_counter()
+        if i >= warmup:
+            for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2), strict=True):
+                parts[key].append(dt * 1e3)
+    return {k: statistics.median(v) for k, v in parts.items()}
+
+
 def harness(cfg, task_spec, task, device, steps, warmup, compile_, batch) -> tuple[float, float]:
     from bench.train import run
 
@@ -125,6 +153,10 @@ def main(argv=None) -> int:
             f"{name:<10}{b:>10.2f}{h:>12.2f}{tokens_per_step / b * 1e3:>13,.0f}"
             f"{tokens_per_step / h * 1e3:>15,.0f}{h / b:>14.3f}"
         )
+    parts = breakdown(cfg, task, device, args.steps, args.warmup, args.batch_size)
+    print(
+        "eager step breakdown (median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
+    )
     if args.compile:
         speedup = rows[False][1] / rows[True][1]
         print(f"compile speed-up (harness, eager ms / compiled ms): {speedup:.2f}×")
