@@ -410,7 +410,7 @@ class AdditionStudy(Study):
                 "",
                 "![accuracy by number of digits](addition.png)",
                 "",
-                f"Command: `{_command(ctx, 'addition')}` · device: "
+                f"Command: `{ctx.command('addition')}` · device: "
                 f"{device} · budget: {spec.budget.describe()} per run, batch "
                 f"{spec.train.batch_size}, lr {spec.train.lr:g}, {ctx.seeds} seed(s) · training "
                 f"time {train_s / 60:.1f} min summed over {n_runs} runs (this invocation: "
@@ -636,15 +636,6 @@ def figure(long, curves, path: Path, context: str, configs=CONFIGS) -> Path:
         fig.tight_layout(rect=(0, 0.04, 1, 1))
         fig.savefig(path, dpi=120, format="png")
     return path
-
-
-def _command(ctx: StudyContext, name: str) -> str:
-    parts = [f"python ablations/run.py --study {name}"]
-    if ctx.scale != 1.0:
-        parts.append(f"--scale {ctx.scale:g}")
-    parts.append(f"--seeds {ctx.seeds}")
-    parts.append(f"--device {ctx.device}")
-    return " ".join(parts)
 
 
 STUDY = AdditionStudy()

@@ -33,6 +33,16 @@ class StudyContext:
         """A budget of `full` steps at scale 1, scaled (never below `minimum`)."""
         return max(minimum, round(full * self.scale))
 
+    def command(self, name: str, seeds: bool = True) -> str:
+        """The command line that reproduces this study as run (for its report)."""
+        parts = [f"python ablations/run.py --study {name}"]
+        if self.scale != 1.0:
+            parts.append(f"--scale {self.scale:g}")
+        if seeds:
+            parts.append(f"--seeds {self.seeds}")
+        parts.append(f"--device {self.device}")
+        return " ".join(parts)
+
     def execute(self, specs, task=None) -> list[dict]:
         """Run the specs (skipping finished ones) and return their records, in spec order."""
         execute(specs, self.out, force=self.force, quiet=self.quiet, task=task)

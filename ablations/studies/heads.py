@@ -248,7 +248,7 @@ class HeadsStudy(Study):
                 "",
                 "![separate/fused time ratio by number of heads](heads.png)",
                 "",
-                f"Command: `{command_line(ctx, self.name)}` · device: {dev_name} "
+                f"Command: `{ctx.command(self.name, seeds=False)}` · device: {dev_name} "
                 f"({ctx.device}, torch {env['torch']}, {env['torch_threads']} thread(s)) · "
                 f"{iters} timed calls × {repeats} alternating repeat(s) per cell · study wall "
                 f"time {wall / 60:.1f} min. Raw timings (long format): `heads_timings.csv`; "
@@ -393,14 +393,6 @@ def figure(long: pd.DataFrame, path: Path, context: str) -> Path:
         fig.tight_layout(rect=(0, 0.03, 1, 1))
         fig.savefig(path, dpi=120, format="png")
     return path
-
-
-def command_line(ctx: StudyContext, name: str) -> str:
-    parts = [f"python ablations/run.py --study {name}"]
-    if ctx.scale != 1.0:
-        parts.append(f"--scale {ctx.scale:g}")
-    parts.append(f"--device {ctx.device}")
-    return " ".join(parts)
 
 
 STUDY = HeadsStudy()

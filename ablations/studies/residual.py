@@ -116,7 +116,7 @@ class ResidualStudy(Study):
                 "",
                 "![gradient norm ratio and loss curves by depth](residual.png)",
                 "",
-                f"Command: `{command_line(ctx, self.name)}` · device: {device} ({ctx.device}, "
+                f"Command: `{ctx.command(self.name)}` · device: {device} ({ctx.device}, "
                 f"{torch.get_num_threads()} thread(s)) · budget: "
                 f"{s0.budget.describe()} per run, batch {s0.train.batch_size}, lr "
                 f"{s0.train.lr:g}, grad clip {s0.train.grad_clip:g} · training time "
@@ -331,14 +331,6 @@ def figure(table, norms, curves, path: Path, context: str) -> Path:
         fig.tight_layout(rect=(0, 0.03, 1, 1))
         fig.savefig(path, dpi=120, format="png")
     return path
-
-
-def command_line(ctx: StudyContext, name: str) -> str:
-    parts = [f"python ablations/run.py --study {name}"]
-    if ctx.scale != 1.0:
-        parts.append(f"--scale {ctx.scale:g}")
-    parts += [f"--seeds {ctx.seeds}", f"--device {ctx.device}"]
-    return " ".join(parts)
 
 
 STUDY = ResidualStudy()
