@@ -1,4 +1,5 @@
-"""Sessions: `nox -s tests` (the test suite), `nox -s lint`, `nox -s bench` (benchmarks + report).
+"""Sessions: `nox -s tests` (the test suite), `nox -s lint`, `nox -s bench` (benchmarks + report),
+`nox -s triton_compat` (the Triton kernel's tests under older Triton releases).
 
 Each session installs the project into a fresh virtualenv, so a green run proves the install.
 CI pins torch's CPU wheel through PIP_CONSTRAINT (see .ci/run); users are not pinned.
@@ -17,6 +18,19 @@ BENCH_STEPS = 300
 def tests(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     session.run("pytest", *session.posargs)
+
+
+# Triton releases the kernel must run on besides the newest: the GPU machines carry 3.6.
+OLDER_TRITONS = ["3.6.0"]
+
+
+@nox.session
+@nox.parametrize("triton", OLDER_TRITONS)
+def triton_compat(session: nox.Session, triton: str) -> None:
+    """The kernel's tests (interpreter on CPU, or the GPU) under an older Triton release.
+    Triton before 3.9 needs numpy < 2.4 in its interpreter (see flash_attn._interpreter_works)."""
+    session.install("-e", ".[test]", f"triton=={triton}", "numpy<2.4")
+    session.run("pytest", "tests/test_flash_attn.py", "-q", *session.posargs)
 
 
 @nox.session

@@ -3,9 +3,15 @@ bare PyTorch loop over the same model, side by side in one process, plus `--comp
 
     python bench/bench_overhead.py                 # eager: harness vs bare loop
     python bench/bench_overhead.py --compile       # also both with torch.compile
+    python bench/bench_overhead.py --compile --variant separate-heads --variant naive-attention
 
 Prints the median step time and tokens/s of each, and the ratios. Rounds alternate (bare,
 harness, bare, harness, ...) so that drift of the machine hits both alike.
+
+It also splits an eager step by operator class with torch.profiler: GEMMs (mm/addmm/bmm) and
+SDPA are library kernels that inductor calls unchanged on CPU, so `torch.compile` can only shrink
+the rest (pointwise ops, norms, the optimizer, Python overhead). The script prints the best
+speed-up compile could give if that rest vanished entirely: eager / (GEMM + SDPA).
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ from bench.spec import Budget, RunSpec, TrainConfig  # noqa: E402
 from bench.tasks import build_task  # noqa: E402
 from bench.train import make_optimizer, resolve_device  # noqa: E402
 from variants import GPT, preset  # noqa: E402
+from variants.registry import get_variant  # noqa: E402
+
+# Operator classes of the breakdown: library kernels that inductor leaves as they are on CPU.
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+SDPA_PREFIX = "aten::_scaled_dot_product"
 
 
 def synthetic_text(path: Path, n_chars: int = 400_000) -> None:
@@ -90,58 +101,76 @@ def breakdown(cfg, task, device, steps: int, warmup: int, batch: int) -> dict[st
     return {k: statistics.median(v) for k, v in parts.items()}
 
 
-def harness(cfg, task_spec, task, device, steps, warmup, compile_, batch) -> tuple[float, float]:
+def op_classes(cfg, task, device, steps: int, batch: int) -> dict[str, float]:
+    """Median-free split of an eager step (ms per step, profiler self time): GEMM, SDPA and
+    everything else. Profiler overhead inflates "rest" a little, so the bound below is generous."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = GPT(cfg).to(device)
+    opt = make_optimizer(model, TrainConfig())
+    gen = torch.Generator().manual_seed(1)
+
+    def step():
+        x, y = (t.to(device) for t in task.train_batch(batch, gen))
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(5):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    totals = {"GEMM": 0.0, "SDPA": 0.0, "rest": 0.0}
+    for ev in prof.key_averages():
+        key = "GEMM" if ev.key in GEMM_OPS else "SDPA" if ev.key.startswith(SDPA_PREFIX) else "rest"
+        totals[key] += ev.self_cpu_time_total / 1e3 / steps  # µs over all steps → ms a step
+    return totals
+
+
+def harness(
+    variant, cfg, task_spec, task, device, steps, warmup, compile_, batch
+) -> tuple[float, float]:
     from bench.train import run
 
     train = TrainConfig(batch_size=batch, compile=compile_, timing_warmup=warmup, eval_every=10**9)
-    spec = RunSpec("baseline", cfg, task_spec, Budget("steps", steps), train, 0, device.type)
+    spec = RunSpec(variant, cfg, task_spec, Budget("steps", steps), train, 0, device.type)
     m = run(spec, task=task)["metrics"]
     return m["step_ms"], m["tokens_per_s"]
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=120)
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=12)
-    p.add_argument("--model", default="tiny")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--compile", action="store_true", help="also measure torch.compile")
-    args = p.parse_args(argv)
-    device = resolve_device(args.device)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "text.txt"
-        synthetic_text(path)
-        base = preset(args.model)
-        task = build_task("text", context=base.block_size, data=str(path))
-        cfg = base.replace(vocab_size=task.vocab_size)
-        task_spec = {"name": "text", "data": str(path)}
-        tokens_per_step = args.batch_size * task.seq_len
-        modes = [False, True] if args.compile else [False]
-        rows = {}
-        for compile_ in modes:
-            bare_ms, harness_ms = [], []
-            for _ in range(args.rounds):
-                t = bare_loop(cfg, task, device, args.steps, args.warmup, compile_, args.batch_size)
-                bare_ms.append(statistics.median(t))
-                harness_ms.append(
-                    harness(
-                        cfg,
-                        task_spec,
-                        task,
-                        device,
-                        args.steps,
-                        args.warmup,
-                        compile_,
-                        args.batch_size,
-                    )[0]
-                )
-            rows[compile_] = (statistics.median(bare_ms), statistics.median(harness_ms))
+def measure_variant(variant, args, device, task, task_spec, base) -> None:
+    """Bare vs harness (eager, and compiled with --compile) for one variant; prints its table."""
+    cfg = get_variant(variant).apply(base).replace(vocab_size=task.vocab_size)
+    tokens_per_step = args.batch_size * task.seq_len
+    modes = [False, True] if args.compile else [False]
+    rows = {}
+    for compile_ in modes:
+        bare_ms, harness_ms = [], []
+        for _ in range(args.rounds):
+            t = bare_loop(cfg, task, device, args.steps, args.warmup, compile_, args.batch_size)
+            bare_ms.append(statistics.median(t))
+            harness_ms.append(
+                harness(
+                    variant,
+                    cfg,
+                    task_spec,
+                    task,
+                    device,
+                    args.steps,
+                    args.warmup,
+                    compile_,
+                    args.batch_size,
+                )[0]
+            )
+        rows[compile_] = (statistics.median(bare_ms), statistics.median(harness_ms))
     print(
-        f"device {device.type}, model {args.model}, batch {args.batch_size} × T {task.seq_len}"
-        f" = {tokens_per_step} tokens/step, {args.steps} steps ({args.warmup} untimed), "
-        f"median of {args.rounds} alternating rounds"
+        f"\n{variant}: device {device.type}, model {args.model}, batch {args.batch_size} × T "
+        f"{task.seq_len} = {tokens_per_step} tokens/step, {args.steps} steps ({args.warmup} "
+        f"untimed), median of {args.rounds} alternating rounds"
     )
     print(
         f"{'mode':<10}{'bare ms':>10}{'harness ms':>12}{'bare tok/s':>13}{'harness tok/s':>15}"
@@ -160,6 +189,50 @@ def main(argv=None) -> int:
     if args.compile:
         speedup = rows[False][1] / rows[True][1]
         print(f"compile speed-up (harness, eager ms / compiled ms): {speedup:.2f}×")
+        if device.type == "cpu":
+            ops = op_classes(cfg, task, device, min(args.steps, 40), args.batch_size)
+            total = sum(ops.values())
+            floor = ops["GEMM"] + ops["SDPA"]
+            print(
+                "eager step by operator class (profiler self time, ms): "
+                + ", ".join(f"{k} {v:.1f} ({v / total:.0%})" for k, v in ops.items())
+            )
+            print(
+                f"best compile speed-up if everything but GEMM and SDPA vanished: "
+                f"{total:.1f} / {floor:.1f} = {total / floor:.2f}×"
+            )
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=120)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=12)
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--variant",
+        action="append",
+        help="named variant to measure (repeatable; default baseline)",
+    )
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    args = p.parse_args(argv)
+    device = resolve_device(args.device)
+    variants = args.variant or ["baseline"]
+    for v in variants:
+        try:
+            get_variant(v)  # unknown names fail before anything is timed
+        except ValueError as e:
+            p.error(str(e))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "text.txt"
+        synthetic_text(path)
+        base = preset(args.model)
+        task = build_task("text", context=base.block_size, data=str(path))
+        task_spec = {"name": "text", "data": str(path)}
+        for v in variants:
+            measure_variant(v, args, device, task, task_spec, base)
     return 0
 
 

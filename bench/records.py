@@ -208,20 +208,19 @@ def finished_ids(path: str | Path) -> set[str]:
     return {r["run_id"] for r in load_records(path) if isinstance(r.get("run_id"), str)}
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as JSON so readers see either the old file or the complete new one.
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write ``data`` so readers see either the old file or the complete new one.
 
-    The JSON goes to a temporary file in the same directory (same filesystem, so the rename
-    is atomic), is fsync'ed, then ``os.replace``'d over ``path``. On any error the temporary
-    file is removed. Parent directories are created.
+    The bytes go to a temporary file in the same directory (same filesystem, so the rename is
+    atomic), are fsync'ed, then ``os.replace``'d over ``path``. On any error the temporary file
+    is removed. Parent directories are created.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=2) + "\n"  # serialise first: a TypeError leaves no debris
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -232,6 +231,12 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
             pass
         raise
     _fsync_dir(path.parent)
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (see `write_bytes_atomic`)."""
+    text = json.dumps(obj, indent=2) + "\n"  # serialise first: a TypeError leaves no debris
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _fsync_dir(directory: Path) -> None:

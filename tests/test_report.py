@@ -214,3 +214,21 @@ def test_cli_missing_dir_exits_nonzero_one_line(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_tradeoff_labels_of_clustered_points_do_not_overlap():
+    # Three variants at the same (ms, loss) and one far away: the three labels must be stacked
+    # at least a label height apart; the lone point's label stays where it is.
+    from matplotlib.figure import Figure
+
+    pts = pd.DataFrame(
+        {"ms": [40.0, 40.0, 40.2, 60.0], "loss": [1.3, 1.3, 1.3, 2.0]},
+        index=["baseline", "rope", "no-position", "no-residual"],
+    )
+    ax = Figure(figsize=(7.5, 5.2)).subplots()
+    ax.plot(pts["ms"], pts["loss"], "o")
+    lifts = plots._label_lifts(ax, pts, {k: k for k in pts.index}, fontsize=8)
+    stacked = sorted(lifts[k] for k in ("baseline", "rope", "no-position"))
+    assert stacked[0] == 0.0
+    assert all(b - a >= 1.3 * 8 - 1e-9 for a, b in zip(stacked, stacked[1:], strict=False))
+    assert lifts["no-residual"] == 0.0

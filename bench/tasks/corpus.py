@@ -35,13 +35,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch import Tensor
 
-from .base import CharVocab, Task, TaskError
-from .text import TRAIN_TENTHS, _id_dtype, _read_chunks
+from .base import CharVocab, TaskError
+from .text import _VAL_SEED, TRAIN_TENTHS, CharWindowsTask, _id_dtype, _read_chunks
 
-_VAL_SEED = 1337  # fixed: validation windows never depend on the run seed
 _TRAIN_EVAL_SEED = 7331  # fixed: the train-split windows of `train_eval_batches`
 
 
@@ -90,7 +88,7 @@ def corpus_vocab(paths: Iterable[str | os.PathLike]) -> str:
     return "".join(sorted(chars))
 
 
-class CorpusTask(Task):
+class CorpusTask(CharWindowsTask):
     """Character-level next-token prediction on `files`; see the module docstring."""
 
     name = "corpus"
@@ -144,7 +142,6 @@ class CorpusTask(Task):
         self._train = np.empty(self.n_train, dtype=dtype)  # (N_train,)
         self._val = np.empty(self.n_val, dtype=dtype)  # (N_val,)
         self._encode_into(cuts, counts)
-        self._offsets = np.arange(need, dtype=np.int64)  # (T+1,)
 
     def _encode_into(self, cuts: list[int], counts: list[int]) -> None:
         # id of a code point: searchsorted into the vocabulary's sorted code points
@@ -174,39 +171,10 @@ class CorpusTask(Task):
             if pos != n:
                 raise TaskError(f"corpus file {path} changed while it was read; try again")
 
-    def _windows(self, split: np.ndarray, starts: Tensor) -> tuple[Tensor, Tensor]:
-        idx = starts.numpy()[:, None] + self._offsets  # (B, T+1)
-        w = split[idx].astype(np.int64)  # (B, T+1)
-        x = torch.from_numpy(np.ascontiguousarray(w[:, :-1]))  # (B, T)
-        y = torch.from_numpy(np.ascontiguousarray(w[:, 1:]))  # (B, T)
-        return x, y
-
-    def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        B = self._check_batch_size(batch_size)
-        starts = torch.randint(0, self.n_train - self.seq_len, (B,), generator=generator)
-        return self._windows(self._train, starts)
-
-    def _fixed_windows(self, split: np.ndarray, seed: int) -> list[tuple[Tensor, Tensor]]:
-        g = torch.Generator().manual_seed(seed)
-        high = split.size - self.seq_len
-        return [
-            self._windows(split, torch.randint(0, high, (self.eval_batch_size,), generator=g))
-            for _ in range(self.eval_batches)
-        ]
-
-    def _build_val_batches(self) -> list[tuple[Tensor, Tensor]]:
-        return self._fixed_windows(self._val, _VAL_SEED)
-
     def train_eval_batches(self) -> list[tuple[Tensor, Tensor]]:
         """As many fixed windows of the *train* split as `val_batches` has (fixed seed): the
         train loss measured the same way as the validation loss, to see whether they part."""
         return self._fixed_windows(self._train, _TRAIN_EVAL_SEED)
-
-    def encode(self, s: str) -> list[int]:
-        return self.vocab.encode(s)
-
-    def decode(self, ids) -> str:
-        return self.vocab.decode(ids)
 
     def describe(self) -> dict:
         return {

@@ -21,7 +21,6 @@ import codecs
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.request
 import warnings
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..records import write_bytes_atomic
 from .base import CharVocab, Task, TaskError
 
 TRAIN_TENTHS = 9  # first 90% of the token stream is train, the rest validation
@@ -120,7 +120,47 @@ def load_text(path: str | os.PathLike) -> tuple[str, np.ndarray, str]:
 # ---------------------------------------------------------------------------------------------
 
 
-class TextTask(Task):
+class CharWindowsTask(Task):
+    """What `text` and `corpus` share: windows of context + 1 ids cut from a train and a
+    validation id array (`self._train`, `self._val`, set by the subclass with `self.vocab`)."""
+
+    _train: np.ndarray
+    _val: np.ndarray
+    vocab: CharVocab
+
+    def _windows(self, split: np.ndarray, starts: Tensor) -> tuple[Tensor, Tensor]:
+        offsets = np.arange(self.seq_len + 1, dtype=np.int64)  # (T+1,)
+        w = split[starts.numpy()[:, None] + offsets].astype(np.int64)  # (B, T+1)
+        x = torch.from_numpy(np.ascontiguousarray(w[:, :-1]))  # (B, T)
+        y = torch.from_numpy(np.ascontiguousarray(w[:, 1:]))  # (B, T)
+        return x, y
+
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        B = self._check_batch_size(batch_size)
+        high = self._train.size - self.seq_len  # starts in [0, high): window end <= n_train
+        starts = torch.randint(0, high, (B,), generator=generator)
+        return self._windows(self._train, starts)
+
+    def _fixed_windows(self, split: np.ndarray, seed: int) -> list[tuple[Tensor, Tensor]]:
+        """`eval_batches` batches of windows at positions drawn once from `seed`."""
+        g = torch.Generator().manual_seed(seed)
+        high = split.size - self.seq_len
+        return [
+            self._windows(split, torch.randint(0, high, (self.eval_batch_size,), generator=g))
+            for _ in range(self.eval_batches)
+        ]
+
+    def _build_val_batches(self) -> list[tuple[Tensor, Tensor]]:
+        return self._fixed_windows(self._val, _VAL_SEED)
+
+    def encode(self, s: str) -> list[int]:
+        return self.vocab.encode(s)
+
+    def decode(self, ids) -> str:
+        return self.vocab.decode(ids)
+
+
+class TextTask(CharWindowsTask):
     """Character-level next-token prediction on a local UTF-8 file (`data=PATH`)."""
 
     name = "text"
@@ -159,34 +199,6 @@ class TextTask(Task):
                 f" {self.n_val} characters but one window needs context+1 = {need}; use a"
                 f" file of at least {10 * need} characters or a smaller context"
             )
-        self._offsets = np.arange(need, dtype=np.int64)  # (T+1,)
-
-    def _windows(self, split: np.ndarray, starts: Tensor) -> tuple[Tensor, Tensor]:
-        idx = starts.numpy()[:, None] + self._offsets  # (B, T+1)
-        w = split[idx].astype(np.int64)  # (B, T+1)
-        x = torch.from_numpy(np.ascontiguousarray(w[:, :-1]))  # (B, T)
-        y = torch.from_numpy(np.ascontiguousarray(w[:, 1:]))  # (B, T)
-        return x, y
-
-    def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        B = self._check_batch_size(batch_size)
-        high = self.n_train - self.seq_len  # starts in [0, high): window end <= n_train
-        starts = torch.randint(0, high, (B,), generator=generator)
-        return self._windows(self._train, starts)
-
-    def _build_val_batches(self) -> list[tuple[Tensor, Tensor]]:
-        g = torch.Generator().manual_seed(_VAL_SEED)
-        high = self.n_val - self.seq_len
-        return [
-            self._windows(self._val, torch.randint(0, high, (self.eval_batch_size,), generator=g))
-            for _ in range(self.eval_batches)
-        ]
-
-    def encode(self, s: str) -> list[int]:
-        return self.vocab.encode(s)
-
-    def decode(self, ids) -> str:
-        return self.vocab.decode(ids)
 
     def describe(self) -> dict:
         return {
@@ -243,24 +255,6 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory + os.replace: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
@@ -315,7 +309,7 @@ def shakespeare_path(data: str | os.PathLike | None = None) -> tuple[Path, str]:
             f" ({len(raw)} bytes, expected {SHAKESPEARE_BYTES}); {hint}"
         )
     try:
-        _write_atomic(path, raw)
+        write_bytes_atomic(path, raw)
     except OSError as e:
         raise TaskError(
             f"cannot write the download to {path} ({_one_line(e)}); set {CACHE_ENV} to a"

@@ -639,7 +639,9 @@ def triton_available() -> tuple[bool, str]:
     """(True, "") when the kernel can run in this process, else (False, one-line reason)."""
     if _TRITON_IMPORT_ERROR:
         return False, f"triton is not importable ({_TRITON_IMPORT_ERROR}); install triton (Linux)"
-    if _INTERPRETED or torch.cuda.is_available():
+    if _INTERPRETED:
+        return _interpreter_works()
+    if torch.cuda.is_available():
         return True, ""
     import os
 
@@ -648,6 +650,33 @@ def triton_available() -> tuple[bool, str]:
                        "set it before Python starts")
     return False, ("the triton attention kernel needs a CUDA GPU; on CPU run it under Triton's "
                    "interpreter with TRITON_INTERPRET=1 set before Python starts")
+
+
+@triton.jit
+def _loop_bound_probe(Out):
+    # A loop whose bound is computed from program_id, as in every kernel above.
+    acc = 0
+    for i in range(0, tl.program_id(0) + 2):
+        acc += i
+    tl.store(Out, acc)
+
+
+@functools.cache
+def _interpreter_works() -> tuple[bool, str]:
+    """Triton's interpreter before 3.9 turns loop bounds into ints with int() on one-element numpy
+    arrays, which numpy 2.4 made an error; every kernel here has such bounds. Probe it once."""
+    out = torch.zeros(1, dtype=torch.int32)
+    try:
+        _loop_bound_probe[(1,)](out)
+    except Exception as e:  # the interpreter wraps the TypeError in its own error types
+        import numpy as np
+
+        return False, (
+            f"Triton {triton.__version__}'s interpreter cannot run loops with computed bounds "
+            f"under numpy {np.__version__} ({' '.join(str(e).split())[:80]}); install "
+            f"'numpy<2.4' or triton>=3.9"
+        )
+    return True, ""
 
 
 def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
