@@ -54,7 +54,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ablations.studies.base import Study, StudyContext, cpu_threads
+from ablations.studies.base import Study, StudyContext, cpu_threads, save_figure
 from bench.executor import execute
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
@@ -626,16 +626,12 @@ def figure(long, curves, path: Path, context: str, configs=CONFIGS) -> Path:
         ax.set_xlabel("training step")
         ax.set_ylabel("validation loss (answer tokens, 1-3 digits)")
         fig.suptitle(f"Addition: held-out accuracy by number of digits\n{context}", fontsize=11)
-        fig.text(
-            0.5, 0.005,
+        caption = (
             "Line: mean over seeds; band: range over seeds (min to max). Trained on 1-3 digit "
             "problems; shaded: longer than any training row (learned positions have no trained "
-            "embedding there).",
-            ha="center", va="bottom", fontsize=8, color="0.35",
-        )  # fmt: skip
-        fig.tight_layout(rect=(0, 0.04, 1, 1))
-        fig.savefig(path, dpi=120, format="png")
-    return path
+            "embedding there)."
+        )
+        return save_figure(fig, path, caption, bottom=0.04)
 
 
 STUDY = AdditionStudy()

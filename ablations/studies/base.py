@@ -74,3 +74,24 @@ def cpu_threads(device: str, n: int = 1):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def wall_times(records, wall: float) -> str:
+    """Wall time of this invocation and of the runs' training (the latter includes runs
+    trained by earlier, resumed invocations)."""
+    recs = list(records)
+    train = sum(float(r["metrics"].get("wall_s") or 0.0) for r in recs)
+    return (
+        f"Training wall time {train:.0f} s over {len(recs)} run(s) (their records'"
+        f" wall_s, earlier invocations included); this invocation took {wall:.0f} s"
+    )
+
+
+def save_figure(fig, path: Path, caption: str, bottom: float = 0.03) -> Path:
+    """A study figure's tail: the caption in small grey type under the panels, the panels laid
+    out above it (`bottom` = the figure fraction left for the caption), PNG at 120 dpi."""
+    fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=8, color="0.35")
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, format="png")
+    return path

@@ -39,7 +39,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from ablations.studies.base import Study, StudyContext
+from ablations.studies.base import Study, StudyContext, save_figure, wall_times
 from bench.executor import execute
 from bench.records import run_id
 from bench.spec import Budget, RunSpec, TrainConfig
@@ -204,7 +204,7 @@ class CalculatorStudy(Study):
             "![calculator](calculator.png)",
             "",
             f"Files: `calculator.csv` (this table, long form), `calculator_by_cell.csv` (per"
-            f" seed and run), `calculator.png`, `runs.jsonl`. {_times(records.values(), wall)}"
+            f" seed and run), `calculator.png`, `runs.jsonl`. {wall_times(records.values(), wall)}"
             + (f"; {n_div} diverged run(s) left out." if n_div else "."),
             "",
         ]
@@ -214,17 +214,6 @@ class CalculatorStudy(Study):
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _times(records, wall: float) -> str:
-    """Wall time of this invocation and of the runs' training (the latter includes runs
-    trained by earlier, resumed invocations)."""
-    recs = list(records)
-    train = sum(float(r["metrics"].get("wall_s") or 0.0) for r in recs)
-    return (
-        f"Training wall time {train:.0f} s over {len(recs)} run(s) (their records'"
-        f" wall_s, earlier invocations included); this invocation took {wall:.0f} s"
-    )
 
 
 def _opts(task: dict) -> dict:
@@ -410,15 +399,11 @@ def figure(table: pd.DataFrame, path: Path, context: str) -> Path:
             ax.set_ylabel("operator" if i == 0 else "")
             ax.tick_params(axis="y", rotation=0)
         fig.suptitle(f"Calculator: held-out exact match per cell\n{context}", fontsize=10)
-        fig.text(
-            0.5, 0.01, "Mean over seeds. 'generated': the model writes its own trace; "
-            "'given': the true trace is part of the prompt.",
-            ha="center", va="bottom", fontsize=8, color="0.35",
-        )  # fmt: skip
-        fig.tight_layout(rect=(0, 0.05, 1, 1))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, format="png")
-    return path
+        caption = (
+            "Mean over seeds. 'generated': the model writes its own trace; 'given': the true "
+            "trace is part of the prompt."
+        )
+        return save_figure(fig, path, caption, bottom=0.05)
 
 
 STUDY = CalculatorStudy()

@@ -26,7 +26,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from ablations.studies.base import Study, StudyContext, cpu_threads
+from ablations.studies.base import Study, StudyContext, cpu_threads, save_figure
 from bench.measure import device_name, environment, time_fn
 from bench.tables import markdown_table
 from variants.attention import FusedHeads, SeparateHeads
@@ -384,15 +384,11 @@ def figure(long: pd.DataFrame, path: Path, context: str) -> Path:
         ax_ms.set_ylabel("whole-model latency, ms (median)")
         ax_ms.set_title("absolute time, whole model", fontsize=10)
         fig.suptitle(f"Separate vs fused heads\n{context}", fontsize=11)
-        fig.text(
-            0.5, 0.005,
+        caption = (
             "Each point: median over alternating repeats of the median of the timed calls; "
-            "band (right): range over repeats.",
-            ha="center", va="bottom", fontsize=8, color="0.35",
-        )  # fmt: skip
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        fig.savefig(path, dpi=120, format="png")
-    return path
+            "band (right): range over repeats."
+        )
+        return save_figure(fig, path, caption)
 
 
 STUDY = HeadsStudy()

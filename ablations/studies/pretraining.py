@@ -59,7 +59,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from ablations.studies.base import Study, StudyContext
+from ablations.studies.base import Study, StudyContext, save_figure, wall_times
 from bench import stats
 from bench.executor import execute
 from bench.records import finished_ids, run_id
@@ -377,7 +377,7 @@ class PretrainingStudy(Study):
             "![pretraining](pretraining.png)",
             "",
             "Files: `pretraining.csv` (the table), `pretraining_curves.csv` (every eval point),"
-            f" `pretraining.png`, `runs.jsonl`. {_times(self._records, wall)}.",
+            f" `pretraining.png`, `runs.jsonl`. {wall_times(self._records, wall)}.",
             "",
         ]
         return "\n".join(lines)
@@ -386,17 +386,6 @@ class PretrainingStudy(Study):
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
-
-
-def _times(records, wall: float) -> str:
-    """Wall time of this invocation and of the runs' training (the latter includes runs
-    trained by earlier, resumed invocations)."""
-    recs = list(records)
-    train = sum(float(r["metrics"].get("wall_s") or 0.0) for r in recs)
-    return (
-        f"Training wall time {train:.0f} s over {len(recs)} run(s) (their records'"
-        f" wall_s, earlier invocations included); this invocation took {wall:.0f} s"
-    )
 
 
 def _build(spec: RunSpec):
@@ -498,13 +487,11 @@ def figure(curves: pd.DataFrame, path: Path, context: str) -> Path:
         for ax in (ax_pre, ax_ft):
             ax.legend(fontsize=8)
         fig.suptitle(f"Pretraining then finetuning vs from scratch\n{context}", fontsize=10)
-        fig.text(0.5, 0.01, "Line: mean over seeds; band: ±1 std. Right panel's y axis is cut"
-                 " at the 90th percentile so that the end of training is readable.",
-                 ha="center", va="bottom", fontsize=8, color="0.35")  # fmt: skip
-        fig.tight_layout(rect=(0, 0.05, 1, 1))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, format="png")
-    return path
+        caption = (
+            "Line: mean over seeds; band: ±1 std. Right panel's y axis is cut at the 90th "
+            "percentile so that the end of training is readable."
+        )
+        return save_figure(fig, path, caption, bottom=0.05)
 
 
 STUDY = PretrainingStudy()

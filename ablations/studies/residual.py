@@ -24,7 +24,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from ablations.studies.base import Study, StudyContext, cpu_threads
+from ablations.studies.base import Study, StudyContext, cpu_threads, save_figure
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
 from bench.tasks import build_task
@@ -321,16 +321,12 @@ def figure(table, norms, curves, path: Path, context: str) -> Path:
             if i > 0:
                 ax.tick_params(labelleft=False)
         fig.suptitle(f"Residual on vs off: gradient flow and training\n{context}", fontsize=11)
-        fig.text(
-            0.5, 0.005,
+        caption = (
             "Ratios: geometric mean over seeds; 'end' is the last grad_norms probe point. "
             "Loss curves: mean over seeds, band: range over seeds. Gradient norms are before "
-            "clipping.",
-            ha="center", va="bottom", fontsize=8, color="0.35",
-        )  # fmt: skip
-        fig.tight_layout(rect=(0, 0.03, 1, 1))
-        fig.savefig(path, dpi=120, format="png")
-    return path
+            "clipping."
+        )
+        return save_figure(fig, path, caption)
 
 
 STUDY = ResidualStudy()
