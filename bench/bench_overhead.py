@@ -142,7 +142,7 @@ def harness(
     return m["step_ms"], m["tokens_per_s"]
 
 
-def measure_variant(variant, args, device, task, task_spec, base) -> None:
+def measure_variant(variant, args, device, task, task_spec, base, emit=print) -> None:
     """Bare vs harness (eager, and compiled with --compile) for one variant; prints its table."""
     cfg = get_variant(variant).apply(base).replace(vocab_size=task.vocab_size)
     tokens_per_step = args.batch_size * task.seq_len
@@ -167,37 +167,35 @@ def measure_variant(variant, args, device, task, task_spec, base) -> None:
                 )[0]
             )
         rows[compile_] = (statistics.median(bare_ms), statistics.median(harness_ms))
-    print(
+    emit(
         f"\n{variant}: device {device.type}, model {args.model}, batch {args.batch_size} × T "
         f"{task.seq_len} = {tokens_per_step} tokens/step, {args.steps} steps ({args.warmup} "
         f"untimed), median of {args.rounds} alternating rounds"
     )
-    print(
+    emit(
         f"{'mode':<10}{'bare ms':>10}{'harness ms':>12}{'bare tok/s':>13}{'harness tok/s':>15}"
         f"{'harness/bare':>14}"
     )
     for compile_, (b, h) in rows.items():
         name = "compile" if compile_ else "eager"
-        print(
+        emit(
             f"{name:<10}{b:>10.2f}{h:>12.2f}{tokens_per_step / b * 1e3:>13,.0f}"
             f"{tokens_per_step / h * 1e3:>15,.0f}{h / b:>14.3f}"
         )
     parts = breakdown(cfg, task, device, args.steps, args.warmup, args.batch_size)
-    print(
-        "eager step breakdown (median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items())
-    )
+    emit("eager step breakdown (median ms): " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
     if args.compile:
         speedup = rows[False][1] / rows[True][1]
-        print(f"compile speed-up (harness, eager ms / compiled ms): {speedup:.2f}×")
+        emit(f"compile speed-up (harness, eager ms / compiled ms): {speedup:.2f}×")
         if device.type == "cpu":
             ops = op_classes(cfg, task, device, min(args.steps, 40), args.batch_size)
             total = sum(ops.values())
             floor = ops["GEMM"] + ops["SDPA"]
-            print(
+            emit(
                 "eager step by operator class (profiler self time, ms): "
                 + ", ".join(f"{k} {v:.1f} ({v / total:.0%})" for k, v in ops.items())
             )
-            print(
+            emit(
                 f"best compile speed-up if everything but GEMM and SDPA vanished: "
                 f"{total:.1f} / {floor:.1f} = {total / floor:.2f}×"
             )
@@ -217,6 +215,9 @@ def main(argv=None) -> int:
         help="named variant to measure (repeatable; default baseline)",
     )
     p.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    p.add_argument(
+        "--out", metavar="FILE.md", help="also write the output there, with command and machine"
+    )
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     variants = args.variant or ["baseline"]
@@ -231,8 +232,31 @@ def main(argv=None) -> int:
         base = preset(args.model)
         task = build_task("text", context=base.block_size, data=str(path))
         task_spec = {"name": "text", "data": str(path)}
+        lines: list[str] = []
+
+        def emit(*parts):
+            text = " ".join(str(x) for x in parts)
+            print(text)
+            lines.append(text)
+
         for v in variants:
-            measure_variant(v, args, device, task, task_spec, base)
+            measure_variant(v, args, device, task, task_spec, base, emit)
+    if args.out:
+        from bench.measure import environment
+
+        env = environment(device)
+        command = " ".join(["python bench/bench_overhead.py", *(argv or sys.argv[1:])])
+        header = [
+            f"`{command}`",
+            "",
+            f"{env.get('device_name')} ({env.get('cpu_count')} cores, {env.get('torch_threads')}"
+            f" torch threads) · torch {env.get('torch')} · git {str(env.get('git_commit'))[:10]}"
+            f" · {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        ]
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("\n".join(header) + "\n\n```\n" + "\n".join(lines).strip() + "\n```\n")
+        print(f"wrote {out}")
     return 0
 
 

@@ -50,6 +50,22 @@ def test_same_seed_same_run_and_seeds_differ():
     assert a["metrics"]["val_loss"] != c["metrics"]["val_loss"]
 
 
+@pytest.mark.slow
+def test_compile_trains_the_same_model():
+    # --compile must change speed, not results: same init, data and steps give the same losses
+    # up to float reassociation in inductor's fused kernels. Also exercises the memory-tracked
+    # step under compile (MemTracker's global hooks around a compiled module).
+    eager = run(tiny_spec(budget=Budget("steps", 6)))
+    compiled = run(tiny_spec(budget=Budget("steps", 6), compile=True))
+    assert eager["run_id"] != compiled["run_id"]  # compile is part of the spec
+    assert compiled["status"] == "ok"
+    assert compiled["metrics"]["peak_mem_mb"] > 0
+    got = [p["train_loss"] for p in compiled["curve"] if p["train_loss"] is not None]
+    want = [p["train_loss"] for p in eager["curve"] if p["train_loss"] is not None]
+    assert got == pytest.approx(want, rel=1e-4)
+    assert compiled["metrics"]["val_loss"] == pytest.approx(eager["metrics"]["val_loss"], rel=1e-4)
+
+
 def test_record_has_every_metric_and_the_curve():
     rec = run(tiny_spec())
     m = rec["metrics"]
