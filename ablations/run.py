@@ -109,6 +109,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "the SLURM array's parallelism (default: no limit)",
     )
     x.add_argument("--runs-per-job", type=int, default=1, metavar="K", help="runs per SLURM job")
+    x.add_argument(
+        "--ranks-per-run",
+        type=int,
+        default=1,
+        metavar="N",
+        help="DDP inside each job: N tasks (one GPU each on cuda, gloo on cpu) train every run "
+        "together (slurm / submitit-local; on this machine use torchrun)",
+    )
     x.add_argument("--slurm-partition", default=None)
     x.add_argument("--slurm-time", type=int, default=60, metavar="MIN", help="minutes per job")
     x.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per job (= torch threads)")
@@ -141,6 +149,7 @@ def slurm_options(args) -> dict:
         "cpus": args.slurm_cpus,
         "gpus": args.slurm_gpus,
         "runs_per_job": args.runs_per_job,
+        "ranks_per_run": args.ranks_per_run,
         "parallelism": args.jobs,  # --jobs on a cluster: most array tasks running at once
         "additional": extra,
     }
@@ -315,6 +324,11 @@ def main(argv=None) -> int:
             return run_study(args)
         if args.jobs is not None and args.jobs < 1:
             raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+        if args.ranks_per_run != 1 and args.executor == "local":
+            raise ValueError(
+                "--ranks-per-run is for --executor slurm or submitit-local; on this machine "
+                "start DDP with torchrun --nproc_per_node N ablations/run.py ..."
+            )
         specs, task = build_specs(args)  # the same on every rank: a pure function of argv
         out = Path(args.out) if args.out else default_out(args, specs)
         distributed.setup(specs[0].device)

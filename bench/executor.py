@@ -303,28 +303,45 @@ class SweepJob:
     time runs out, submitit calls `checkpoint` and requeues what it returns, a job with the
     runs this one had not finished (the run in progress restarts from step 0)."""
 
-    def __init__(self, specs, out: str, plugins=(), threads: int | None = None, force=False):
+    def __init__(
+        self, specs, out: str, plugins=(), threads: int | None = None, force=False, ranks=1
+    ):
         self.specs = list(specs)
         self.out = str(out)
         self.plugins = tuple(plugins)
         self.threads = threads
         self.force = force
+        self.ranks = int(ranks)  # > 1: the job's tasks are DDP ranks that train each run together
         self.completed: list[str] = []
 
     def __call__(self) -> list[dict]:
         if self.threads:
             torch.set_num_threads(self.threads)
         load_plugins(self.plugins)
-        out = Path(self.out)
+        if self.ranks > 1:
+            from submitit.helpers import TorchDistributedEnvironment
+
+            # MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from the job's tasks, as torchrun
+            # would set them; from there the harness's DDP path is the torchrun one.
+            TorchDistributedEnvironment().export(overwrite=True)
+            distributed.setup(self.specs[0].device if self.specs else "cpu")
+        try:
+            return self._train_all(Path(self.out))
+        finally:
+            distributed.teardown()
+
+    def _train_all(self, out: Path) -> list[dict]:
         briefs = []
         for spec in self.specs:
             rid = run_id(spec.to_dict())
-            if rid in self.completed or (not self.force and run_file(out, rid).exists()):
+            skip = rid in self.completed or (not self.force and run_file(out, rid).exists())
+            if distributed.broadcast_object(skip):  # rank 0 decides for all ranks
                 continue
             record = run(spec, checkpoint_dir=out / "checkpoints")
-            write_run_record(out, record)
+            if distributed.is_main():
+                write_run_record(out, record)
+                briefs.append(_brief(record))
             self.completed.append(rid)
-            briefs.append(_brief(record))
         return briefs
 
     def checkpoint(self, *args, **kwargs):
@@ -332,7 +349,7 @@ class SweepJob:
 
         remaining = [s for s in self.specs if run_id(s.to_dict()) not in self.completed]
         return DelayedSubmission(
-            SweepJob(remaining, self.out, self.plugins, self.threads, self.force)
+            SweepJob(remaining, self.out, self.plugins, self.threads, self.force, self.ranks)
         )
 
 
@@ -350,23 +367,31 @@ def _run_submitit(todo, out, quiet, executor, plugins, opts, wait, jobs, force) 
     k = int(opts.get("runs_per_job", 1))
     if k < 1:
         raise ValueError(f"--runs-per-job must be at least 1, got {k}")
+    ranks = int(opts.get("ranks_per_run", 1))
+    if ranks < 1:
+        raise ValueError(f"--ranks-per-run must be at least 1, got {ranks}")
     groups = [[s for _, s in todo[i : i + k]] for i in range(0, len(todo), k)]
     device = todo[0][1].device
     if cluster == "slurm":
         cpus = int(opts.get("cpus") or 4)
         threads = cpus
     else:  # submitit's LocalExecutor starts every job at once: they share this machine's cores
-        cpus = max(1, cpu_cores() // len(groups))
+        cpus = max(1, cpu_cores() // (len(groups) * ranks))
         threads = cpus
     gpus = opts.get("gpus")
     if gpus is None:
-        gpus = 1 if device == "cuda" else 0
+        gpus = ranks if device == "cuda" else 0
+    if device == "cuda" and ranks > int(gpus):
+        raise ValueError(
+            f"--ranks-per-run {ranks} needs a GPU per rank but --slurm-gpus is {gpus}; "
+            f"drop --slurm-gpus or give at least {ranks}"
+        )
     root = str(Path(__file__).resolve().parents[1])
     params = dict(
         name=opts.get("name", "bench-sweep"),
         timeout_min=int(opts.get("time_min", 60)),
         nodes=1,
-        tasks_per_node=1,
+        tasks_per_node=ranks,
         cpus_per_task=cpus,
     )
     if int(gpus) > 0:  # some clusters refuse an explicit --gpus-per-node=0
@@ -384,7 +409,9 @@ def _run_submitit(todo, out, quiet, executor, plugins, opts, wait, jobs, force) 
     else:
         params["local_setup"] = setup
     ex.update_parameters(**params)
-    fns = [SweepJob(g, str(out), [str(p) for p in plugins], threads, force) for g in groups]
+    fns = [
+        SweepJob(g, str(out), [str(p) for p in plugins], threads, force, ranks) for g in groups
+    ]
     submitted = ex.submit_array(fns)
     ids = [j.job_id for j in submitted]
     print(
@@ -399,7 +426,7 @@ def _run_submitit(todo, out, quiet, executor, plugins, opts, wait, jobs, force) 
     poll = 1.0 if cluster == "local" else 30.0
     for job in submitit.helpers.as_completed(submitted, poll_frequency=poll):
         try:
-            briefs = job.result()
+            briefs = job.results()[0]  # task 0 is rank 0 when the job's tasks are DDP ranks
         except Exception as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             failed.append(f"job {job.job_id} ({job.paths.stderr}): {first}")

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 
 from ablations.run import main
 from bench import records
@@ -158,3 +159,31 @@ def test_slurm_submission_with_a_stand_in_sbatch(tmp_path, monkeypatch, capsys):
     ):
         assert line in text, line
     assert "--gpus-per-node" not in text  # a CPU sweep asks for no GPU
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_submitit_job_with_two_ranks_trains_one_run_with_ddp(tmp_path):
+    # --ranks-per-run 2: the job's two tasks become DDP ranks (gloo) that train the run together,
+    # exactly as under torchrun; rank 0 alone writes the record, equal to one process's run.
+    pytest.importorskip("submitit")
+    from bench.spec import RunSpec
+    from bench.train import run
+
+    out = tmp_path / "ddp-jobs"
+    args = ["--seeds", "1", "--device", "cpu", "--out", str(out), "--quiet", *MICRO]
+    r = cli(*args, "--executor", "submitit-local", "--ranks-per-run", "2", "--slurm-time", "5")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "submitted 1 run(s) as 1 local job(s)" in r.stderr
+    assert "1 run(s) trained, 0 skipped" in r.stderr
+    (rec,) = load_records(out)
+    assert len(list((out / "runs").glob("*.json"))) == 1
+    assert rec["distributed"] == {"world_size": 2, "backend": "gloo"}
+    ref = run(RunSpec.from_dict(rec["spec"]))
+    assert ref["run_id"] == rec["run_id"]
+    assert rec["metrics"]["val_loss"] == pytest.approx(ref["metrics"]["val_loss"], abs=1e-4)
+
+
+def test_ranks_per_run_without_a_job_executor_is_one_line(capsys):
+    assert main([*MICRO, "--ranks-per-run", "2", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "torchrun --nproc_per_node" in err[0]
