@@ -219,7 +219,17 @@ def main(argv=None) -> int:
         "--out", metavar="FILE.md", help="also write the output there, with command and machine"
     )
     args = p.parse_args(argv)
-    device = resolve_device(args.device)
+    if args.steps <= args.warmup or args.warmup < 0 or args.rounds < 1 or args.batch_size < 1:
+        p.error(
+            f"need --steps > --warmup >= 0, --rounds >= 1 and --batch-size >= 1 (got --steps "
+            f"{args.steps}, --warmup {args.warmup}, --rounds {args.rounds}, --batch-size "
+            f"{args.batch_size})"
+        )
+    try:
+        device = resolve_device(args.device)
+        preset(args.model)
+    except ValueError as e:
+        p.error(str(e))
     variants = args.variant or ["baseline"]
     for v in variants:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,3 +42,19 @@ def test_operator_classes_split_a_step_into_gemm_sdpa_and_rest():
     assert all(v > 0 for v in parts.values())  # the baseline uses all three
     naive = bo.op_classes(cfg.replace(attention="naive"), task, torch.device("cpu"), 3, 8)
     assert naive["SDPA"] == 0 and naive["GEMM"] > 0
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--model", "huge"], "unknown model size 'huge'"),
+        (["--steps", "5", "--warmup", "10"], "need --steps > --warmup"),
+        (["--variant", "nope"], "unknown variant 'nope'"),
+    ],
+)
+def test_bad_input_is_one_line(args, words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bo.main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert words in err[-1] and not any("Traceback" in line for line in err)
