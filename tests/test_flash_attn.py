@@ -276,6 +276,33 @@ def test_every_buffer_fully_written(monkeypatch):
         assert rel_err(ours, theirs) < TOL[torch.float16], f"{name} (seed {seed})"
 
 
+def test_memory_grows_linearly_with_t_unlike_naive():
+    # What the kernel allocates in torch (output, LSE, delta, dq/dk/dv) is O(T); naive attention
+    # holds T x T scores and probabilities. Doubling T must about double our peak, and about
+    # quadruple naive's. (Under the interpreter the tiles live in numpy, so this checks the
+    # host-side buffers; on a GPU bench_flash_attn.py reports the real peak.)
+    from bench.measure import peak_memory_bytes
+
+    def peak(fn, T):
+        q, k, v = (randn(1, 4, T, 16, dtype=torch.float32).requires_grad_() for _ in range(3))
+        inputs = torch.nn.Module()
+        for i, t in enumerate((q, k, v)):
+            inputs.register_buffer(f"t{i}", t)
+        return peak_memory_bytes(lambda: fn(q, k, v).sum().backward(), DEVICE, modules=[inputs])
+
+    def naive(q, k, v):
+        s = (q @ k.transpose(-2, -1)) / 4.0  # (B, H, T, T)
+        mask = torch.ones(q.shape[-2], q.shape[-2], dtype=torch.bool, device=q.device).triu(1)
+        return torch.softmax(s.masked_fill(mask, float("-inf")), dim=-1) @ v
+
+    ours = peak(lambda q, k, v: flash_attention(q, k, v, causal=True), 512) / peak(
+        lambda q, k, v: flash_attention(q, k, v, causal=True), 256
+    )
+    theirs = peak(naive, 512) / peak(naive, 256)
+    assert 1.8 < ours < 2.2, ours
+    assert theirs > 3.0, theirs
+
+
 def test_backward_is_deterministic():
     """dQ has its own kernel (no atomics), so two backward passes agree bit for bit."""
     fresh_seed()
