@@ -322,8 +322,11 @@ class SweepJob:
             from submitit.helpers import TorchDistributedEnvironment
 
             # MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from the job's tasks, as torchrun
-            # would set them; from there the harness's DDP path is the torchrun one.
-            TorchDistributedEnvironment().export(overwrite=True)
+            # would set them; from there the harness's DDP path is the torchrun one. The job's
+            # GPUs stay visible to every task (distributed.setup takes cuda:LOCAL_RANK):
+            # narrowing CUDA_VISIBLE_DEVICES to the local rank's number would both break that
+            # and pick the wrong GPU where SLURM already narrowed it to, say, "4,5".
+            TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
             distributed.setup(self.specs[0].device if self.specs else "cpu")
         try:
             return self._train_all(Path(self.out))
