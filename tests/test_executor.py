@@ -159,6 +159,14 @@ def test_slurm_submission_with_a_stand_in_sbatch(tmp_path, monkeypatch, capsys):
     ):
         assert line in text, line
     assert "--gpus-per-node" not in text  # a CPU sweep asks for no GPU
+    assert "#SBATCH --ntasks-per-node=1" in text
+
+    # --ranks-per-run: one task per rank in every job of the array
+    out2 = tmp_path / "sweep-ddp"
+    argv2 = [a if a != str(out) else str(out2) for a in argv] + ["--ranks-per-run", "2"]
+    assert main(argv2) == 0
+    text2 = (out2 / "slurm" / "4242_submission.sh").read_text()
+    assert "#SBATCH --ntasks-per-node=2" in text2 and "#SBATCH --array=0-2%2" in text2
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
