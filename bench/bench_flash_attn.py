@@ -93,7 +93,7 @@ def target_lines(rows: list[dict]) -> list[str]:
             ratios = [1.0 / r["ratio_vs_sdpa"] for r in rows
                       if r["provider"] == "triton" and r["mode"] == mode and r["D"] == D
                       and r["T"] >= TARGET_T and r["status"] == "ok"
-                      and r["ratio_vs_sdpa"] == r["ratio_vs_sdpa"]]  # not NaN
+                      and not math.isnan(r["ratio_vs_sdpa"])]
             if not ratios:
                 lines.append(f"- {mode}, D={D}: no T >= {TARGET_T} measured against SDPA")
                 continue

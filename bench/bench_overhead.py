@@ -47,15 +47,20 @@ def synthetic_text(path: Path, n_chars: int = 400_000) -> None:
     path.write_text("".join(alphabet[i] for i in idx.tolist()))
 
 
+def fresh(cfg, device):
+    """The same start for every loop here: model from seed 0, the harness's AdamW, and the
+    batch generator at seed 1."""
+    torch.manual_seed(0)
+    model = GPT(cfg).to(device)
+    return model, make_optimizer(model, TrainConfig()), torch.Generator().manual_seed(1)
+
+
 def bare_loop(
     cfg, task, device, steps: int, warmup: int, compile_: bool, batch: int
 ) -> list[float]:
     """The plain nanoGPT-style loop: batch, forward, backward, clip, step. Returns step ms."""
-    torch.manual_seed(0)
-    model = GPT(cfg).to(device)
-    opt = make_optimizer(model, TrainConfig())
+    model, opt, gen = fresh(cfg, device)
     fwd = torch.compile(model) if compile_ else model
-    gen = torch.Generator().manual_seed(1)
     times = []
     for i in range(steps):
         x, y = task.train_batch(batch, gen)
@@ -75,10 +80,7 @@ def bare_loop(
 
 def breakdown(cfg, task, device, steps: int, warmup: int, batch: int) -> dict[str, float]:
     """Median ms of the parts of an eager step: where the time goes (and what compile can fuse)."""
-    torch.manual_seed(0)
-    model = GPT(cfg).to(device)
-    opt = make_optimizer(model, TrainConfig())
-    gen = torch.Generator().manual_seed(1)
+    model, opt, gen = fresh(cfg, device)
     parts: dict[str, list[float]] = {"forward": [], "backward + clip": [], "AdamW": []}
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for i in range(steps):
@@ -102,14 +104,12 @@ def breakdown(cfg, task, device, steps: int, warmup: int, batch: int) -> dict[st
 
 
 def op_classes(cfg, task, device, steps: int, batch: int) -> dict[str, float]:
-    """Median-free split of an eager step (ms per step, profiler self time): GEMM, SDPA and
-    everything else. Profiler overhead inflates "rest" a little, so the bound below is generous."""
+    """ms a step by operator class (profiler self time averaged over `steps` eager steps):
+    GEMM, SDPA and everything else. Profiler overhead inflates "rest" a little, so the bound
+    derived from it is generous."""
     from torch.profiler import ProfilerActivity, profile
 
-    torch.manual_seed(0)
-    model = GPT(cfg).to(device)
-    opt = make_optimizer(model, TrainConfig())
-    gen = torch.Generator().manual_seed(1)
+    model, opt, gen = fresh(cfg, device)
 
     def step():
         x, y = (t.to(device) for t in task.train_batch(batch, gen))

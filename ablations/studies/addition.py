@@ -54,7 +54,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from ablations.studies.base import Study, StudyContext, cpu_threads, save_figure
+from ablations.studies.base import Study, StudyContext, save_figure
 from bench.executor import execute
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
@@ -301,6 +301,7 @@ class AdditionStudy(Study):
         "a+b=c accuracy by digit count (train 1-3, test 1-5 digits): reversed vs normal answer,"
         " prompt mask, learned/rope/no positions"
     )
+    one_thread = True
 
     def __init__(self, model=None, steps=STEPS, train=TRAIN, configs=CONFIGS, eval_problems=None):
         """The defaults are the study; tests pass a smaller model or fewer configurations."""
@@ -332,10 +333,6 @@ class AdditionStudy(Study):
             ]
             out.append((conf, specs))
         return out
-
-    def run(self, ctx: StudyContext) -> str:
-        with cpu_threads(ctx.device):
-            return self._run(ctx)
 
     def _run(self, ctx: StudyContext) -> str:
         t0 = time.perf_counter()

@@ -53,11 +53,17 @@ class StudyContext:
 class Study(abc.ABC):
     name: str = ""
     description: str = ""  # one line, shown by --list
+    one_thread: bool = False  # on CPU, run with one intra-op thread (see cpu_threads)
 
-    @abc.abstractmethod
     def run(self, ctx: StudyContext) -> str:
         """Run the study's experiments and write its table(s) and figure(s) into ctx.out.
         Returns the study's report section as Markdown (also written to ctx.out/report.md)."""
+        with cpu_threads(ctx.device) if self.one_thread else contextlib.nullcontext():
+            return self._run(ctx)
+
+    @abc.abstractmethod
+    def _run(self, ctx: StudyContext) -> str:
+        """The study itself (see `run`)."""
 
 
 @contextlib.contextmanager

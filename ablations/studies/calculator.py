@@ -132,7 +132,7 @@ class CalculatorStudy(Study):
 
     # --- running ------------------------------------------------------------------------------
 
-    def run(self, ctx: StudyContext) -> str:
+    def _run(self, ctx: StudyContext) -> str:
         t0 = time.perf_counter()
         ctx.out.mkdir(parents=True, exist_ok=True)
         labelled = self.specs(ctx)
@@ -276,12 +276,10 @@ def _evaluate(ctx: StudyContext, spec: RunSpec, rid: str, trace_eval: str, n_eva
     return rows
 
 
-def summary_table(cells: pd.DataFrame, conditions) -> pd.DataFrame:
-    """Mean and std over seeds per (condition, trace_eval, op, length), plus op='all' rows
-    (accuracy over every decoded problem of the run, then mean over seeds)."""
-    cells = cells[cells["n"] > 0]
-    per = (
-        cells.groupby(["condition", "trace_eval", "op", "length"], sort=False)
+def _over_seeds(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean and std of `accuracy` over seeds per `keys` (n: problems per seed)."""
+    return (
+        frame.groupby(keys, sort=False)
         .agg(
             n=("n", "first"),
             seeds=("seed", "nunique"),
@@ -290,22 +288,20 @@ def summary_table(cells: pd.DataFrame, conditions) -> pd.DataFrame:
         )
         .reset_index()
     )
+
+
+def summary_table(cells: pd.DataFrame, conditions) -> pd.DataFrame:
+    """Mean and std over seeds per (condition, trace_eval, op, length), plus op='all' rows
+    (accuracy over every decoded problem of the run, then mean over seeds)."""
+    cells = cells[cells["n"] > 0]
+    per = _over_seeds(cells, ["condition", "trace_eval", "op", "length"])
     runs = (
         cells.groupby(["condition", "trace_eval", "seed"], sort=False)
         .agg(n=("n", "sum"), correct=("correct", "sum"))
         .reset_index()
     )
     runs["accuracy"] = runs["correct"] / runs["n"]
-    overall = (
-        runs.groupby(["condition", "trace_eval"], sort=False)
-        .agg(
-            n=("n", "first"),
-            seeds=("seed", "nunique"),
-            accuracy_mean=("accuracy", "mean"),
-            accuracy_std=("accuracy", "std"),
-        )
-        .reset_index()
-    )
+    overall = _over_seeds(runs, ["condition", "trace_eval"])
     overall["op"] = "all"
     overall["length"] = 0
     out = pd.concat([per, overall], ignore_index=True)

@@ -26,7 +26,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from ablations.studies.base import Study, StudyContext, cpu_threads, save_figure
+from ablations.studies.base import Study, StudyContext, save_figure
 from bench.measure import device_name, environment, time_fn
 from bench.tables import markdown_table
 from variants.attention import FusedHeads, SeparateHeads
@@ -172,15 +172,12 @@ class HeadsStudy(Study):
         "separate Head modules vs fused qkv: equal outputs/gradients and the speed ratio for"
         " 1-16 heads"
     )
+    one_thread = True
 
     def __init__(self, n_heads=N_HEADS, model=None, batch: int = BATCH):
         """The defaults are the study; tests pass a smaller model or fewer head counts."""
         self.n_heads, self.batch = tuple(n_heads), batch
         self.model = dict(MODEL if model is None else model)
-
-    def run(self, ctx: StudyContext) -> str:
-        with cpu_threads(ctx.device):
-            return self._run(ctx)
 
     def _run(self, ctx: StudyContext) -> str:
         t0 = time.perf_counter()

@@ -237,7 +237,7 @@ class PretrainingStudy(Study):
             )
         return out
 
-    def run(self, ctx: StudyContext) -> str:
+    def _run(self, ctx: StudyContext) -> str:
         t0 = time.perf_counter()
         p_files, f_files, source = corpora()
         ctx.out.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from ablations.studies.base import Study, StudyContext, cpu_threads, save_figure
+from ablations.studies.base import Study, StudyContext, save_figure
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
 from bench.tasks import build_task
@@ -46,6 +46,7 @@ class ResidualStudy(Study):
         "per-block gradient norms at init and after training, residual on vs off, depth 2-16,"
         " with loss curves"
     )
+    one_thread = True
 
     def __init__(self, depths=DEPTHS, model=None, steps=STEPS, train=TRAIN):
         """The defaults are the study; tests pass fewer depths or a narrower model."""
@@ -64,10 +65,6 @@ class ResidualStudy(Study):
                 for seed in range(ctx.seeds):
                     specs.append(RunSpec(variant, cfg, TASK, budget, train, seed, ctx.device))
         return specs
-
-    def run(self, ctx: StudyContext) -> str:
-        with cpu_threads(ctx.device):
-            return self._run(ctx)
 
     def _run(self, ctx: StudyContext) -> str:
         t0 = time.perf_counter()
