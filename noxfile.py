@@ -59,7 +59,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[test]")
     sweep_args = list(session.posargs)
     device = _flag(sweep_args, "--device", "auto")
-    out = _flag(sweep_args, "--out", "results/bench/sweep")
+    out = _flag(sweep_args, "--out", "results/local/bench/sweep")
     if not any(a.startswith("--out") for a in sweep_args):
         sweep_args += ["--out", out]
     micro_json = f"{out}/micro/micro.json"

@@ -1,15 +1,18 @@
 """Train variants against the baseline on the same data, budget and seeds; write the comparison.
 
-    python ablations/run.py --variant rope                  # baseline vs rope, defaults
+    python ablations/run.py --variant rope                  # baseline vs rope, the task's recipe
     python ablations/run.py --variant all --seeds 3         # every named variant
-    python ablations/run.py --list                          # variants, tasks and model sizes
-    python ablations/run.py --variant all --jobs 2          # two runs at once on this machine
+    python ablations/run.py --list                          # variants, tasks, recipes, sizes
+    python ablations/run.py --variant rope --ci-width 0.01  # add seeds until every CI is narrow
+    python ablations/run.py --variant rope --ladder         # + baseline at 0.5x and 2x budget
     python ablations/run.py --variant all --executor slurm --slurm-partition gpu   # a cluster
     torchrun --nproc_per_node 4 ablations/run.py --variant rope   # each run on 4 ranks (DDP)
 
-CLI -> RunSpecs -> run(spec) -> one record each in <out>/runs.jsonl (cluster jobs:
-<out>/runs/<run_id>.json) -> summary table. Rerunning the same command skips runs whose record
-exists (resume); --force reruns them.
+CLI (over the task's default recipe) -> RunSpecs -> run(spec) -> one record each in
+<out>/runs.jsonl (cluster jobs: <out>/runs/<run_id>.json) -> summary table. Rerunning the same
+command skips runs whose record exists and was measured on this machine (resume); --force
+reruns them. Without --out, results go to results/local/ (not committed); the committed
+reference results live in results/reference/.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import argparse
 import ast
 import importlib.util
 import json
+import math
 import os
 import sys
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 # runnable as a script from anywhere: make the repository root importable
@@ -28,13 +33,17 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import distributed  # noqa: E402
-from bench.executor import EXECUTORS, WorkerDied, execute  # noqa: E402
-from bench.records import load_records  # noqa: E402
-from bench.spec import Budget, RunSpec, TrainConfig  # noqa: E402
-from variants.config import PRESETS, preset  # noqa: E402
+from bench.executor import EXECUTORS, WorkerDied, cpu_cores, execute  # noqa: E402
+from bench.records import load_records, run_id  # noqa: E402
+from bench.spec import Budget, Recipe, RunSpec, TrainConfig  # noqa: E402
+from bench.tasks import DEFAULT_TASK  # noqa: E402
+from variants.config import PRESETS, ModelConfig  # noqa: E402
 from variants.registry import VARIANTS, get_variant  # noqa: E402
 
-DEFAULT_STEPS = 400
+LOCAL_RESULTS = ROOT / "results" / "local"  # where runs write by default (git-ignored)
+DEFAULT_MAX_SEEDS = 10
+STUDY_SEEDS = 3  # --study without --seeds
+DEFAULT_LADDER = (0.5, 2.0)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +63,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="NAME",
         help="variant to compare with the baseline (repeatable, or 'all')",
     )
-    p.add_argument("--task", default="addition", help="task name (see --list); default addition")
+    p.add_argument(
+        "--task", default=DEFAULT_TASK, help=f"task name (see --list); default {DEFAULT_TASK}"
+    )
     p.add_argument("--data", default=None, help="data file for the text/shakespeare tasks")
     p.add_argument(
         "--task-option",
@@ -63,19 +74,45 @@ def parse_args(argv=None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="task option, e.g. n_digits=4 (repeatable)",
     )
-    b = p.add_mutually_exclusive_group()
-    b.add_argument("--steps", type=int, help=f"budget in optimizer steps (default {DEFAULT_STEPS})")
+    r = p.add_argument_group("recipe: each task has a default one (--list); these override it")
+    b = r.add_mutually_exclusive_group()
+    b.add_argument("--steps", type=int, help="budget in optimizer steps")
     b.add_argument("--tokens", type=float, help="budget in training tokens")
     b.add_argument("--time", type=float, metavar="SECONDS", help="budget in training seconds")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
-    p.add_argument("--model", default="tiny", help=f"size preset: {', '.join(PRESETS)}")
+    r.add_argument("--seeds", type=int, default=None, help="seeds per variant")
+    r.add_argument("--model", default=None, help=f"size preset: {', '.join(PRESETS)}")
+    r.add_argument("--batch-size", type=int, default=None)
+    r.add_argument("--lr", type=float, default=None)
+    r.add_argument("--eval-every", type=int, default=None, help="steps between validation points")
+    r.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
-    p.add_argument("--lr", type=float, default=TrainConfig.lr)
-    p.add_argument("--eval-every", type=int, default=TrainConfig.eval_every)
-    p.add_argument("--dropout", type=float, default=0.0)
-    p.add_argument("--out", default=None, help="output directory (default results/ablations/...)")
+    s = p.add_argument_group("precision and compute multipliers")
+    s.add_argument(
+        "--ci-width",
+        type=float,
+        default=None,
+        metavar="W",
+        help="add seeds until the 95%% CI of every Δ val loss is narrower than W (nats), "
+        "or --max-seeds is reached",
+    )
+    s.add_argument(
+        "--max-seeds",
+        type=int,
+        default=DEFAULT_MAX_SEEDS,
+        help=f"cap for --ci-width (default {DEFAULT_MAX_SEEDS})",
+    )
+    s.add_argument(
+        "--ladder",
+        nargs="?",
+        const=",".join(f"{f:g}" for f in DEFAULT_LADDER),
+        default=None,
+        metavar="FACTORS",
+        help="also train the baseline with its own schedule at these multiples of the budget "
+        f"(default {','.join(f'{f:g}' for f in DEFAULT_LADDER)}) and read each variant as "
+        "'the baseline would need k x the steps'",
+    )
+    p.add_argument("--out", default=None, help="output directory (default results/local/...)")
     p.add_argument(
         "--plugin",
         action="append",
@@ -105,8 +142,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=int,
         default=None,
         metavar="N",
-        help="runs at once: local worker processes (each cores/N threads; default 1), or "
-        "the SLURM array's parallelism (default: no limit)",
+        help="runs at once: local worker processes (each cores/N threads; default on CPU: one "
+        "one-thread worker per core, else 1), or the SLURM array's parallelism (default: no "
+        "limit)",
     )
     x.add_argument("--runs-per-job", type=int, default=1, metavar="K", help="runs per SLURM job")
     x.add_argument(
@@ -199,9 +237,10 @@ def list_everything() -> str:
     width = max(len(n) for n in VARIANTS)
     for name, v in VARIANTS.items():
         lines.append(f"  {name:<{width}}  {v.description}  [{v.diff()}]")
-    lines.append("tasks:")
-    for name, (_, desc) in TASKS.items():
+    lines.append("tasks (and the default recipe of each; flags override any part):")
+    for name, (cls, desc) in TASKS.items():
         lines.append(f"  {name:<{width}}  {desc}")
+        lines.append(f"  {'':<{width}}    recipe: {cls.recipe.describe()}")
     from ablations.studies import STUDIES
 
     lines.append("studies (--study NAME):")
@@ -233,13 +272,55 @@ def resolve_variants(requested: list[str], base) -> list[str]:
     return names
 
 
-def build_specs(args) -> tuple[list[RunSpec], object]:
-    """The runs this command asks for, and the task they share (built once, validated here)."""
-    from bench.tasks import build_task
+@dataclass(frozen=True)
+class Plan:
+    """What a command asks for, resolved over the task's recipe: the variants' model configs,
+    the task, budget, training config and device. `specs(n)` gives the runs for seeds 0..n-1,
+    so --ci-width can ask for more seeds of the same comparison."""
+
+    variants: tuple[tuple[str, ModelConfig], ...]
+    task_spec: dict
+    budget: Budget
+    train: TrainConfig
+    device: str
+    recipe: Recipe
+    eval_every_given: bool  # --eval-every was set: ladder budgets keep it
+
+    def specs(self, seeds: int) -> list[RunSpec]:
+        return [
+            RunSpec(name, cfg, self.task_spec, self.budget, self.train, seed, self.device)
+            for name, cfg in self.variants
+            for seed in range(seeds)
+        ]
+
+    def ladder_specs(self, factors: tuple[float, ...], seeds: int, tokens_per_step: int):
+        """The baseline at each factor x the budget, each with its own full schedule."""
+        name, cfg = self.variants[0]
+        out = []
+        for f in factors:
+            budget = Budget(self.budget.mode, self.budget.value * f)
+            if budget.mode == "steps":
+                budget = Budget("steps", max(1, round(budget.value)))
+            train = self.train
+            if not self.eval_every_given and budget.mode != "seconds":
+                steps = budget.value if budget.mode == "steps" else budget.value / tokens_per_step
+                train = replace(train, eval_every=self.recipe.eval_every(math.ceil(steps)))
+            out += [
+                RunSpec(name, cfg, self.task_spec, budget, train, seed, self.device)
+                for seed in range(seeds)
+            ]
+        return out
+
+
+def build_plan(args) -> tuple[Plan, object]:
+    """The comparison this command asks for, and the task its runs share (built once, here)."""
+    from bench.tasks import build_task, task_recipe
     from bench.train import resolve_device
 
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    recipe = task_recipe(args.task)  # one-line error for an unknown task
+    seeds = recipe.seeds if args.seeds is None else args.seeds
+    if seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {seeds}")
     device = resolve_device(args.device).type
     if args.steps is not None:
         budget = Budget("steps", args.steps)
@@ -248,12 +329,28 @@ def build_specs(args) -> tuple[list[RunSpec], object]:
     elif args.time is not None:
         budget = Budget("seconds", args.time)
     else:
-        budget = Budget("steps", DEFAULT_STEPS)
+        budget = Budget("steps", recipe.steps)
     budget.validate()
+    base = recipe.model_config(args.model, dropout=args.dropout)
+    batch_size = recipe.batch_size if args.batch_size is None else args.batch_size
+    if args.eval_every is not None:
+        eval_every = args.eval_every
+    elif budget.mode == "steps":
+        eval_every = recipe.eval_every(int(budget.value))
+    elif budget.mode == "tokens":  # rows are at most the context long: an upper bound on steps
+        eval_every = recipe.eval_every(math.ceil(budget.value / (batch_size * base.block_size)))
+    else:
+        eval_every = recipe.eval_every(recipe.steps)
     train = TrainConfig(
-        batch_size=args.batch_size, lr=args.lr, eval_every=args.eval_every, compile=args.compile
+        batch_size=batch_size,
+        lr=recipe.lr if args.lr is None else args.lr,
+        min_lr_frac=recipe.min_lr_frac,
+        warmup_frac=recipe.warmup_frac,
+        eval_every=eval_every,
+        eval_batches=recipe.eval_batches,
+        eval_batch_size=recipe.eval_batch_size,
+        compile=args.compile,
     ).validate()
-    base = preset(args.model, dropout=args.dropout)
     options = parse_task_options(args.task_option)
     task = build_task(
         args.task,
@@ -265,12 +362,58 @@ def build_specs(args) -> tuple[list[RunSpec], object]:
     )
     base = base.replace(vocab_size=task.vocab_size)
     task_spec = {"name": args.task, "data": _data_identity(args.data), **options}
-    specs = []
-    for name in resolve_variants(args.variant, base):
-        cfg = get_variant(name).apply(base).validate()  # e.g. triton on CPU fails here, one line
-        for seed in range(args.seeds):
-            specs.append(RunSpec(name, cfg, task_spec, budget, train, seed, device))
-    return specs, task
+    variants = tuple(
+        # e.g. triton on CPU fails here, one line
+        (name, get_variant(name).apply(base).validate())
+        for name in resolve_variants(args.variant, base)
+    )
+    plan = Plan(variants, task_spec, budget, train, device, recipe, args.eval_every is not None)
+    return plan, task
+
+
+def build_specs(args) -> tuple[list[RunSpec], object]:
+    """The runs this command asks for at its initial number of seeds, and their shared task."""
+    plan, task = build_plan(args)
+    return plan.specs(initial_seeds(args, plan)), task
+
+
+def initial_seeds(args, plan: Plan) -> int:
+    return plan.recipe.seeds if args.seeds is None else args.seeds
+
+
+def parse_ladder(text: str | None) -> tuple[float, ...]:
+    """--ladder's factors, e.g. "0.5,2" -> (0.5, 1.0, 2.0): the main budget is always a rung."""
+    if text is None:
+        return ()
+    try:
+        factors = {float(f) for f in text.split(",") if f.strip()}
+    except ValueError:
+        raise ValueError(
+            f"--ladder {text!r} is not a list of budget factors (e.g. 0.5,2)"
+        ) from None
+    if not factors or not all(math.isfinite(f) and f > 0 for f in factors):
+        raise ValueError(f"--ladder factors must be positive numbers (e.g. 0.5,2), got {text!r}")
+    factors.add(1.0)
+    if len(factors) < 3:
+        raise ValueError(
+            f"--ladder needs at least two budgets besides the main one (e.g. 0.5,2), got {text!r}"
+        )
+    return tuple(sorted(factors))
+
+
+def check_precision_args(args) -> None:
+    if args.ci_width is not None and not (math.isfinite(args.ci_width) and args.ci_width > 0):
+        raise ValueError(
+            f"--ci-width must be a positive width in nats (e.g. 0.01), got {args.ci_width}"
+        )
+    if args.max_seeds < 2:
+        raise ValueError(f"--max-seeds must be at least 2, got {args.max_seeds}")
+    if args.ci_width is not None and args.seeds is not None and args.seeds > args.max_seeds:
+        raise ValueError(
+            f"--seeds {args.seeds} is more than --max-seeds {args.max_seeds}; raise --max-seeds"
+        )
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"--lr must be a positive finite number, got {args.lr}")
 
 
 def _data_identity(path: str | None) -> str | None:
@@ -278,10 +421,19 @@ def _data_identity(path: str | None) -> str | None:
     return None if path is None else str(Path(path).resolve())
 
 
-def default_out(args, specs: list[RunSpec]) -> Path:
-    b = specs[0].budget
-    name = f"{args.task}_{args.model}_{b.describe().replace(' ', '')}_{specs[0].device}"
-    return ROOT / "results" / "ablations" / name
+def _size_label(cfg: ModelConfig) -> str:
+    """The preset's name when the model is one, else its sizes (e.g. L2-H4-d64-ctx32)."""
+    for name, sizes in PRESETS.items():
+        if all(getattr(cfg, k) == v for k, v in sizes.items()):
+            return name
+    return f"L{cfg.n_layer}-H{cfg.n_head}-d{cfg.n_embd}-ctx{cfg.block_size}"
+
+
+def default_out(args, plan: Plan) -> Path:
+    b = plan.budget
+    size = _size_label(plan.variants[0][1])
+    name = f"{args.task}_{size}_{b.describe().replace(' ', '')}_{plan.device}"
+    return LOCAL_RESULTS / "ablations" / name
 
 
 def run_study(args) -> int:
@@ -291,11 +443,11 @@ def run_study(args) -> int:
     study = get_study(args.study)
     if not args.scale > 0:
         raise ValueError(f"--scale must be positive, got {args.scale}")
-    out = Path(args.out) if args.out else ROOT / "results" / "studies" / args.study
+    out = Path(args.out) if args.out else LOCAL_RESULTS / "studies" / args.study
     ctx = StudyContext(
         out=out,
         device=resolve_device(args.device).type,
-        seeds=args.seeds,
+        seeds=STUDY_SEEDS if args.seeds is None else args.seeds,
         scale=args.scale,
         force=args.force,
         quiet=args.quiet,
@@ -306,6 +458,105 @@ def run_study(args) -> int:
     print(section)
     print(f"study {args.study}: report in {out / 'report.md'}", file=sys.stderr)
     return 0
+
+
+def default_jobs(args, device: str, world: int) -> int:
+    """--jobs when not given: on a CPU, one one-thread worker process per core (two such
+    processes beat one two-thread process on a 2-core machine); one run at a time elsewhere."""
+    if args.jobs is not None:
+        return args.jobs
+    if device == "cpu" and args.executor == "local" and world == 1:
+        return cpu_cores()
+    return 1
+
+
+def write_command(out: Path, argv, world: int, specs: list[RunSpec], seeds: int) -> None:
+    """The command and every resolved spec beside the results (rewritten when seeds grow)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "command.json").write_text(
+        json.dumps(
+            {
+                "argv": sys.argv[1:] if argv is None else argv,
+                "world_size": world,
+                "seeds": seeds,
+                "specs": [s.to_dict() for s in specs],
+            },
+            indent=1,
+        )
+    )
+
+
+def sweep(args, plan: Plan, task, out: Path, world: int, argv) -> tuple[int, int, list[str]]:
+    """Train the plan's runs (and the ladder's); with --ci-width, add seeds until the 95% CI
+    of every Δ val loss is narrower than the target or --max-seeds is reached. Whether to add
+    seeds is decided from the CI widths alone, never from the sign or size of a difference.
+    Returns (runs trained, runs skipped as finished earlier, notes for the table)."""
+    from bench.tables import ci_widths
+
+    seeds = initial_seeds(args, plan)
+    if args.ci_width is not None:
+        seeds = max(seeds, 2)  # a CI needs two seeds
+    factors = [f for f in parse_ladder(args.ladder) if f != 1.0]
+    tokens_per_step = plan.train.batch_size * task.seq_len
+    rank0 = not distributed.is_active() or distributed.is_main()
+    jobs = default_jobs(args, plan.device, world)
+    ran_total, skipped_first, notes = 0, None, []
+    while True:
+        specs = plan.specs(seeds)
+        specs += plan.ladder_specs(tuple(factors), seeds, tokens_per_step) if factors else []
+        if rank0:
+            write_command(out, argv, world, specs, seeds)
+        ran, skipped = execute(
+            specs,
+            out,
+            force=args.force and ran_total == 0 and skipped_first is None,
+            quiet=args.quiet,
+            task=task,
+            jobs=jobs,
+            executor=args.executor,
+            plugins=[str(Path(p).resolve()) for p in args.plugin],
+            slurm=slurm_options(args),
+            wait=not args.no_wait,
+        )
+        ran_total += ran
+        skipped_first = skipped if skipped_first is None else skipped_first
+        if args.ci_width is None or args.no_wait:
+            return ran_total, skipped_first, notes
+        ids = {run_id(s.to_dict()) for s in plan.specs(seeds)}
+        records = [r for r in load_records(out) if r.get("run_id") in ids]
+        widths = ci_widths(records)  # variant -> (CI width, sd of the paired differences)
+        worst = max((w for w, _ in widths.values()), default=math.inf)
+        if worst <= args.ci_width or seeds >= args.max_seeds:
+            reached = "reached" if worst <= args.ci_width else "not reached"
+            notes.append(
+                f"Seeds were added until the 95% CI of every Δ val loss was narrower than "
+                f"{args.ci_width:g} (--ci-width) or --max-seeds {args.max_seeds} was hit; the "
+                f"rule looks at CI widths only, never at the sign or size of a difference. "
+                f"Target {reached} at {seeds} seeds (widest CI {worst:.4g})."
+            )
+            return ran_total, skipped_first, notes
+        seeds = min(args.max_seeds, max(seeds + 1, seeds_for_width(widths, args.ci_width)))
+        if rank0 and not args.quiet:
+            print(
+                f"widest 95% CI of Δ val loss is {worst:.4g} > {args.ci_width:g}: "
+                f"going to {seeds} seeds",
+                file=sys.stderr,
+            )
+
+
+def seeds_for_width(widths: dict, target: float) -> int:
+    """Seeds whose 95% t interval would be `target` wide at each variant's observed spread."""
+    from scipy import stats as st
+
+    need = 2
+    for _, sd in widths.values():
+        if not math.isfinite(sd):
+            continue
+        n = 2
+        while n < 10_000 and 2 * st.t.ppf(0.975, n - 1) * sd / math.sqrt(n) > target:
+            n += 1
+        need = max(need, n)
+    return need
 
 
 def main(argv=None) -> int:
@@ -329,33 +580,11 @@ def main(argv=None) -> int:
                 "--ranks-per-run is for --executor slurm or submitit-local; on this machine "
                 "start DDP with torchrun --nproc_per_node N ablations/run.py ..."
             )
-        specs, task = build_specs(args)  # the same on every rank: a pure function of argv
-        out = Path(args.out) if args.out else default_out(args, specs)
-        distributed.setup(specs[0].device)
-        if rank0:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "command.json").write_text(
-                json.dumps(
-                    {
-                        "argv": sys.argv[1:] if argv is None else argv,
-                        "world_size": world,
-                        "specs": [s.to_dict() for s in specs],
-                    },
-                    indent=1,
-                )
-            )
-        ran, skipped = execute(
-            specs,
-            out,
-            force=args.force,
-            quiet=args.quiet,
-            task=task,
-            jobs=args.jobs or 1,
-            executor=args.executor,
-            plugins=[str(Path(p).resolve()) for p in args.plugin],
-            slurm=slurm_options(args),
-            wait=not args.no_wait,
-        )
+        check_precision_args(args)
+        plan, task = build_plan(args)  # the same on every rank: a pure function of argv
+        out = Path(args.out) if args.out else default_out(args, plan)
+        distributed.setup(plan.device)
+        ran, skipped, notes = sweep(args, plan, task, out, world, argv)
     except KeyboardInterrupt:
         print(
             "\ninterrupted: every finished run is kept; rerun the same command to resume",
@@ -385,7 +614,7 @@ def main(argv=None) -> int:
         return 0
     from bench.tables import write_summary
 
-    write_summary(load_records(out), out)  # runs.jsonl and runs/*.json, from every worker
+    write_summary(load_records(out), out, notes=notes)  # every worker's records
     print((out / "summary.md").read_text())
     print(
         f"{ran} run(s) trained, {skipped} skipped (finished earlier); records in "

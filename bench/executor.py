@@ -21,7 +21,9 @@ records, resume and progress look the same everywhere. Where the runs happen:
 
 Resume works the same for all of them: finished ids are every record below ``out`` (its
 runs.jsonl, runs/*.json and those of subfolders, e.g. results copied home from a cluster), see
-``bench.records.load_records``.
+``bench.records.load_records``, that was measured on this machine (`this_machine`): a record
+from another machine, say a reference result copied in, is trained again here, because its
+speed and memory are not this machine's.
 
 Measured (2-core AMD EPYC VM shared with other work, load average 3-4.6 throughout, so
 noisy): ``--variant rope --seeds 2 --steps 200 --model tiny --device cpu --quiet``, whole
@@ -42,6 +44,7 @@ import multiprocessing as mp
 import os
 import pickle
 import shutil
+import socket
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -49,13 +52,15 @@ from pathlib import Path
 
 import torch
 
-from bench import distributed
+from bench import distributed, measure
 from bench.records import (
     RUNS_FILE,
     append_record,
     finished_ids,
+    load_records,
     run_file,
     run_id,
+    same_machine,
     write_run_record,
 )
 from bench.spec import RunSpec
@@ -66,6 +71,17 @@ EXECUTORS = ("local", "slurm", "submitit-local")
 
 class WorkerDied(RuntimeError):
     """A worker process or cluster job ended without a record; finished runs are kept."""
+
+
+def this_machine(device: str, executor: str = "local") -> dict:
+    """What a record must share with this machine to count as a finished run here: the
+    device's name (CPU model and core count, or GPU name) and, for runs on this machine, the
+    hostname. Cluster jobs run on other nodes of one partition, so there the device name alone
+    identifies the machine."""
+    return {
+        "device_name": measure.device_name(device),
+        "hostname": socket.gethostname() if executor == "local" else None,
+    }
 
 
 def progress_bar(quiet: bool, label: str):
@@ -94,10 +110,7 @@ def progress_bar(quiet: bool, label: str):
 
 def cpu_cores() -> int:
     """CPUs this process may run on (the affinity mask: what a cgroup or taskset allows)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return measure.usable_cores()
 
 
 def _brief(record: dict) -> dict:
@@ -172,7 +185,8 @@ def execute(
         )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    done = set() if force else finished_ids(out)
+    machine = this_machine(specs[0].device, executor) if specs else None
+    done = set() if force else finished_ids(out, machine)
     done = distributed.broadcast_object(done)  # all ranks agree on what to run
     main = distributed.is_main()
     todo, skipped = [], 0
@@ -224,9 +238,10 @@ def _run_here(todo, out: Path, quiet: bool, task) -> int:
 _WORKER_TASK = None
 
 
-def _init_worker(threads: int, plugins, task) -> None:
+def _init_worker(threads: int, plugins, task, workers: int) -> None:
     global _WORKER_TASK
     torch.set_num_threads(threads)
+    os.environ[measure.WORKERS_ENV] = str(workers)  # recorded in each run's environment
     load_plugins(plugins)
     _WORKER_TASK = task
 
@@ -257,7 +272,7 @@ def _run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task) -> int:
         max_workers=workers,
         mp_context=mp.get_context("spawn"),  # no fork of a process with torch threads running
         initializer=_init_worker,
-        initargs=(threads, tuple(str(p) for p in plugins), task),
+        initargs=(threads, tuple(str(p) for p in plugins), task, workers),
     )
     try:
         futures = {pool.submit(_pool_run, spec, str(out)): label for label, spec in todo}
@@ -337,7 +352,7 @@ class SweepJob:
         briefs = []
         for spec in self.specs:
             rid = run_id(spec.to_dict())
-            skip = rid in self.completed or (not self.force and run_file(out, rid).exists())
+            skip = rid in self.completed or (not self.force and self._finished(out, rid, spec))
             if distributed.broadcast_object(skip):  # rank 0 decides for all ranks
                 continue
             record = run(spec, checkpoint_dir=out / "checkpoints")
@@ -346,6 +361,11 @@ class SweepJob:
                 briefs.append(_brief(record))
             self.completed.append(rid)
         return briefs
+
+    @staticmethod
+    def _finished(out: Path, rid: str, spec: RunSpec) -> bool:
+        machine = this_machine(spec.device, "slurm")
+        return any(same_machine(r, machine) for r in load_records(run_file(out, rid)))
 
     def checkpoint(self, *args, **kwargs):
         from submitit.helpers import DelayedSubmission
@@ -412,9 +432,7 @@ def _run_submitit(todo, out, quiet, executor, plugins, opts, wait, jobs, force) 
     else:
         params["local_setup"] = setup
     ex.update_parameters(**params)
-    fns = [
-        SweepJob(g, str(out), [str(p) for p in plugins], threads, force, ranks) for g in groups
-    ]
+    fns = [SweepJob(g, str(out), [str(p) for p in plugins], threads, force, ranks) for g in groups]
     submitted = ex.submit_array(fns)
     ids = [j.job_id for j in submitted]
     print(

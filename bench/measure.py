@@ -71,6 +71,7 @@ def sync(device: torch.device | str) -> None:
 # --------------------------------------------------------------------------------------------
 
 _SUMMARY_KEYS = ("median_ms", "p10_ms", "p90_ms", "iqr_ms", "mean_ms")
+WORKERS_ENV = "TRANSFORMER_BENCH_WORKERS"  # set in worker processes: runs trained at once
 
 
 def _summarise(times_ms: Iterable[float]) -> dict:
@@ -501,12 +502,20 @@ def _cpu_model_name() -> str:
     return platform.processor() or platform.machine() or "unknown cpu"
 
 
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what a cgroup or taskset allows this process
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def device_name(device: torch.device | str) -> str:
-    """Human-readable device model: the GPU name on CUDA, the CPU model otherwise."""
+    """Human-readable device model: the GPU name on CUDA; on CPU the model and the cores this
+    process may use (a 2-core and a 64-core slice of one CPU model are different machines)."""
     device = _as_device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return _cpu_model_name()
+    return f"{_cpu_model_name()} ({usable_cores()} cores)"
 
 
 def _git(args: list[str], cwd: Path) -> str | None:
@@ -564,4 +573,7 @@ def environment(device: torch.device | str) -> dict:
         "git_commit": _git_commit(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # runs trained at once on this machine (worker processes of one sweep): timings of
+        # concurrent runs share the machine, so the table says how they were taken
+        "workers": int(os.environ.get(WORKERS_ENV, "1")),
     }

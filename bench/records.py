@@ -38,6 +38,7 @@ __all__ = [
     "load_records",
     "run_file",
     "run_id",
+    "same_machine",
     "write_json_atomic",
     "write_run_record",
 ]
@@ -199,13 +200,28 @@ def load_records(path_or_dir: str | Path) -> list[dict]:
     return list(merged.values())
 
 
-def finished_ids(path: str | Path) -> set[str]:
+def same_machine(record: dict, machine: dict | None) -> bool:
+    """Whether ``record`` was measured on ``machine``: every key of ``machine`` that is not
+    None (``device_name``, ``hostname``) equals the record's ``env`` entry. ``None``: any."""
+    if not machine:
+        return True
+    env = record.get("env") or {}
+    return all(env.get(k) == v for k, v in machine.items() if v is not None)
+
+
+def finished_ids(path: str | Path, machine: dict | None = None) -> set[str]:
     """Ids of the records at ``path`` (file or directory); an empty set if it does not exist.
 
-    Every stored record counts as finished: the training loop decides what it writes (e.g.
-    whether a diverged run is recorded), and ``--force`` reruns regardless.
+    Every stored record counts as finished (the training loop decides what it writes, e.g.
+    whether a diverged run is recorded, and ``--force`` reruns regardless), except that with
+    ``machine`` a record measured elsewhere does not: its speed and memory are another
+    machine's, so this machine trains the run itself (see :func:`same_machine`).
     """
-    return {r["run_id"] for r in load_records(path) if isinstance(r.get("run_id"), str)}
+    return {
+        r["run_id"]
+        for r in load_records(path)
+        if isinstance(r.get("run_id"), str) and same_machine(r, machine)
+    }
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -8,9 +8,10 @@ on), and the resolved spec is stored in every record.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
-from variants.config import ModelConfig
+from variants.config import ModelConfig, preset
 
 BUDGET_MODES = ("steps", "tokens", "seconds")
 PROBES = ("grad_norms",)
@@ -92,4 +93,45 @@ class RunSpec:
             seed=d["seed"],
             device=d["device"],
             init_from=d.get("init_from"),
+        )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A task's default comparison: model size, batch, schedule, budget and seeds, chosen so
+    that the baseline clearly learns within it (each task class carries one as `recipe`).
+    Every part can be overridden from the command line; what is not overridden comes from here.
+    """
+
+    model: str = "tiny"  # a size preset (variants.config.PRESETS) ...
+    model_overrides: tuple[tuple[str, object], ...] = ()  # ... with these fields changed
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr_frac: float = 0.1
+    warmup_frac: float = 0.05
+    steps: int = 1000
+    seeds: int = 3
+    # validation points per run: the curve the step multiplier reads needs >= 20 of them
+    eval_points: int = 25
+    eval_batches: int = 8
+    eval_batch_size: int = 64
+    note: str = ""  # where the recipe comes from and what it reaches, for --list
+
+    def model_config(self, size: str | None = None, **changes) -> ModelConfig:
+        """The recipe's model, or preset `size` as it stands when the user names one."""
+        if size is not None and size != self.model:
+            return preset(size, **changes)
+        return preset(self.model, **{**dict(self.model_overrides), **changes})
+
+    def eval_every(self, steps: int) -> int:
+        """Steps between validation points so that a run of `steps` gets `eval_points`."""
+        return max(1, math.ceil(steps / self.eval_points))
+
+    def describe(self) -> str:
+        size = ", ".join(f"{k}={v}" for k, v in self.model_overrides)
+        model = f"{self.model}" + (f" ({size})" if size else "")
+        return (
+            f"model {model}, batch {self.batch_size}, lr {self.lr:g} (warm-up "
+            f"{self.warmup_frac:.0%}, cosine to {self.lr * self.min_lr_frac:g}), "
+            f"{self.steps} steps, {self.seeds} seeds"
         )

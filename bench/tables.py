@@ -28,14 +28,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import stats
+from bench import multiplier, stats
 
 BASELINE = "baseline"
+# The learning guard (see `learned`): a run learned when its val loss is at least 20% below
+# the loss of a token-frequency table for the task and, on tasks with exact answers, it gets at
+# least 5% of held-out problems exactly right.
+LEARN_LOSS_FRAC = 0.8
+LEARN_MIN_ACCURACY = 0.05
+INCONCLUSIVE = "inconclusive: baseline did not learn"
+DID_NOT_LEARN = "worse (did not learn)"
 GROUP_COLS = ["task", "budget_mode", "budget_value", "model_size", "device_name"]
 METRIC_COLS = [
     "val_loss", "accuracy", "train_loss", "step_ms", "step_ms_p10", "step_ms_p90",
     "tokens_per_s", "fwd_ms", "peak_mem_mb", "params", "flops_per_token", "mfu",
-    "steps", "tokens", "wall_s",
+    "steps", "tokens", "wall_s", "freq_loss",
 ]  # fmt: skip
 BUDGET_WORDS = {
     "steps": "equal budget: same steps",
@@ -73,6 +80,12 @@ def _train_cfg(train: dict) -> str:
     return hashlib.sha1(blob).hexdigest()[:8]
 
 
+def _train_cfg_sans_eval(train: dict) -> str:
+    """The training config's hash without `eval_every`: ladder rungs of other budgets space
+    their validation points differently but must otherwise be trained alike."""
+    return _train_cfg({k: v for k, v in train.items() if k != "eval_every"})
+
+
 def _record_row(rec: dict) -> dict:
     spec = rec.get("spec") or {}
     env = rec.get("env") or {}
@@ -90,12 +103,15 @@ def _record_row(rec: dict) -> dict:
         "device": env.get("device"),
         "device_name": env.get("device_name") or env.get("device") or "unknown device",
         "hostname": env.get("hostname"),
+        "workers": env.get("workers", 1),
+        "torch_threads": env.get("torch_threads"),
         "torch": env.get("torch"),
         "triton": env.get("triton"),
         "python": env.get("python"),
         "git_commit": env.get("git_commit"),
         "model_size": _model_size(spec.get("model") or {}),
         "train_cfg": _train_cfg(spec.get("train") or {}),
+        "train_cfg_ladder": _train_cfg_sans_eval(spec.get("train") or {}),
         "created": rec.get("created"),
     }
     metrics = rec.get("metrics") or {}
@@ -166,6 +182,8 @@ def group_meta(g: pd.DataFrame) -> dict:
         "git_commits": _uniq("git_commit"),
         "seeds": seeds,
         "train_cfgs": _uniq("train_cfg"),
+        "workers": _uniq("workers"),
+        "torch_threads": _uniq("torch_threads"),
         "n_runs": len(g),
     }
 
@@ -217,6 +235,25 @@ def _mean_std(runs: pd.DataFrame, metric: str) -> tuple[float, float]:
     return float(x.mean()), float(x.std(ddof=1)) if x.size > 1 else math.nan
 
 
+def learned(runs: pd.DataFrame, has_acc: bool) -> bool | None:
+    """The learning guard for one variant's finished runs: True when their mean val loss is at
+    most LEARN_LOSS_FRAC x the task's frequency floor (`Task.frequency_loss`) and, on tasks
+    with accuracy, their mean exact match is at least LEARN_MIN_ACCURACY. None when it cannot
+    be told (no finished run; records that predate the floor and have no accuracy)."""
+    ok = runs[runs["ok"]]
+    loss, _ = _mean_std(ok, "val_loss")
+    if not np.isfinite(loss):
+        return None
+    floor, _ = _mean_std(ok, "freq_loss") if "freq_loss" in ok else (math.nan, math.nan)
+    checks = []
+    if np.isfinite(floor):
+        checks.append(loss <= LEARN_LOSS_FRAC * floor)
+    if has_acc:
+        acc, _ = _mean_std(ok, "accuracy")
+        checks.append(bool(np.isfinite(acc) and acc >= LEARN_MIN_ACCURACY))
+    return all(checks) if checks else None
+
+
 def _variant_row(name: str, runs: pd.DataFrame, has_acc: bool) -> dict:
     ok = runs[runs["ok"]]
     row: dict = {"variant": name, "n_seeds": int(runs["seed"].nunique())}
@@ -227,23 +264,68 @@ def _variant_row(name: str, runs: pd.DataFrame, has_acc: bool) -> dict:
         row[f"{m}_mean"], row[f"{m}_std"] = _mean_std(ok, m)
     params = runs["params"].dropna()
     row["params"] = int(params.median()) if len(params) else math.nan
+    row["learned"] = learned(runs, has_acc)
     return row
+
+
+def _curves_by_seed(runs: pd.DataFrame, curves: dict) -> dict:
+    return {s: curves.get(rid) or [] for s, rid in zip(runs["seed"], runs["run_id"], strict=True)}
+
+
+def _multiplier_columns(base: pd.DataFrame, var: pd.DataFrame, row: dict, curves: dict):
+    """Crossing multipliers (steps and wall-clock seconds) over the seeds both finished."""
+    for axis, key in (("step", "x_steps"), ("time_s", "x_time")):
+        m = multiplier.crossing_multipliers(
+            _curves_by_seed(base, curves), _curves_by_seed(var, curves), axis=axis
+        )
+        row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"] = m["mean"], m["ci_low"], m["ci_high"]
+
+
+def _ladder_columns(ladder: pd.DataFrame, var: pd.DataFrame, row: dict, main_budget: float):
+    """'The baseline would need k x the budget': the variant's final losses read off the
+    baseline's own budget ladder (bench.multiplier.ladder_multiplier)."""
+    rungs: dict = {}
+    for seed, budget, loss in zip(
+        ladder["seed"], ladder["budget_value"], ladder["val_loss"], strict=True
+    ):
+        if np.isfinite(loss):
+            rungs.setdefault(seed, {})[float(budget)] = float(loss)
+    finals = {s: float(v) for s, v in _metric_by_seed(var, "val_loss").items()}
+    try:
+        lad = multiplier.ladder_multiplier(rungs, finals, main_budget)
+    except ValueError as err:
+        row["x_ladder_note"] = str(err)
+        return
+    row.update(
+        x_ladder=lad["multiplier"],
+        x_ladder_ci_low=lad["ci_low"],
+        x_ladder_ci_high=lad["ci_high"],
+        x_ladder_extrapolated=bool(lad["extrapolated"]),
+    )
 
 
 def _diff_columns(base: pd.DataFrame, var: pd.DataFrame, row: dict, brow: dict, has_acc: bool):
     """Fill the d_* columns of one variant row against the baseline's runs and row."""
     base_ok, var_ok = base[base["ok"]], var[var["ok"]]
     c = _paired_metric(base_ok, var_ok, "val_loss", lower=True)
+    verdict = c["verdict"]
+    if brow.get("learned") is False:
+        verdict = INCONCLUSIVE
+    elif row.get("learned") is False and brow.get("learned") is True:
+        verdict = DID_NOT_LEARN
     row.update(
         d_val_loss=c["mean_diff"],
         d_val_loss_ci=_fmt_ci(c["ci_low"], c["ci_high"]),
-        verdict=c["verdict"],
+        verdict=verdict,
         d_val_loss_ci_low=c["ci_low"],
         d_val_loss_ci_high=c["ci_high"],
         d_val_loss_p=c["p_value"],
         d_val_loss_n=c["n"],
         d_val_loss_test=c["test"],
         d_val_loss_boot_ci=_fmt_ci(c["boot_ci_low"], c["boot_ci_high"]),
+        d_val_loss_sd=c.get("sd_diff", math.nan),
+        mde=c.get("mde", math.nan),
+        seeds_needed=c.get("seeds_needed"),
     )
     row["d_step_ms_pct"] = _pct(row["step_ms_mean"], brow["step_ms_mean"])
     row["d_step_ms_verdict"] = _welch_metric(base_ok, var_ok, "step_ms", lower=True)["verdict"]
@@ -261,48 +343,97 @@ def _diff_columns(base: pd.DataFrame, var: pd.DataFrame, row: dict, brow: dict, 
 
 
 def _columns(has_acc: bool) -> list[str]:
-    cols = ["variant", "n_seeds", "n_diverged", "val_loss_mean", "val_loss_std"]
+    cols = ["variant", "n_seeds", "n_diverged", "learned", "val_loss_mean", "val_loss_std"]
     cols += ["accuracy_mean", "accuracy_std"] if has_acc else []
     cols += [
         "step_ms_mean", "step_ms_std", "tokens_per_s_mean", "tokens_per_s_std",
         "peak_mem_mb_mean", "peak_mem_mb_std", "params",
-        "d_val_loss", "d_val_loss_ci", "verdict", "d_step_ms_pct", "d_tokens_per_s_pct",
-        "d_peak_mem_pct",
+        "d_val_loss", "d_val_loss_ci", "verdict", "mde", "seeds_needed",
+        "x_steps", "x_steps_ci_low", "x_steps_ci_high",
+        "x_time", "x_time_ci_low", "x_time_ci_high",
+        "x_ladder", "x_ladder_ci_low", "x_ladder_ci_high", "x_ladder_extrapolated",
+        "x_ladder_note", "d_step_ms_pct", "d_tokens_per_s_pct", "d_peak_mem_pct",
     ]  # fmt: skip
     cols += ["d_accuracy", "d_accuracy_ci", "accuracy_verdict"] if has_acc else []
     cols += [
         "d_val_loss_ci_low", "d_val_loss_ci_high", "d_val_loss_p", "d_val_loss_n",
-        "d_val_loss_test", "d_val_loss_boot_ci", "d_step_ms_verdict", "d_tokens_per_s_verdict",
+        "d_val_loss_test", "d_val_loss_sd", "d_val_loss_boot_ci", "d_step_ms_verdict",
+        "d_tokens_per_s_verdict",
     ]  # fmt: skip
     return cols
 
 
-def _group_summary(g: pd.DataFrame) -> pd.DataFrame:
+def _group_summary(g: pd.DataFrame, curves: dict, ladder: pd.DataFrame | None) -> pd.DataFrame:
     g, _ = _dedupe_runs(g)
     has_acc = bool(np.isfinite(g["accuracy"].to_numpy(dtype=float)).any())
     order = variant_order(g["variant"])
     runs = {v: g[g["variant"] == v] for v in order}
     rows = {v: _variant_row(v, runs[v], has_acc) for v in order}
     if BASELINE in rows:
+        base = runs[BASELINE]
         for v in order:
-            if v != BASELINE:
-                _diff_columns(runs[BASELINE], runs[v], rows[v], rows[BASELINE], has_acc)
+            if v == BASELINE:
+                continue
+            _diff_columns(base, runs[v], rows[v], rows[BASELINE], has_acc)
+            ok_b, ok_v = base[base["ok"]], runs[v][runs[v]["ok"]]
+            _multiplier_columns(ok_b, ok_v, rows[v], curves)
+            if ladder is not None:
+                main_budget = float(g["budget_value"].iloc[0])
+                _ladder_columns(ladder[ladder["ok"]], ok_v, rows[v], main_budget)
     df = pd.DataFrame([rows[v] for v in order])
     df = df.reindex(columns=_columns(has_acc))
-    text_cols = [c for c in df.columns if c.endswith(("_ci", "verdict", "_test"))]
+    text_cols = [c for c in df.columns if c.endswith(("_ci", "verdict", "_test", "_note"))]
+    text_cols += ["learned", "x_ladder_extrapolated", "seeds_needed"]
     df[text_cols] = df[text_cols].astype(object).where(df[text_cols].notna(), None)
     df["d_val_loss_n"] = df["d_val_loss_n"].astype("Int64")
     return df
 
 
+_LADDER_KEY = ["task", "budget_mode", "model_size", "device_name", "train_cfg_ladder"]
+
+
+def _ladders(groups: list[tuple[dict, pd.DataFrame]]) -> tuple[dict, set]:
+    """For each comparison group (index), the baseline's budget ladder: its own baseline runs
+    and those of baseline-only groups trained alike at other budgets. Returns
+    ({group index: ladder frame}, indices of the baseline-only groups used as rungs)."""
+
+    def key(g):
+        return tuple(str(g[c].iloc[0]) for c in _LADDER_KEY)
+
+    only_base = {i for i, (_, g) in enumerate(groups) if set(g["variant"]) == {BASELINE}}
+    ladders, used = {}, set()
+    for i, (_, g) in enumerate(groups):
+        if i in only_base or BASELINE not in set(g["variant"]):
+            continue
+        rungs = [j for j in only_base if key(groups[j][1]) == key(g)]
+        if not rungs:
+            continue
+        frames = [g[g["variant"] == BASELINE]] + [_dedupe_runs(groups[j][1])[0] for j in rungs]
+        ladders[i] = pd.concat(frames, ignore_index=True)
+        used.update(rungs)
+    return ladders, used
+
+
 def summaries(records: list[dict]) -> list[tuple[dict, pd.DataFrame]]:
-    """One (meta, summary frame) per comparable group of runs; see the module docstring."""
+    """One (meta, summary frame) per comparable group of runs; see the module docstring.
+    Baseline-only groups that serve as the budget ladder of a comparison are folded into it
+    (meta["ladder_budgets"]) instead of getting a table of their own."""
     frame = records_frame(records)
+    curves = {r.get("run_id"): r.get("curve") or [] for r in records}
+    groups = split_groups(frame)
+    ladders, used = _ladders(groups)
     out = []
-    for _key, g in split_groups(frame):
+    for i, (_key, g) in enumerate(groups):
+        if i in used:
+            continue
         meta = group_meta(g)
         meta["n_duplicates"] = _dedupe_runs(g)[1]
-        out.append((meta, _group_summary(g)))
+        ladder = ladders.get(i)
+        if ladder is not None:
+            meta["ladder_budgets"] = sorted(float(b) for b in ladder["budget_value"].unique())
+        base = g[g["variant"] == BASELINE]
+        meta["freq_loss"] = _mean_std(base, "freq_loss")[0] if len(base) else math.nan
+        out.append((meta, _group_summary(g, curves, ladder)))
     return out
 
 
@@ -322,6 +453,20 @@ def summary(records: list[dict]) -> pd.DataFrame:
             "use bench.tables.summaries() for one table per group"
         )
     return groups[0][1]
+
+
+def ci_widths(records: list[dict]) -> dict[str, tuple[float, float]]:
+    """Per variant (not the baseline): the width of the 95% CI of Δ val loss and the sd of the
+    paired differences, over every group in `records` (inf when there is no interval yet)."""
+    out = {}
+    for _, df in summaries(records):
+        for _, r in df.iterrows():
+            if r["variant"] == BASELINE:
+                continue
+            lo, hi = _num_or_nan(r, "d_val_loss_ci_low"), _num_or_nan(r, "d_val_loss_ci_high")
+            width = hi - lo if np.isfinite(lo) and np.isfinite(hi) else math.inf
+            out[r["variant"]] = (width, _num_or_nan(r, "d_val_loss_sd"))
+    return out
 
 
 # --------------------------------------------------------------------------- formatting
@@ -421,6 +566,7 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
         out = {
             "variant": r["variant"],
             "ok/seeds": f"{int(r['n_seeds']) - int(r['n_diverged'])}/{int(r['n_seeds'])}",
+            "learned": {True: "yes", False: "no"}.get(r.get("learned"), "?"),
             "val loss": _pm(f("val_loss_mean"), f("val_loss_std"), ".4f"),
             "Δ val loss": _signed(f("d_val_loss"), ".4f"),
             "95% CI (Δ)": r.get("d_val_loss_ci") or "—",
@@ -448,6 +594,91 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _times(value: float, lo: float = math.nan, hi: float = math.nan) -> str:
+    """A multiplier with its interval: '1.32× [1.10, 1.58]'."""
+    if not np.isfinite(value):
+        return "—"
+    text = f"{value:.2f}×"
+    if np.isfinite(lo) and np.isfinite(hi):
+        text += f" [{lo:.2f}, {hi:.2f}]"
+    return text
+
+
+def _verdict_text(r: pd.Series) -> str:
+    verdict = r.get("verdict") or "—"
+    need = r.get("seeds_needed")
+    if verdict == "no significant difference" and need is not None and pd.notna(need):
+        verdict += f" (≈{int(need)} seeds would resolve Δ)"
+    return verdict
+
+
+def headline_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The compact table a person reads first: one row per variant against the baseline."""
+    rows = []
+    for _, r in df.iterrows():
+        if r["variant"] == BASELINE:
+            continue
+
+        def f(c, r=r):
+            return _num_or_nan(r, c)
+
+        ci = r.get("d_val_loss_ci")
+        out = {
+            "variant": r["variant"],
+            "Δ val loss [95% CI]": _signed(f("d_val_loss"), ".4f") + (f" {ci}" if ci else ""),
+            "verdict": _verdict_text(r),
+            "MDE": "—" if not np.isfinite(f("mde")) else f"{f('mde'):.4f}",
+            "× steps (crossing)": _times(f("x_steps"), f("x_steps_ci_low"), f("x_steps_ci_high")),
+            "× time (crossing)": _times(f("x_time"), f("x_time_ci_low"), f("x_time_ci_high")),
+        }
+        if "x_ladder" in df.columns and np.isfinite(df["x_ladder"].astype(float)).any():
+            lad = _times(f("x_ladder"), f("x_ladder_ci_low"), f("x_ladder_ci_high"))
+            out["× steps (ladder)"] = lad + (" extrap." if r.get("x_ladder_extrapolated") else "")
+        step = _signed(f("d_step_ms_pct"), ".1f", "%")
+        out["Δ step time"] = step + ("" if step == "—" else _ns(r.get("d_step_ms_verdict")))
+        out["Δ memory"] = _signed(f("d_peak_mem_pct"), ".1f", "%")
+        rows.append(out)
+    return pd.DataFrame(rows)
+
+
+def guard_text(meta: dict | None) -> str:
+    floor = (meta or {}).get("freq_loss", math.nan)
+    here = f" ({floor:.3f} nats here)" if floor is not None and np.isfinite(floor) else ""
+    return (
+        f"Learning guard: a variant learned when its mean val loss is at most "
+        f"{LEARN_LOSS_FRAC:g} × the loss of a token-frequency table{here} and, on tasks with "
+        f"exact answers, its mean exact match is at least {LEARN_MIN_ACCURACY:.0%}. If the "
+        f"baseline did not learn, every verdict is '{INCONCLUSIVE}'; a variant that did not "
+        f"learn while the baseline did is '{DID_NOT_LEARN}'."
+    )
+
+
+def multiplier_text(meta: dict | None) -> str:
+    text = (
+        "MDE: the |Δ val loss| a paired t-test over these seeds would detect with 80% power at "
+        "α = 0.05, from the observed spread of the per-seed differences; a sweep whose MDE "
+        "exceeds the effect you care about could not have seen it ('≈N seeds' is how many "
+        "would resolve the observed Δ). × steps (crossing): per seed, the steps the baseline "
+        "needs to reach the worse of the two final val losses over the steps the variant needs "
+        "(interpolated on the validation curves), geometric mean over seeds with a 95% t "
+        "interval on the log scale; > 1: the variant is worth that many times the baseline's "
+        "steps. × time: the same in training seconds, which charges a slower block for its "
+        "cost. The crossing reads both curves inside one learning-rate schedule: at the "
+        "crossing the variant's lr is still high, so the ratio understates a gain."
+    )
+    budgets = (meta or {}).get("ladder_budgets")
+    if budgets:
+        mode = BUDGET_UNITS.get(meta.get("budget_mode", ""), "")
+        rungs = ", ".join(f"{b:g}" for b in budgets)
+        text += (
+            f" × steps (ladder): the baseline trained with its own full schedule at {rungs} "
+            f"{mode}; L = a + b·ln(budget) fitted through its final losses and inverted at the "
+            "variant's mean final loss; 95% percentile bootstrap over seeds (coarse with few "
+            "seeds: 3 seeds give 10 distinct resamples); 'extrap.' = outside the ladder."
+        )
+    return text
+
+
 def footnote(meta: dict | None = None) -> str:
     """How to read the table; stated under every table so a verdict is never read without it."""
     text = (
@@ -459,6 +690,12 @@ def footnote(meta: dict | None = None) -> str:
         "seeds: 'too few seeds'. Speed deltas are relative to the baseline mean; '(n.s.)' marks "
         "a difference Welch's test cannot separate from timing noise."
     )
+    if meta and meta.get("workers"):
+        text += (
+            f" Timed with {', '.join(meta['workers'])} run(s) at once, "
+            f"{', '.join(meta.get('torch_threads') or ['?'])} torch thread(s) each."
+        )
+    text += " " + guard_text(meta) + " " + multiplier_text(meta)
     if meta and meta.get("n_duplicates"):
         text += f" {meta['n_duplicates']} repeated run(s) of the same variant and seed ignored "
         text += "(latest kept)."
@@ -479,17 +716,14 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join([head, sep, *body])
 
 
-def format_summary(df: pd.DataFrame, meta: dict) -> str:
-    """Markdown: a title, the header line, the table and its footnote."""
-    lines = [
-        f"### {group_title(meta)}",
-        "",
-        summary_header(meta),
-        "",
-        markdown_table(display_frame(df)),
-        "",
-        f"_{footnote(meta)}_",
-    ]
+def format_summary(df: pd.DataFrame, meta: dict, notes: list[str] = ()) -> str:
+    """Markdown: a title, the header line, the headline table, the full table, the footnote."""
+    lines = [f"### {group_title(meta)}", "", summary_header(meta), ""]
+    head = headline_frame(df)
+    if not head.empty:
+        lines += [markdown_table(head), "", "Full table:", ""]
+    lines += [markdown_table(display_frame(df)), "", f"_{footnote(meta)}_"]
+    lines += [f"\n_{n}_" for n in notes]
     if BASELINE not in set(df["variant"]):
         lines += ["", f"_No '{BASELINE}' runs in this group: no deltas or verdicts._"]
     return "\n".join(lines) + "\n"
@@ -509,7 +743,7 @@ def summary_csv_frame(groups: list[tuple[dict, pd.DataFrame]]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def write_summary(records: list[dict], out_dir) -> pd.DataFrame:
+def write_summary(records: list[dict], out_dir, notes: list[str] = ()) -> pd.DataFrame:
     """Write summary.csv (raw numbers, all groups) and summary.md (one table per group).
 
     Returns the frame written to summary.csv.
@@ -521,6 +755,6 @@ def write_summary(records: list[dict], out_dir) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     frame = summary_csv_frame(groups)
     frame.to_csv(out / "summary.csv", index=False)
-    text = "\n".join(format_summary(df, meta) for meta, df in groups)
+    text = "\n".join(format_summary(df, meta, notes) for meta, df in groups)
     (out / "summary.md").write_text(text, encoding="utf-8")
     return frame

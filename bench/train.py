@@ -327,6 +327,8 @@ def run(
         "wall_s": round(wall, 3),
         "train_loss": train_loss,
         "peak_mem_mb": None if peak_mem is None else peak_mem / 2**20,
+        # the loss of a token-frequency table: the learning guard's floor (bench.tables)
+        "freq_loss": task.frequency_loss(),
     }
     timing = timer.summary()
     if world > 1:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import urllib.error
+import lzma
+import socket
 
 import pytest
 import torch
@@ -333,7 +334,7 @@ def test_text_needs_data():
 
 
 # ---------------------------------------------------------------------------------------------
-# shakespeare (no network: _fetch is patched)
+# shakespeare: ships with the package, unpacked into the cache, no network
 # ---------------------------------------------------------------------------------------------
 
 FAKE = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 20).encode()
@@ -343,72 +344,69 @@ FAKE = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\n" * 20
 def cache(tmp_path, monkeypatch):
     d = tmp_path / "cache"
     monkeypatch.setenv("TRANSFORMER_BENCH_CACHE", str(d))
-    monkeypatch.setattr(text_mod, "SHAKESPEARE_SHA256", hashlib.sha256(FAKE).hexdigest())
     return d
 
 
-def test_shakespeare_download_then_cache(cache, monkeypatch):
-    calls = []
+def test_shipped_shakespeare_loads_offline_with_its_hash(cache, monkeypatch):
+    """The real corpus from the package: unpacked once, hash-checked, no socket opened."""
 
-    def fake_fetch(url):
-        calls.append(url)
-        return FAKE
+    def no_network(*args, **kwargs):
+        raise AssertionError("the shakespeare task must not touch the network")
 
-    monkeypatch.setattr(text_mod, "_fetch", fake_fetch)
-    task = build_task("shakespeare", context=32)
-    assert calls == [text_mod.SHAKESPEARE_URL]
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    task = build_task("shakespeare", context=64)
     cached = cache / text_mod.SHAKESPEARE_FILENAME
-    assert cached.read_bytes() == FAKE
+    assert task.describe()["source"] == "package"
+    assert task.describe()["sha256"] == text_mod.SHAKESPEARE_SHA256
+    assert cached.stat().st_size == text_mod.SHAKESPEARE_BYTES == task.tokens.size
+    assert task.vocab_size == 65 and task.decode(task.tokens[:14]) == "First Citizen:"
     assert [p.name for p in cache.iterdir()] == [cached.name]  # no temp files left
-    assert task.describe()["source"] == "download"
-    assert task.vocab_size == len(set(FAKE.decode()))
 
     again = build_task("shakespeare", context=32)
-    assert len(calls) == 1 and again.describe()["source"] == "cache"
+    assert again.describe()["source"] == "cache"
     x, y = again.train_batch(4, gen(fresh_seed()))
     assert x.shape == (4, 32) and torch.equal(x[:, 1:], y[:, :-1])
 
-    # a corrupted cache is replaced by a fresh download
-    cached.write_bytes(b"garbage")
-    with pytest.warns(UserWarning, match="sha256"):
-        build_task("shakespeare", context=32)
-    assert len(calls) == 2 and cached.read_bytes() == FAKE
+    cached.write_bytes(b"garbage")  # a damaged cache is unpacked again from the package
+    assert build_task("shakespeare", context=32).describe()["source"] == "package"
+    assert text_mod._sha256_file(cached) == text_mod.SHAKESPEARE_SHA256
 
 
-def test_shakespeare_download_hash_mismatch(cache, monkeypatch):
-    monkeypatch.setattr(text_mod, "_fetch", lambda url: FAKE + b"tampered")
+def test_damaged_shipped_copy_is_one_line(cache, tmp_path, monkeypatch):
+    broken = tmp_path / "broken.xz"
+    broken.write_bytes(lzma.compress(FAKE))  # valid xz, wrong text
+    monkeypatch.setattr(text_mod, "SHIPPED_SHAKESPEARE", broken)
     with pytest.raises(TaskError) as e:
         build_task("shakespeare", context=32)
     msg = one_line_error(e)
-    assert hashlib.sha256(FAKE + b"tampered").hexdigest() in msg
-    assert not (cache / text_mod.SHAKESPEARE_FILENAME).exists()
+    assert hashlib.sha256(FAKE).hexdigest() in msg and "--data PATH" in msg
+    broken.write_bytes(b"not xz at all")
+    with pytest.raises(TaskError) as e:
+        build_task("shakespeare", context=32)
+    assert "cannot be read" in one_line_error(e)
+
+
+def test_unwritable_cache_is_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("TRANSFORMER_BENCH_CACHE", str(blocker / "sub"))
+    with pytest.raises(TaskError) as e:
+        build_task("shakespeare", context=32)
+    assert "TRANSFORMER_BENCH_CACHE" in one_line_error(e)
 
 
 def test_shakespeare_local_copy(cache, tmp_path, monkeypatch):
-    def no_fetch(url):
-        raise AssertionError("must not download when data= is given")
-
-    monkeypatch.setattr(text_mod, "_fetch", no_fetch)
+    monkeypatch.setattr(text_mod, "SHAKESPEARE_SHA256", hashlib.sha256(FAKE).hexdigest())
     good = write(tmp_path, FAKE, "input.txt")
     task = build_task("shakespeare", context=32, data=str(good))
     assert task.describe()["source"] == "data"
+    assert not cache.exists()  # data= never unpacks the shipped copy
     bad = write(tmp_path, FAKE[:-1], "other.txt")
     with pytest.raises(TaskError) as e:
         build_task("shakespeare", context=32, data=str(bad))
     msg = one_line_error(e)
     assert hashlib.sha256(FAKE[:-1]).hexdigest() in msg and "--task text" in msg
-
-
-def test_shakespeare_offline_message(cache, monkeypatch):
-    def offline(url):
-        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setattr(text_mod, "_fetch", offline)
-    with pytest.raises(TaskError) as e:
-        build_task("shakespeare", context=32)
-    msg = one_line_error(e)
-    assert str(cache / text_mod.SHAKESPEARE_FILENAME) in msg
-    assert "--data PATH" in msg and text_mod.SHAKESPEARE_URL in msg
 
 
 def test_cache_dir_default(monkeypatch, tmp_path):

@@ -1,6 +1,6 @@
 """Study `addition`: does a small transformer learn a+b=c, and does it generalise to longer sums?
 
-    python ablations/run.py --study addition            # results/studies/addition/
+    python ablations/run.py --study addition            # results/local/studies/addition/
 
 Design (what is trained, what is tested, and why)
 -------------------------------------------------

@@ -1,7 +1,7 @@
 """What a study is: a named experiment that runs through the same harness as the ablation CLI
 (same RunSpecs, records, resume) and writes its own report section with a table and a figure.
 
-    python ablations/run.py --study residual            # results/studies/residual/
+    python ablations/run.py --study residual            # results/local/studies/residual/
     python ablations/run.py --study residual --scale 0.05   # a toy budget (what tests use)
 
 A study file defines one `Study` subclass; `ablations/studies/__init__.py` lists them by name.

@@ -1,7 +1,7 @@
 """Study `calculator`: which operations does a small transformer learn, at which operand
 lengths, and do chain-of-thought traces help?
 
-    python ablations/run.py --study calculator --seeds 1      # results/studies/calculator/
+    python ablations/run.py --study calculator --seeds 1      # results/local/studies/calculator/
 
 At scale 1 (2400 steps per run, three runs per seed) one seed took 5.5 minutes on two shared
 CPU cores with OMP_NUM_THREADS=1 (up to twice that when the cores are busy); every further seed

@@ -1,6 +1,6 @@
 """Study `heads`: the lecture's separate `Head` modules vs one fused qkv projection.
 
-    python ablations/run.py --study heads               # results/studies/heads/
+    python ablations/run.py --study heads               # results/local/studies/heads/
 
 Two questions, no training:
   1. Are they the same function? The fused weights are mapped into the separate layout with

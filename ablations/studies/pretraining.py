@@ -1,7 +1,7 @@
 """Study `pretraining`: does pretraining on a large corpus lower the loss on a small target
 corpus, compared with training on the target alone for the same (finetuning) budget?
 
-    python ablations/run.py --study pretraining --seeds 2     # results/studies/pretraining/
+    python ablations/run.py --study pretraining --seeds 2     # results/local/studies/pretraining/
 
 At scale 1 (3000 pretraining steps, 600 finetuning steps) two seeds took 6 minutes on two
 shared CPU cores with OMP_NUM_THREADS=1 (up to twice that when the cores are busy).

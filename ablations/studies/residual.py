@@ -1,7 +1,7 @@
 """Study `residual`: the "gradient superhighway" — per-block gradient norms with and without the
 residual connection, at initialisation and after training, for depths 2, 4, 8 and 16.
 
-    python ablations/run.py --study residual            # results/studies/residual/
+    python ablations/run.py --study residual            # results/local/studies/residual/
 
 Every run trains the `baseline` (x + F(x)) or `no-residual` (x -> F(x)) variant of a narrow
 model (n_embd 64, 4 heads, pre-LayerNorm, GPT-2 init) on 2-digit addition with the harness's

@@ -16,7 +16,7 @@ from .calculator import CalculatorTask
 from .corpus import CorpusTask
 from .text import ShakespeareTask, TextTask
 
-DEFAULT_TASK = "addition"
+DEFAULT_TASK = "shakespeare"
 
 TASKS: dict[str, tuple[type, str]] = {
     "addition": (
@@ -26,7 +26,7 @@ TASKS: dict[str, tuple[type, str]] = {
     "text": (TextTask, "character-level language modelling on a local UTF-8 file (--data PATH)"),
     "shakespeare": (
         ShakespeareTask,
-        "character-level tiny Shakespeare (char-rnn input.txt, downloaded once and cached)",
+        "character-level tiny Shakespeare (char-rnn input.txt, ships with the package)",
     ),
     "calculator": (CalculatorTask, "+ - * / (quotient r remainder), optional traces; accuracy"),
     "corpus": (CorpusTask, "char-level LM on local files (files=[...]), optional shared vocab"),
@@ -49,6 +49,11 @@ def task_options(name: str) -> dict[str, object]:
         for p in params.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _COMMON
     }
+
+
+def task_recipe(name: str):
+    """The default recipe (model, batch, lr, schedule, budget, seeds) of task `name`."""
+    return _task_class(name).recipe
 
 
 def _task_class(name: str) -> type:
@@ -104,4 +109,5 @@ __all__ = [
     "build_task",
     "task_names",
     "task_options",
+    "task_recipe",
 ]

@@ -36,6 +36,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..spec import Recipe
 from .base import (
     IGNORE_INDEX,
     CharVocab,
@@ -76,6 +77,15 @@ class AdditionTask(Task):
 
     name = "addition"
     has_accuracy = True
+    # the addition study's recipe: 100% exact match on held-out 3-digit problems
+    recipe = Recipe(
+        model="tiny",
+        model_overrides=(("n_layer", 2), ("n_embd", 64), ("block_size", 32)),
+        batch_size=64,
+        lr=3e-3,
+        steps=1500,
+        note="2 layers, d=64: >= 95% exact match on held-out problems within the budget",
+    )
 
     def __init__(
         self,

@@ -10,14 +10,19 @@ accuracy problems) comes from a seed fixed inside the task, so it is the same fo
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..spec import Recipe
+
 IGNORE_INDEX = -100
 """Target value on positions that carry no loss (matches `F.cross_entropy`'s default)."""
+
+_FREQ_SEED = 4242  # training rows counted for the frequency floor (never a run's own stream)
 
 
 class TaskError(ValueError):
@@ -123,6 +128,7 @@ class Task(abc.ABC):
     vocab_size: int
     seq_len: int  # length T of every row; <= the model context the task was built for
     has_accuracy: bool = False
+    recipe: Recipe = Recipe()  # the default comparison on this task (model, batch, lr, budget)
 
     def __init__(self, *, context: int, eval_batches: int = 8, eval_batch_size: int = 32):
         self.context = option_int("context", context, lo=1)
@@ -147,6 +153,34 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def _build_val_batches(self) -> list[tuple[Tensor, Tensor]]:
         """Build the held-out batches; called once by `val_batches`."""
+
+    def frequency_loss(self, batches: int = 64, batch_size: int = 64) -> float:
+        """The learning floor: mean held-out loss (nats) of the best predictor that knows only
+        how often each token is the target at each position of a row, and nothing of the
+        input. A model whose loss is not clearly below this has learned nothing a frequency
+        table would not know (e.g. the digit frequencies of the answers on `addition`).
+
+        Frequencies are counted over `batches` training batches drawn from a fixed seed, with
+        add-one smoothing; the loss is taken on the same held-out targets as `val_batches`.
+        Cached: it is a property of the task."""
+        if getattr(self, "_freq_loss", None) is None:
+            gen = torch.Generator().manual_seed(_FREQ_SEED)
+            counts = torch.ones(self.seq_len, self.vocab_size, dtype=torch.float64)  # (T, V)
+            for _ in range(batches):
+                _, y = self.train_batch(batch_size, gen)  # (B, T)
+                pos = torch.arange(y.shape[1]).expand_as(y)
+                keep = y != IGNORE_INDEX
+                one = torch.ones((), dtype=counts.dtype)
+                counts.index_put_((pos[keep], y[keep]), one, accumulate=True)
+            logp = (counts / counts.sum(dim=1, keepdim=True)).log()  # (T, V)
+            total, n = 0.0, 0
+            for _, y in self.val_batches():
+                pos = torch.arange(y.shape[1]).expand_as(y)
+                keep = y != IGNORE_INDEX
+                total -= float(logp[pos[keep], y[keep]].sum())
+                n += int(keep.sum())
+            self._freq_loss = total / n if n else math.nan
+        return self._freq_loss
 
     def accuracy(self, model, device, max_problems: int | None = None) -> float | None:
         """Exact-match accuracy on held-out problems by greedy decoding; None if undefined."""
