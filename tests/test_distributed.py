@@ -16,7 +16,8 @@ from bench.spec import RunSpec
 from bench.train import _shard_batch, run
 
 ROOT = Path(__file__).resolve().parents[1]
-MICRO = ["--model", "micro", "--steps", "10", "--batch-size", "8", "--eval-every", "5"]
+MICRO = ["--task", "addition", "--model", "micro", "--steps", "10", "--batch-size", "8"]
+MICRO += ["--eval-every", "5"]
 
 
 def torchrun(nproc, *args, timeout=180):

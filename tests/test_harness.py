@@ -20,7 +20,8 @@ from variants import preset
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = [sys.executable, str(ROOT / "ablations" / "run.py")]
-FAST = ["--model", "micro", "--steps", "12", "--eval-every", "6", "--batch-size", "16"]
+FAST = ["--task", "addition", "--model", "micro", "--steps", "12", "--eval-every", "6"]
+FAST += ["--batch-size", "16"]
 
 
 def cli(*args, timeout=300):
@@ -208,7 +209,7 @@ def test_cli_table_resume_and_force(tmp_path):
 def test_cli_bad_input_is_one_line(tmp_path, args, words):
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    fast = FAST if {"--steps", "--tokens"}.isdisjoint(args) else FAST[:2] + FAST[4:]
+    fast = FAST if {"--steps", "--tokens"}.isdisjoint(args) else FAST[:4] + FAST[6:]
     r = cli(*fast, "--quiet", "--out", str(tmp_path), *args)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()

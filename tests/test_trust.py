@@ -1,0 +1,245 @@
+"""Answers a user can trust: the learning guard, the compute multipliers' positive controls on
+real training, --ci-width, and results that always measure this machine."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import multiplier, tables
+from bench.records import finished_ids, load_records
+from bench.spec import Budget, RunSpec, TrainConfig
+from bench.tasks import build_task
+from bench.train import run
+from variants import preset
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "results" / "reference"
+OLD_DEFAULT = REFERENCE / "ablations" / "addition_tiny_400steps_cpu" / "runs.jsonl"
+
+
+def cli(*args, timeout=600):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "ablations" / "run.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def _record(variant, seed, val_loss, acc=None, floor=None, curve=None):
+    """A minimal record of a finished run, as the harness writes them."""
+    metrics = {"val_loss": val_loss, "accuracy": acc, "step_ms": 10.0, "peak_mem_mb": 1.0}
+    if floor is not None:
+        metrics["freq_loss"] = floor
+    curve = curve or [{"step": 0, "time_s": 0.0, "val_loss": 4.0}]
+    curve = curve + [{"step": 100, "time_s": 1.0, "val_loss": val_loss}]
+    return {
+        "run_id": f"{variant}-{seed}",
+        "variant": variant,
+        "seed": seed,
+        "task": "t",
+        "budget": {"mode": "steps", "value": 100},
+        "spec": {"model": {"n_layer": 1}, "train": {"lr": 1e-3}},
+        "status": "ok",
+        "env": {"device_name": "cpu"},
+        "metrics": metrics,
+        "curve": curve,
+    }
+
+
+def _verdicts(records) -> dict:
+    (_, df), *rest = tables.summaries(records)
+    assert not rest
+    return dict(zip(df["variant"], df["verdict"], strict=True))
+
+
+# ---------------------------------------------------------------------------------------------
+# the learning guard
+
+
+def test_old_default_plateau_is_inconclusive():
+    """The old default (addition, tiny, 400 steps: baseline exact match < 1%) compared two
+    plateaus; its committed records must now read 'inconclusive', not better/worse."""
+    records = load_records(OLD_DEFAULT)
+    (meta, df), *_ = tables.summaries(records)
+    base = df[df["variant"] == "baseline"].iloc[0]
+    assert base["accuracy_mean"] < 0.01 and base["learned"] is False
+    assert _verdicts(records)["rope"] == tables.INCONCLUSIVE
+
+
+def test_guard_rules_on_constructed_runs():
+    floor = 1.52  # addition's frequency floor: answer digits by position
+    # a plateau a little below the floor with no exact answers: nothing learned
+    plateau = [_record("baseline", s, 1.38, acc=0.009, floor=floor) for s in range(3)]
+    plateau += [_record("rope", s, 1.37 + 0.001 * s, acc=0.01, floor=floor) for s in range(3)]
+    assert _verdicts(plateau)["rope"] == tables.INCONCLUSIVE
+    # the baseline learned, the variant did not: a finding, not a tie
+    good = [_record("baseline", s, 0.05 + 0.01 * s, acc=0.97, floor=floor) for s in range(3)]
+    stuck = [_record("no-residual", s, 1.5 + 0.01 * s, acc=0.0, floor=floor) for s in range(3)]
+    assert _verdicts(good + stuck)["no-residual"] == tables.DID_NOT_LEARN
+    # both learned: the t-test decides (here a clear, consistent gain)
+    better = [_record("rope", s, 0.03 + 0.01 * s, acc=0.98, floor=floor) for s in range(3)]
+    assert _verdicts(good + better)["rope"] == "better"
+    # loss alone, no accuracy: 20% below the floor is the line
+    lm = [_record("baseline", s, 2.0 + 0.01 * s, floor=3.35) for s in range(3)]
+    lm += [_record("rope", s, 2.9 + 0.001 * s, floor=3.35) for s in range(3)]
+    assert _verdicts(lm)["rope"] == tables.DID_NOT_LEARN
+    text = tables.footnote(tables.summaries(lm)[0][0])
+    assert "0.8 × the loss of a token-frequency table (3.350 nats here)" in text
+
+
+def test_frequency_floor_is_what_a_frequency_table_scores():
+    """Addition's floor is the entropy of answer digits by position: three uniform digits,
+    a carry digit that is 0 or 1, and the end marker, averaged over the five targets."""
+    task = build_task("addition", context=32, eval_batch_size=64)
+    p1 = 0.5 + 1 / 2000  # P(carry = 1) for uniform 3-digit a, b: 0.4995 (about one half)
+    carry = -(p1 * math.log(p1) + (1 - p1) * math.log(1 - p1))
+    expected = (3 * math.log(10) + carry + 0.0) / 5
+    assert task.frequency_loss() == pytest.approx(expected, abs=0.02)
+    shakespeare = build_task("shakespeare", context=64)
+    assert 3.2 < shakespeare.frequency_loss() < 3.5  # unigram entropy of the characters
+
+
+# ---------------------------------------------------------------------------------------------
+# positive controls of the multipliers, on real training (micro model, tiny Shakespeare)
+
+MAIN = 400  # steps: past the first drop, where final loss is close to linear in log-steps
+SEEDS = 4
+
+
+@pytest.fixture(scope="module")
+def ladder_runs():
+    """Baseline finals at 0.5x, 1x, 1.5x and 2x the main budget, each its own schedule."""
+    task = build_task("shakespeare", context=32, eval_batches=4, eval_batch_size=64)
+    cfg = preset("micro", vocab_size=task.vocab_size)
+    out = {}
+    for factor in (0.5, 1.0, 1.5, 2.0):
+        steps = int(factor * MAIN)
+        train = TrainConfig(
+            batch_size=16,
+            lr=3e-3,
+            eval_every=max(1, steps // 20),
+            eval_batches=4,
+            eval_batch_size=64,
+            timing_warmup=2,
+        )
+        for seed in range(SEEDS):
+            budget = Budget("steps", steps)
+            spec = RunSpec("baseline", cfg, {"name": "shakespeare", "data": None}, budget, train,
+                           seed, "cpu")  # fmt: skip
+            out[(factor, seed)] = run(spec, task=task)
+    return out
+
+
+@pytest.mark.slow
+def test_ladder_reads_a_longer_baseline_as_its_budget(ladder_runs):
+    """The baseline trained at 1.5x the budget, read against its 0.5x/1x/2x ladder, is worth
+    1.5x the steps, within the interval; the 1x runs read against the ladder contain 1."""
+    ladder = {
+        s: {f * MAIN: ladder_runs[(f, s)]["metrics"]["val_loss"] for f in (0.5, 1.0, 2.0)}
+        for s in range(SEEDS)
+    }
+    longer = {s: ladder_runs[(1.5, s)]["metrics"]["val_loss"] for s in range(SEEDS)}
+    m = multiplier.ladder_multiplier(ladder, longer, MAIN)
+    assert m["ci_low"] <= 1.5 <= m["ci_high"], m
+    assert 1.35 < m["multiplier"] < 1.65 and not m["extrapolated"]
+    itself = {s: ladder[s][MAIN] for s in range(SEEDS)}
+    m1 = multiplier.ladder_multiplier(ladder, itself, MAIN)
+    assert m1["ci_low"] <= 1.0 <= m1["ci_high"], m1
+
+
+@pytest.mark.slow
+def test_baseline_against_itself_reads_one_in_the_table(ladder_runs):
+    """A variant that is the baseline (same runs under another name) reads 1 on every
+    multiplier the table prints, with no significant difference."""
+    records = [r for (f, _), r in ladder_runs.items() if f != 1.5]
+    for seed in range(SEEDS):
+        twin = copy.deepcopy(ladder_runs[(1.0, seed)])
+        twin["variant"], twin["run_id"] = "baseline-twin", f"twin{seed}"
+        records.append(twin)
+    (meta, df), *rest = tables.summaries(records)
+    assert not rest  # the 0.5x and 2x baseline-only groups folded in as the ladder
+    assert meta["ladder_budgets"] == [200.0, 400.0, 800.0]
+    row = df[df["variant"] == "baseline-twin"].iloc[0]
+    assert row["verdict"] == "no significant difference" and row["d_val_loss"] == 0.0
+    assert row["x_steps"] == 1.0 and row["x_time"] == 1.0
+    assert row["x_ladder_ci_low"] <= 1.0 <= row["x_ladder_ci_high"]
+    md = tables.format_summary(df, meta)
+    assert "× steps (ladder)" in md and "1.00×" in md
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI: precision targets, this machine's results
+
+FAST = ["--model", "micro", "--steps", "30", "--batch-size", "16", "--quiet"]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--ci-width", "0"], ["--ci-width", "positive"]),
+        (["--ci-width", "-0.1"], ["--ci-width", "positive"]),
+        (["--ci-width", "nan"], ["--ci-width"]),
+        (["--ci-width", "inf"], ["--ci-width"]),
+        (["--ci-width", "abc"], ["--ci-width", "abc"]),
+        (["--ci-width", "0.1", "--max-seeds", "1"], ["--max-seeds"]),
+        (["--ci-width", "0.1", "--seeds", "5", "--max-seeds", "4"], ["--max-seeds"]),
+        (["--ladder", "0,2"], ["--ladder"]),
+        (["--ladder", "2"], ["--ladder", "two budgets"]),
+        (["--lr", "nan"], ["--lr"]),
+    ],
+)
+def test_bad_precision_args_are_one_line(tmp_path, args, words):
+    r = cli(*FAST, "--variant", "rope", "--out", str(tmp_path), *args)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_ci_width_adds_seeds_until_the_cap(tmp_path):
+    """A target no 2-seed sweep can meet makes the loop add seeds up to --max-seeds, and the
+    table says the target was not reached and that the rule looks at widths only."""
+    out = tmp_path / "w"
+    r = cli(*FAST, "--variant", "rope", "--seeds", "2", "--ci-width", "1e-6", "--max-seeds", "3",
+            "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    seeds = sorted({(x["variant"], x["seed"]) for x in load_records(out)})
+    assert seeds == [(v, s) for v in ("baseline", "rope") for s in range(3)]
+    summary = (out / "summary.md").read_text()
+    assert "Target not reached at 3 seeds" in summary and "never at the sign" in summary
+    assert json.loads((out / "command.json").read_text())["seeds"] == 3
+    # a loose target is met by the seeds already there: nothing more is trained
+    r2 = cli(*FAST, "--variant", "rope", "--seeds", "2", "--ci-width", "10", "--out", str(out))
+    assert r2.returncode == 0 and "0 run(s) trained, 4 skipped" in r2.stderr
+    assert "Target reached at 2 seeds" in (out / "summary.md").read_text()
+
+
+def test_records_of_another_machine_are_trained_again(tmp_path):
+    """A record measured elsewhere (e.g. a committed reference result) never counts as this
+    machine's finished run; the default output folder is ignored by git."""
+    out = tmp_path / "m"
+    assert cli(*FAST, "--seeds", "1", "--out", str(out)).returncode == 0
+    (rec,) = load_records(out)
+    assert finished_ids(out, {"device_name": rec["env"]["device_name"]}) == {rec["run_id"]}
+    foreign = dict(rec, env={**rec["env"], "hostname": "elsewhere", "device_name": "AMD EPYC"})
+    (out / "runs.jsonl").write_text(json.dumps(foreign) + "\n")
+    r = cli(*FAST, "--seeds", "1", "--out", str(out))
+    assert r.returncode == 0 and "1 run(s) trained, 0 skipped" in r.stderr
+    ignored = subprocess.run(
+        ["git", "check-ignore", "-q", "results/local/ablations/x/runs.jsonl"], cwd=ROOT
+    )
+    assert ignored.returncode == 0
