@@ -88,8 +88,10 @@ def _html(block: Block) -> str:
         return f'<p class="note">{esc(block.text)}</p>'
     if block.kind == "ul":
         return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in block.items) + "</ul>"
-    if block.kind == "table":
-        return block.table.to_html(index=False, escape=True, border=0, classes="summary")
+    if block.kind == "table":  # wide tables scroll inside the page instead of overflowing it
+        table = block.table.to_html(index=False, escape=True, border=0, classes="summary")
+        return f'<div class="scroll">{table}</div>'
+
     if block.kind == "img":
         alt = esc(block.text)
         return f'<figure><img alt="{alt}" src="{_data_uri(block.path)}"></figure>'
@@ -101,6 +103,7 @@ def _html(block: Block) -> str:
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
        color: #222; }
+div.scroll { overflow-x: auto; max-width: 100%; }
 table.summary { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
 table.summary th, table.summary td { padding: 0.3em 0.6em; border-bottom: 1px solid #ddd;
        text-align: right; white-space: nowrap; }
@@ -184,13 +187,18 @@ def _warnings(frame: pd.DataFrame) -> list[str]:
 
 METHOD = (
     "Each variant is trained under the same budget as the baseline, with the same seeds "
-    "(a seed fixes the data order and initialisation stream). The verdict compares final "
-    "validation loss with a paired t-test by seed: 'better'/'worse' only when the 95% "
-    "confidence interval of the mean difference excludes zero, 'no significant difference' "
-    "otherwise, 'too few seeds' below two shared seeds. Diverged runs are counted and "
-    "excluded from means and tests. Speed deltas are marked (n.s.) when Welch's t-test "
-    "cannot separate them from timing noise. summary.csv also carries p-values and a "
-    "bootstrap CI as a cross-check."
+    "(a seed fixes the data order and initialisation stream). A learning guard comes first: "
+    "if the baseline's loss is not clearly below what token frequencies alone give (or, on "
+    "tasks with exact answers, it gets almost none right), every verdict is 'inconclusive'. "
+    "Otherwise the verdict compares final validation loss with a paired t-test by seed "
+    "(scipy.stats): 'better'/'worse' only when the 95% confidence interval of the mean "
+    "difference excludes zero, 'no significant difference' otherwise, 'too few seeds' below "
+    "two shared seeds; the minimum detectable effect (MDE) says how large a difference these "
+    "seeds could have seen. Differences are also given as compute multipliers: where the "
+    "validation curves cross, and, with --ladder, against the baseline trained at other "
+    "budgets. Diverged runs are counted and excluded from means and tests. Speed deltas are "
+    "marked (n.s.) when Welch's t-test cannot separate them from timing noise. summary.csv "
+    "also carries p-values and a bootstrap CI as a cross-check."
 )
 
 
@@ -211,10 +219,10 @@ def _group_figures(group_records: list[dict], fig_dir: Path, prefix: str) -> lis
     return blocks
 
 
-def _group_records(records: list[dict], sub: pd.DataFrame) -> list[dict]:
+def _group_records(records: list[dict], positions: list[int]) -> list[dict]:
     """The records behind a group's rows (records_frame keeps one row per record, in order)."""
-    positions = set(sub.index)
-    return [r for i, r in enumerate(records) if i in positions]
+    keep = set(positions)
+    return [r for i, r in enumerate(records) if i in keep]
 
 
 def _micro_paths(run_dir: Path, micro) -> list[Path]:
@@ -237,8 +245,7 @@ def rebuild_command(run_dir: Path, out_dir: Path | None, micro) -> str:
 
 def _build_blocks(run_dir, out_dir, fig_dir, records, micro_paths, command) -> list[Block]:
     frame = tables.records_frame(records)
-    groups = tables.split_groups(frame)
-    summaries = tables.summaries(records)  # same split, same order as `groups`
+    summaries = tables.summaries(records)  # a budget ladder's baseline-only groups folded in
     blocks = [
         Block("h1", "Transformer variant benchmark"),
         Block("p", f"Built from {len(records)} run record(s) under {run_dir}."),
@@ -248,17 +255,23 @@ def _build_blocks(run_dir, out_dir, fig_dir, records, micro_paths, command) -> l
         Block("h2", "Method"),
         Block("p", METHOD),
     ]
-    for i, ((_key, sub), (meta, df)) in enumerate(zip(groups, summaries, strict=True)):
-        prefix = "" if len(groups) == 1 else f"{i + 1:02d}-{_slug(tables.group_title(meta))}-"
+    for i, (meta, df) in enumerate(summaries):
+        prefix = "" if len(summaries) == 1 else f"{i + 1:02d}-{_slug(tables.group_title(meta))}-"
         blocks += [
             Block("h2", f"Results: {tables.group_title(meta)}"),
             Block("p", tables.summary_header(meta)),
+        ]
+        head = tables.headline_frame(df)
+        if not head.empty:
+            blocks += [Block("h3", "At a glance"), Block("table", table=head)]
+        blocks += [
+            Block("h3", "Full table"),
             Block("table", table=tables.display_frame(df)),
             Block("note", tables.footnote(meta)),
         ]
         if tables.BASELINE not in set(df["variant"]):
             blocks.append(Block("note", "No baseline runs in this group: no deltas or verdicts."))
-        blocks += _group_figures(_group_records(records, sub), fig_dir, prefix)
+        blocks += _group_figures(_group_records(records, meta["positions"]), fig_dir, prefix)
     micro_png = plots.micro_benchmarks(micro_paths, fig_dir / "micro_benchmarks.png")
     if micro_png is not None:
         blocks += [

@@ -428,6 +428,7 @@ def summaries(records: list[dict]) -> list[tuple[dict, pd.DataFrame]]:
             continue
         meta = group_meta(g)
         meta["n_duplicates"] = _dedupe_runs(g)[1]
+        meta["positions"] = list(g.index)  # rows of records_frame(records) in this group
         ladder = ladders.get(i)
         if ladder is not None:
             meta["ladder_budgets"] = sorted(float(b) for b in ladder["budget_value"].unique())
