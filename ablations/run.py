@@ -240,7 +240,8 @@ def list_everything() -> str:
     lines.append("tasks (and the default recipe of each; flags override any part):")
     for name, (cls, desc) in TASKS.items():
         lines.append(f"  {name:<{width}}  {desc}")
-        lines.append(f"  {'':<{width}}    recipe: {cls.recipe.describe()}")
+        note = f" ({cls.recipe.note})" if cls.recipe.note else ""
+        lines.append(f"  {'':<{width}}    recipe: {cls.recipe.describe()}{note}")
     from ablations.studies import STUDIES
 
     lines.append("studies (--study NAME):")
@@ -406,6 +407,8 @@ def check_precision_args(args) -> None:
         raise ValueError(
             f"--ci-width must be a positive width in nats (e.g. 0.01), got {args.ci_width}"
         )
+    if args.ci_width is not None and not args.variant:
+        raise ValueError("--ci-width compares variants with the baseline: add --variant NAME")
     if args.max_seeds < 2:
         raise ValueError(f"--max-seeds must be at least 2, got {args.max_seeds}")
     if args.ci_width is not None and args.seeds is not None and args.seeds > args.max_seeds:
@@ -506,10 +509,11 @@ def sweep(args, plan: Plan, task, out: Path, world: int, argv) -> tuple[int, int
         specs += plan.ladder_specs(tuple(factors), seeds, tokens_per_step) if factors else []
         if rank0:
             write_command(out, argv, world, specs, seeds)
+        first = skipped_first is None
         ran, skipped = execute(
             specs,
             out,
-            force=args.force and ran_total == 0 and skipped_first is None,
+            force=args.force and first,  # --force retrains once, not every round of seeds
             quiet=args.quiet,
             task=task,
             jobs=jobs,
@@ -519,7 +523,7 @@ def sweep(args, plan: Plan, task, out: Path, world: int, argv) -> tuple[int, int
             wait=not args.no_wait,
         )
         ran_total += ran
-        skipped_first = skipped if skipped_first is None else skipped_first
+        skipped_first = skipped if first else skipped_first
         if args.ci_width is None or args.no_wait:
             return ran_total, skipped_first, notes
         ids = {run_id(s.to_dict()) for s in plan.specs(seeds)}

@@ -190,42 +190,11 @@ def seeds_needed(
     if sd == 0.0:
         return 2
 
-    def enough(n: int) -> bool:
-        return paired_power(delta, sd, n, alpha) >= power
-
-    if not enough(n_max):
-        return None
-    # Power is increasing in n. Start from the normal-approximation answer (the t-test needs at
-    # least about that many), gallop to a bracket with enough(lo) False and enough(hi) True,
-    # then bisect; usually three or four evaluations.
-    z = special.ndtri(1.0 - alpha / 2.0) + special.ndtri(power)
-    guess = min(max(2, math.ceil((z * sd / abs(delta)) ** 2)), n_max)
-    step = 1
-    if enough(guess):
-        hi = guess
-        while True:
-            lo = max(2, hi - step)
-            if lo == hi:
-                return hi
-            if not enough(lo):
-                break
-            if lo == 2:
-                return 2
-            hi, step = lo, 2 * step
-    else:
-        lo = guess
-        while True:
-            hi = min(n_max, lo + step)
-            if enough(hi):
-                break
-            lo, step = hi, 2 * step
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if enough(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    # power rises with n: the first n that reaches it (a few ms even at n_max = 1000)
+    for n in range(2, n_max + 1):
+        if paired_power(delta, sd, n, alpha) >= power:
+            return n
+    return None
 
 
 # --------------------------------------------------------------------------- bootstrap

@@ -665,7 +665,8 @@ def multiplier_text(meta: dict | None) -> str:
         "interval on the log scale; > 1: the variant is worth that many times the baseline's "
         "steps. × time: the same in training seconds, which charges a slower block for its "
         "cost. The crossing reads both curves inside one learning-rate schedule: at the "
-        "crossing the variant's lr is still high, so the ratio understates a gain."
+        "crossing the variant's lr is still high, which by itself makes the ratio understate "
+        "a gain; --ladder measures against baselines trained to the end of their own schedule."
     )
     budgets = (meta or {}).get("ladder_budgets")
     if budgets:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from test_harness import cli  # the CLI in a subprocess, as a user runs it
 
 from bench import multiplier, tables
 from bench.records import finished_ids, load_records
@@ -23,18 +22,6 @@ from variants import preset
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "results" / "reference"
 OLD_DEFAULT = REFERENCE / "ablations" / "addition_tiny_400steps_cpu" / "runs.jsonl"
-
-
-def cli(*args, timeout=600):
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "ablations" / "run.py"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=ROOT,
-    )
 
 
 def _record(variant, seed, val_loss, acc=None, floor=None, curve=None):
@@ -76,6 +63,18 @@ def test_old_default_plateau_is_inconclusive():
     base = df[df["variant"] == "baseline"].iloc[0]
     assert base["accuracy_mean"] < 0.01 and base["learned"] is False
     assert _verdicts(records)["rope"] == tables.INCONCLUSIVE
+
+
+def test_shakespeare_at_the_recipe_is_decided():
+    """The default recipe's committed records (nanoGPT's CPU model on tiny Shakespeare): the
+    baseline learned, so the verdicts are decided, and the ladder folds into the table."""
+    records = load_records(REFERENCE / "ablations" / "shakespeare_tiny_1400steps_cpu")
+    (meta, df), *rest = tables.summaries(records)
+    assert not rest and meta["ladder_budgets"] == [700.0, 1400.0, 2800.0]
+    assert df["learned"].tolist() == [True, True, True]
+    verdicts = _verdicts(records)
+    assert verdicts["rope"] == verdicts["modern"] == "better"
+    assert (df["x_ladder"].iloc[1:] > 1).all() and (df["x_steps"].iloc[1:] > 1).all()
 
 
 def test_guard_rules_on_constructed_runs():

@@ -77,14 +77,16 @@ class AdditionTask(Task):
 
     name = "addition"
     has_accuracy = True
-    # the addition study's recipe: 100% exact match on held-out 3-digit problems
+    # The addition study's model and lr. Trained on 3-digit problems only (the study mixes 1-3
+    # digits), 1,500 steps left one seed in three on a plateau (exact match 0.69 ± 0.53 over
+    # seeds 0-2); 3,000 steps reach 100% on all three (`--task addition --steps 3000`).
     recipe = Recipe(
         model="tiny",
         model_overrides=(("n_layer", 2), ("n_embd", 64), ("block_size", 32)),
         batch_size=64,
         lr=3e-3,
-        steps=1500,
-        note="2 layers, d=64: >= 95% exact match on held-out problems within the budget",
+        steps=3000,
+        note="2 layers, d=64: 100% exact match on held-out problems (3 seeds)",
     )
 
     def __init__(
