@@ -118,8 +118,9 @@ class Recipe:
     note: str = ""  # where the recipe comes from and what it reaches, for --list
 
     def model_config(self, size: str | None = None, **changes) -> ModelConfig:
-        """The recipe's model, or preset `size` as it stands when the user names one."""
-        if size is not None and size != self.model:
+        """The recipe's model, or preset `size` as it stands when the user names one (naming
+        the recipe's own preset gives that preset, without the recipe's overrides)."""
+        if size is not None:
             return preset(size, **changes)
         return preset(self.model, **{**dict(self.model_overrides), **changes})
 

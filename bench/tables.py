@@ -606,10 +606,12 @@ def _times(value: float, lo: float = math.nan, hi: float = math.nan) -> str:
 
 
 def _verdict_text(r: pd.Series) -> str:
-    verdict = r.get("verdict") or "—"
+    """The verdict, short enough for the headline: 'n.s.' plus the seeds that would resolve
+    the observed Δ where there is no significant difference."""
+    verdict = _short_verdict(r.get("verdict"))
     need = r.get("seeds_needed")
-    if verdict == "no significant difference" and need is not None and pd.notna(need):
-        verdict += f" (≈{int(need)} seeds would resolve Δ)"
+    if verdict == "n.s." and need is not None and pd.notna(need):
+        verdict += f" (≈{int(need)} seeds to resolve)"
     return verdict
 
 
@@ -656,12 +658,14 @@ def guard_text(meta: dict | None) -> str:
 
 def multiplier_text(meta: dict | None) -> str:
     text = (
+        "n.s.: no significant difference. "
         "MDE: the |Δ val loss| a paired t-test over these seeds would detect with 80% power at "
         "α = 0.05, from the observed spread of the per-seed differences; a sweep whose MDE "
-        "exceeds the effect you care about could not have seen it ('≈N seeds' is how many "
-        "would resolve the observed Δ). × steps (crossing): per seed, the steps the baseline "
-        "needs to reach the worse of the two final val losses over the steps the variant needs "
-        "(interpolated on the validation curves), geometric mean over seeds with a 95% t "
+        "exceeds the effect you care about could not have seen it ('≈N seeds to resolve': how "
+        "many would resolve the observed Δ with 80% power). × steps (crossing): per seed, "
+        "the steps the baseline needs to reach the worse of the two final val losses over the "
+        "steps the variant needs (interpolated on the validation curves), geometric mean over "
+        "seeds with a 95% t "
         "interval on the log scale; > 1: the variant is worth that many times the baseline's "
         "steps. × time: the same in training seconds, which charges a slower block for its "
         "cost. The crossing reads both curves inside one learning-rate schedule: at the "
