@@ -24,6 +24,7 @@ import json
 import math
 import os
 import sys
+import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,7 +35,7 @@ if str(ROOT) not in sys.path:
 
 from bench import distributed  # noqa: E402
 from bench.executor import EXECUTORS, WorkerDied, cpu_cores, execute  # noqa: E402
-from bench.records import load_records, run_id  # noqa: E402
+from bench.records import RUNS_FILE, load_records, run_id  # noqa: E402
 from bench.spec import Budget, Recipe, RunSpec, TrainConfig  # noqa: E402
 from bench.tasks import DEFAULT_TASK  # noqa: E402
 from variants.config import PRESETS, ModelConfig  # noqa: E402
@@ -210,11 +211,40 @@ def check_torchrun(args, world: int) -> None:
 
 
 def load_plugin(path: str) -> None:
+    """Import a plugin file; any error in it is one line naming the file, line and error."""
     if not os.path.isfile(path):
         raise ValueError(f"plugin file {path!r} does not exist")
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as err:
+        raise ValueError(f"plugin {path}, line {err.lineno}: syntax error: {err.msg}") from None
+    except Exception as err:  # whatever the user's code raises at import
+        tb = traceback.extract_tb(err.__traceback__)
+        lines = [f for f in tb if Path(f.filename).resolve() == Path(path).resolve()]
+        where = f", line {lines[-1].lineno}" if lines else ""
+        raise ValueError(
+            f"plugin {path}{where} raised {type(err).__name__} at import: {err}"
+        ) from None
+
+
+def check_output(out: Path) -> None:
+    """Before anything trains: the output folder can be made and its runs.jsonl appended to,
+    so no finished run is lost to an unwritable output. One line if not."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with open(out / RUNS_FILE, "a", encoding="utf-8"):
+            pass
+    except FileExistsError:
+        raise ValueError(f"--out {out} is a file, not a folder; name a folder") from None
+    except NotADirectoryError:
+        raise ValueError(f"--out {out}: a part of that path is a file, not a folder") from None
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ValueError(
+            f"--out {out} cannot be written ({reason}); name a folder you can write to"
+        ) from None
 
 
 def parse_task_options(items: list[str]) -> dict:
@@ -362,6 +392,7 @@ def build_plan(args) -> tuple[Plan, object]:
         **options,
     )
     base = base.replace(vocab_size=task.vocab_size)
+    budget.validate(tokens_per_step=train.batch_size * task.seq_len)  # before anything is written
     task_spec = {"name": args.task, "data": _data_identity(args.data), **options}
     variants = tuple(
         # e.g. triton on CPU fails here, one line
@@ -447,6 +478,7 @@ def run_study(args) -> int:
     if not args.scale > 0:
         raise ValueError(f"--scale must be positive, got {args.scale}")
     out = Path(args.out) if args.out else LOCAL_RESULTS / "studies" / args.study
+    check_output(out)
     ctx = StudyContext(
         out=out,
         device=resolve_device(args.device).type,
@@ -587,6 +619,8 @@ def main(argv=None) -> int:
         check_precision_args(args)
         plan, task = build_plan(args)  # the same on every rank: a pure function of argv
         out = Path(args.out) if args.out else default_out(args, plan)
+        if rank0:
+            check_output(out)
         distributed.setup(plan.device)
         ran, skipped, notes = sweep(args, plan, task, out, world, argv)
     except KeyboardInterrupt:

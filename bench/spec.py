@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from variants.config import ModelConfig, preset
 
 BUDGET_MODES = ("steps", "tokens", "seconds")
+BUDGET_FLAGS = {"steps": "--steps", "tokens": "--tokens", "seconds": "--time"}  # the CLI's names
 PROBES = ("grad_norms",)
 
 
@@ -25,11 +26,19 @@ class Budget:
     mode: str = "steps"
     value: float = 1000
 
-    def validate(self) -> Budget:
+    def validate(self, tokens_per_step: int | None = None) -> Budget:
+        """One-line ValueError for a bad budget; with `tokens_per_step`, also a token budget
+        smaller than one step."""
         if self.mode not in BUDGET_MODES:
             raise ValueError(f"unknown budget mode {self.mode!r}; valid: {', '.join(BUDGET_MODES)}")
-        if not self.value > 0:
-            raise ValueError(f"budget --{self.mode} must be positive, got {self.value}")
+        flag = BUDGET_FLAGS[self.mode]
+        if not (math.isfinite(self.value) and self.value > 0):
+            raise ValueError(f"budget {flag} must be a positive number, got {self.value:g}")
+        if self.mode == "tokens" and tokens_per_step and self.value < tokens_per_step:
+            raise ValueError(
+                f"--tokens {self.value:g} is less than one step ({tokens_per_step} tokens a "
+                f"step); give at least {tokens_per_step}"
+            )
         return self
 
     def describe(self) -> str:

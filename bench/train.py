@@ -213,11 +213,7 @@ def run(
 
     gen = torch.Generator().manual_seed(spec.seed + _DATA_STREAM)
     tokens_per_step = tcfg.batch_size * task.seq_len
-    if budget.mode == "tokens" and budget.value < tokens_per_step:
-        raise ValueError(
-            f"--tokens {budget.value:g} is less than one step ({tokens_per_step} tokens = "
-            f"batch {tcfg.batch_size} × {task.seq_len}); give at least {tokens_per_step}"
-        )
+    budget.validate(tokens_per_step)
 
     def budget_progress(step: int, elapsed: float) -> float:
         if budget.mode == "steps":

@@ -204,18 +204,70 @@ def test_cli_table_resume_and_force(tmp_path):
         (["--model", "huge"], ["huge", "tiny"]),
         (["--seeds", "0"], ["--seeds"]),
         (["--steps", "3", "--time", "9"], ["not allowed with"]),
+        (["--time", "0"], ["--time", "positive"]),
+        (["--time", "nan"], ["--time", "positive"]),
+        (["--lr", "inf"], ["--lr"]),
     ],
 )
 def test_cli_bad_input_is_one_line(tmp_path, args, words):
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    fast = FAST if {"--steps", "--tokens"}.isdisjoint(args) else FAST[:4] + FAST[6:]
+    fast = FAST if {"--steps", "--tokens", "--time"}.isdisjoint(args) else FAST[:4] + FAST[6:]
     r = cli(*fast, "--quiet", "--out", str(tmp_path), *args)
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert "Traceback" not in r.stderr
     for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+@pytest.mark.parametrize(
+    "out, words",
+    [
+        ("a-file", ["is a file, not a folder"]),
+        ("/dev/null/x", ["/dev/null/x", "is a file, not a folder"]),
+        ("/sys/x", ["/sys/x", "cannot be written"]),
+    ],
+)
+def test_cli_unusable_output_is_one_line_before_training(tmp_path, out, words):
+    """An output that cannot take records is found before the first step, not after a run
+    has trained (its result would be lost)."""
+    if out == "a-file":
+        out = tmp_path / "a-file"
+        out.write_text("not a folder")
+    r = cli(*FAST, "--quiet", "--out", str(out))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert "val_loss" not in r.stderr  # nothing trained
+
+
+def test_cli_too_small_token_budget_writes_nothing(tmp_path):
+    out = tmp_path / "t"
+    r = cli(*FAST[:4], "--tokens", "5", "--quiet", "--out", str(out))
+    assert r.returncode == 2 and "less than one step" in r.stderr
+    assert not (out / "command.json").exists()
+
+
+@pytest.mark.parametrize(
+    "source, words",
+    [
+        ("def broken(:\n", ["line 1", "syntax error"]),
+        ("x = 1\nraise RuntimeError('no GPU here')\n", ["line 2", "RuntimeError", "no GPU here"]),
+        ("import no_such_module_xyz\n", ["line 1", "ModuleNotFoundError", "no_such_module_xyz"]),
+    ],
+)
+def test_cli_broken_plugin_is_one_line(tmp_path, source, words):
+    plugin = tmp_path / "my_blocks.py"
+    plugin.write_text(source)
+    r = cli(*FAST, "--quiet", "--out", str(tmp_path / "o"), "--plugin", str(plugin))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
+    for w in [str(plugin), *words]:
         assert w in lines[0], (w, lines[0])
 
 
