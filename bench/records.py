@@ -9,7 +9,9 @@ machines. Each run appends one JSON line to ``<out_dir>/runs.jsonl``. The design
   under an exclusive ``flock``, so lines never interleave.
 * **Crashes**: a writer killed mid-write can at worst leave a trailing half line. The next
   writer starts on a fresh line, and readers skip (with a warning) lines that do not parse,
-  so one crash never loses the other records.
+  so one crash never loses the other records. Lines that parse but are no complete record
+  (:func:`validate_record`, e.g. a hand-written stub) are skipped the same way, so they
+  neither break the tables nor count as finished runs nor shadow a record with their id.
 * **Merging**: results copied from several machines into subfolders are read together by
   pointing :func:`load_records` at the parent directory.
 * **Clusters**: ``flock`` is per host and ``O_APPEND`` is not atomic across NFS clients, so
@@ -25,6 +27,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -33,12 +36,14 @@ from typing import Any
 __all__ = [
     "RUNS_DIR",
     "RUNS_FILE",
+    "RecordWarning",
     "append_record",
     "finished_ids",
     "load_records",
     "run_file",
     "run_id",
     "same_machine",
+    "validate_record",
     "write_json_atomic",
     "write_run_record",
 ]
@@ -46,6 +51,79 @@ __all__ = [
 RUNS_FILE = "runs.jsonl"
 RUNS_DIR = "runs"  # <out_dir>/runs/<run_id>.json: one record per file (cluster jobs)
 _RUN_FILE_NAME = re.compile(r"^[0-9a-f]{12}\.json$")
+
+
+class RecordWarning(UserWarning):
+    """A record line or file was skipped: it does not parse or is not a complete record."""
+
+
+# A skipped record is told once per process, as one line on stderr (`_skipped`). The warnings
+# machinery would add the source line of the call and repeat it for every caller that reads
+# the file (a sweep reads it for resume and again for the summary), so it does not display
+# RecordWarning; it still raises or records it (-W error, pytest.warns, catch_warnings).
+warnings.filterwarnings("ignore", category=RecordWarning, append=True)
+_told: set[str] = set()
+
+# The keys every record has (what bench.train.run() writes), with their JSON types.
+_REQUIRED = {
+    "run_id": str,
+    "variant": str,
+    "seed": int,
+    "task": str,
+    "budget": dict,
+    "spec": dict,
+    "status": str,
+    "env": dict,
+    "metrics": dict,
+    "curve": list,
+}
+_STATUSES = ("ok", "diverged")
+_TYPE_NAMES = {
+    bool: "a boolean", str: "a string", int: "an integer", float: "a number", dict: "an object",
+    list: "a list", type(None): "null",
+}  # fmt: skip
+
+
+def _json_type(value: Any) -> str:
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def validate_record(rec: Any) -> str | None:
+    """Why ``rec`` is not a complete run record, or None if it is one.
+
+    Complete means what :func:`bench.train.run` writes, at least: ``run_id``, ``variant``,
+    ``task``, ``status`` strings (status ``"ok"`` or ``"diverged"``), an integer ``seed``,
+    ``budget`` ``{"mode": str, "value": number}``, ``spec``, ``env`` and ``metrics`` objects
+    (metrics with a ``val_loss`` number or null) and a ``curve`` list. Other keys are free.
+    """
+    if not isinstance(rec, dict):
+        return "not a JSON object"
+    missing = [k for k in _REQUIRED if k not in rec]
+    if missing:
+        return "record lacks " + ", ".join(repr(k) for k in missing)
+    for key, kind in _REQUIRED.items():
+        value = rec[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return f"{key!r} is {_json_type(value)}, not {_TYPE_NAMES[kind]}"
+    if rec["status"] not in _STATUSES:
+        return f"'status' is {rec['status']!r}, not 'ok' or 'diverged'"
+    for key in ("mode", "value"):
+        if key not in rec["budget"]:
+            return f"'budget' lacks {key!r}"
+    if not isinstance(rec["budget"]["mode"], str):
+        return f"'budget.mode' is {_json_type(rec['budget']['mode'])}, not a string"
+    if not _is_number(rec["budget"]["value"]):
+        return f"'budget.value' is {_json_type(rec['budget']['value'])}, not a number"
+    if "val_loss" not in rec["metrics"]:
+        return "'metrics' lacks 'val_loss'"
+    val_loss = rec["metrics"]["val_loss"]
+    if val_loss is not None and not _is_number(val_loss):
+        return f"'metrics.val_loss' is {_json_type(val_loss)}, not a number or null"
+    return None
 
 
 def run_id(spec: dict) -> str:
@@ -138,40 +216,41 @@ def _iter_files(path_or_dir: str | Path) -> list[Path]:
     return []
 
 
-def _read_run_file(path: Path) -> list[dict]:
+def _skipped(where: str, reason: str) -> None:
+    """Tell that the record at ``where`` (``file`` or ``file:line``) was skipped and why: once
+    per process on stderr, and as a RecordWarning on every read (see RecordWarning)."""
+    message = f"{where}: skipped: {reason}"
+    if message not in _told:
+        _told.add(message)
+        print(f"warning: {message}", file=sys.stderr)
+    warnings.warn(message, RecordWarning, stacklevel=2)
+
+
+def _parse(text: bytes) -> tuple[dict | None, str | None]:
+    """(record, None) for a complete record, else (None, why it is skipped)."""
     try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
+        rec = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        warnings.warn(f"{path}: skipping unparseable record file ({exc})", stacklevel=3)
-        return []
-    if not isinstance(rec, dict):
-        warnings.warn(f"{path}: skipping record file that is not a JSON object", stacklevel=3)
-        return []
-    return [rec]
+        return None, f"not valid JSON ({exc})"
+    reason = validate_record(rec)
+    return (None, reason) if reason else (rec, None)
 
 
 def _read_file(path: Path) -> list[dict]:
-    if path.suffix == ".json":
-        return _read_run_file(path)
+    if path.suffix == ".json":  # one runs/<run_id>.json
+        rec, reason = _parse(path.read_bytes())
+        if reason:
+            _skipped(str(path), reason)
+        return [rec] if rec is not None else []
     records = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             text = raw.strip()
             if not text:
                 continue  # blank lines are harmless (e.g. hand edits); skip silently
-            try:
-                rec = json.loads(text.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                warnings.warn(
-                    f"{path}:{lineno}: skipping unparseable record line ({exc})",
-                    stacklevel=3,
-                )
-                continue
-            if not isinstance(rec, dict):
-                warnings.warn(
-                    f"{path}:{lineno}: skipping record line that is not a JSON object",
-                    stacklevel=3,
-                )
+            rec, reason = _parse(text)
+            if reason:
+                _skipped(f"{path}:{lineno}", reason)
                 continue
             records.append(rec)
     return records
@@ -184,19 +263,16 @@ def load_records(path_or_dir: str | Path) -> list[dict]:
     Files are read in sorted path order (in each directory its ``runs.jsonl`` before its
     ``runs/*.json``), lines in file order. Records sharing a ``run_id`` are
     de-duplicated keeping the LAST one read (a forced rerun appended later supersedes the
-    earlier result); it takes the position of that last occurrence. Records without a
-    ``run_id`` key are all kept. Unparseable lines are skipped with a warning naming
-    ``file:line``; a missing path gives an empty list.
+    earlier result); it takes the position of that last occurrence. Lines that do not parse
+    and records that are not complete (:func:`validate_record`) are skipped before that, so
+    they never replace a record, each with one line on stderr naming ``file:line`` and the
+    reason (and a :class:`RecordWarning`). A missing path gives an empty list.
     """
-    merged: dict[Any, dict] = {}
-    n = 0
+    merged: dict[str, dict] = {}
     for f in _iter_files(path_or_dir):
         for rec in _read_file(f):
-            rid = rec.get("run_id")
-            key = rid if isinstance(rid, str) else ("__no_run_id__", n)
-            n += 1
-            merged.pop(key, None)
-            merged[key] = rec
+            merged.pop(rec["run_id"], None)
+            merged[rec["run_id"]] = rec
     return list(merged.values())
 
 
@@ -212,16 +288,13 @@ def same_machine(record: dict, machine: dict | None) -> bool:
 def finished_ids(path: str | Path, machine: dict | None = None) -> set[str]:
     """Ids of the records at ``path`` (file or directory); an empty set if it does not exist.
 
-    Every stored record counts as finished (the training loop decides what it writes, e.g.
-    whether a diverged run is recorded, and ``--force`` reruns regardless), except that with
+    Every complete record (:func:`load_records` skips the others, so a stub line is trained
+    again) counts as finished (the training loop decides what it writes, e.g. whether a
+    diverged run is recorded, and ``--force`` reruns regardless), except that with
     ``machine`` a record measured elsewhere does not: its speed and memory are another
     machine's, so this machine trains the run itself (see :func:`same_machine`).
     """
-    return {
-        r["run_id"]
-        for r in load_records(path)
-        if isinstance(r.get("run_id"), str) and same_machine(r, machine)
-    }
+    return {r["run_id"] for r in load_records(path) if same_machine(r, machine)}
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -5,15 +5,49 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import shutil
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
 
-from bench import records
+from bench import records, tables
 
 N_PROCS = 8
 N_APPENDS = 50
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE = REPO / "results" / "reference" / "ablations"
+OLD_RECORDS = REFERENCE / "addition_tiny_400steps_cpu" / "runs.jsonl"  # older records
+REAL_RECORDS = REFERENCE / "shakespeare_tiny_1400steps_cpu" / "runs.jsonl"
+STUB = {"run_id": "0123456789ab", "variant": "baseline"}  # valid JSON, not a record
+
+
+def rec(rid: str, **extra) -> dict:
+    """A minimal complete record (the keys bench.train.run() always writes), plus `extra`."""
+    budget = {"mode": "steps", "value": 10}
+    return {
+        "run_id": rid,
+        "variant": "baseline",
+        "seed": 0,
+        "task": "addition",
+        "budget": budget,
+        "spec": {"variant": "baseline", "seed": 0, "budget": budget},
+        "status": "ok",
+        "env": {"device": "cpu"},
+        "metrics": {"val_loss": 1.0},
+        "curve": [],
+        **extra,
+    }
+
+
+def ids(recs: list[dict]) -> list[str]:
+    return [r["run_id"] for r in recs]
+
+
+def n_lines(path: Path) -> int:
+    return sum(1 for line in path.read_text().splitlines() if line.strip())
 
 
 def test_run_id_stable_and_order_independent():
@@ -31,13 +65,8 @@ def test_run_id_stable_and_order_independent():
 def _writer(path: str, worker: int, barrier) -> None:
     barrier.wait()  # start all writers at once to maximise contention
     for i in range(N_APPENDS):
-        rec = {
-            "run_id": f"w{worker}-{i}",
-            "worker": worker,
-            "i": i,
-            "payload": "x" * (3000 + 97 * worker + i),  # a few KB, different lengths
-        }
-        records.append_record(path, rec)
+        payload = "x" * (3000 + 97 * worker + i)  # a few KB, different lengths
+        records.append_record(path, rec(f"w{worker}-{i}", worker=worker, i=i, payload=payload))
 
 
 def test_concurrent_appends_leave_every_record_intact(tmp_path):
@@ -69,41 +98,41 @@ def test_concurrent_appends_leave_every_record_intact(tmp_path):
 
 def test_truncated_trailing_line_is_skipped_with_warning(tmp_path):
     path = tmp_path / "runs.jsonl"
-    records.append_record(path, {"run_id": "aaa", "loss": 1.0})
-    records.append_record(path, {"run_id": "bbb", "loss": 2.0})
-    half = json.dumps({"run_id": "ccc", "loss": 3.0, "payload": "y" * 100})
+    records.append_record(path, rec("aaa"))
+    records.append_record(path, rec("bbb"))
+    half = json.dumps(rec("ccc", payload="y" * 100))
     with open(path, "a") as f:  # a writer killed mid-line: no newline, half the JSON
         f.write(half[: len(half) // 2])
     with pytest.warns(UserWarning, match=r"runs\.jsonl:3"):
         loaded = records.load_records(path)
-    assert [r["run_id"] for r in loaded] == ["aaa", "bbb"]
+    assert ids(loaded) == ["aaa", "bbb"]
 
     # The next append starts a fresh line, so the new record is not glued to the fragment.
-    records.append_record(path, {"run_id": "ddd", "loss": 4.0})
+    records.append_record(path, rec("ddd"))
     with pytest.warns(UserWarning, match=r"runs\.jsonl:3"):
         loaded = records.load_records(path)
-    assert [r["run_id"] for r in loaded] == ["aaa", "bbb", "ddd"]
+    assert ids(loaded) == ["aaa", "bbb", "ddd"]
     with pytest.warns(UserWarning):
         assert records.finished_ids(path) == {"aaa", "bbb", "ddd"}
 
 
 def test_blank_lines_and_missing_paths(tmp_path):
     path = tmp_path / "runs.jsonl"
-    path.write_text('\n{"run_id": "a"}\n\n')
+    path.write_text("\n" + json.dumps(rec("a")) + "\n\n")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert records.load_records(path) == [{"run_id": "a"}]
+        assert records.load_records(path) == [rec("a")]
     assert records.load_records(tmp_path / "nope.jsonl") == []
     assert records.finished_ids(tmp_path / "nope" / "runs.jsonl") == set()
     assert records.load_records(tmp_path / "empty_dir_that_does_not_exist") == []
 
 
 def test_load_records_merges_subfolders(tmp_path):
-    records.append_record(tmp_path / "runs.jsonl", {"run_id": "top"})
-    records.append_record(tmp_path / "machine_a" / "runs.jsonl", {"run_id": "a1"})
-    records.append_record(tmp_path / "machine_a" / "runs.jsonl", {"run_id": "a2"})
-    records.append_record(tmp_path / "machine_b" / "w0" / "runs.jsonl", {"run_id": "b1"})
-    (tmp_path / "machine_b" / "notes.jsonl").write_text('{"run_id": "ignored"}\n')
+    records.append_record(tmp_path / "runs.jsonl", rec("top"))
+    records.append_record(tmp_path / "machine_a" / "runs.jsonl", rec("a1"))
+    records.append_record(tmp_path / "machine_a" / "runs.jsonl", rec("a2"))
+    records.append_record(tmp_path / "machine_b" / "w0" / "runs.jsonl", rec("b1"))
+    (tmp_path / "machine_b" / "notes.jsonl").write_text(json.dumps(rec("ignored")) + "\n")
     ids = {r["run_id"] for r in records.load_records(tmp_path)}
     assert ids == {"top", "a1", "a2", "b1"}
     assert records.finished_ids(tmp_path) == ids
@@ -111,20 +140,19 @@ def test_load_records_merges_subfolders(tmp_path):
 
 def test_last_record_wins_on_duplicate_ids(tmp_path):
     path = tmp_path / "runs.jsonl"
-    records.append_record(path, {"run_id": "x", "loss": 1.0})
-    records.append_record(path, {"run_id": "y", "loss": 5.0})
-    records.append_record(path, {"run_id": "x", "loss": 0.5})  # --force rerun
-    records.append_record(path, {"no_id": True})
+    records.append_record(path, rec("x", loss=1.0))
+    records.append_record(path, rec("y", loss=5.0))
+    records.append_record(path, rec("x", loss=0.5))  # --force rerun
     loaded = records.load_records(path)
-    assert loaded == [{"run_id": "y", "loss": 5.0}, {"run_id": "x", "loss": 0.5}, {"no_id": True}]
+    assert loaded == [rec("y", loss=5.0), rec("x", loss=0.5)]
 
 
 def test_append_record_rejects_unserialisable_without_writing(tmp_path):
     path = tmp_path / "runs.jsonl"
-    records.append_record(path, {"run_id": "ok"})
+    records.append_record(path, rec("ok"))
     with pytest.raises(TypeError):
-        records.append_record(path, {"run_id": "bad", "obj": object()})
-    assert records.load_records(path) == [{"run_id": "ok"}]
+        records.append_record(path, rec("bad", obj=object()))
+    assert records.load_records(path) == [rec("ok")]
 
 
 def test_write_json_atomic_leaves_no_temp_files(tmp_path):
@@ -137,3 +165,162 @@ def test_write_json_atomic_leaves_no_temp_files(tmp_path):
     assert json.loads(target.read_text()) == {"a": 2}  # old content intact after a failure
     assert sorted(os.listdir(target.parent)) == ["config.json"]
     assert not [p for p in Path(tmp_path).rglob("*.tmp")]
+
+
+# --------------------------------------------------------------------------- incomplete records
+
+
+def _with_stub(tmp_path: Path, stub: dict) -> Path:
+    """A copy of real records (15 lines) with `stub` appended as line 16."""
+    path = tmp_path / "runs.jsonl"
+    shutil.copyfile(REAL_RECORDS, path)
+    records.append_record(path, stub)
+    return path
+
+
+def test_incomplete_record_is_skipped_with_warning_naming_file_line_and_reason(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    records.append_record(path, rec("aaa"))
+    records.append_record(path, STUB)
+    no_metrics = rec("bbb")
+    del no_metrics["metrics"]
+    records.append_record(path, no_metrics)
+    with pytest.warns(UserWarning) as caught:
+        loaded = records.load_records(path)
+    assert ids(loaded) == ["aaa"]
+    messages = [str(w.message) for w in caught]
+    assert messages == [
+        f"{path}:2: skipped: record lacks 'seed', 'task', 'budget', 'spec', 'status', 'env', "
+        "'metrics', 'curve'",
+        f"{path}:3: skipped: record lacks 'metrics'",
+    ]
+    assert all(w.category is records.RecordWarning for w in caught)
+    # the same for a one-record file
+    records.write_run_record(tmp_path, STUB)
+    stub_file = records.run_file(tmp_path, STUB["run_id"])
+    with pytest.warns(UserWarning, match=r"0123456789ab\.json: skipped: record lacks"):
+        assert records.load_records(stub_file) == []
+
+
+def _mutated(**changes) -> dict:
+    r = rec("abcdefabcdef")
+    for key, value in changes.items():
+        if value is KeyError:
+            del r[key]
+        else:
+            r[key] = value
+    return r
+
+
+@pytest.mark.parametrize(
+    ("record", "reason"),
+    [
+        (_mutated(run_id=KeyError), "lacks 'run_id'"),
+        (_mutated(run_id=12), "'run_id' is an integer, not a string"),
+        (_mutated(seed="0"), "'seed' is a string, not an integer"),
+        (_mutated(seed=True), "'seed' is a boolean, not an integer"),
+        (_mutated(seed=None), "'seed' is null, not an integer"),
+        (_mutated(metrics=[1.0]), "'metrics' is a list, not an object"),
+        (_mutated(metrics={"accuracy": 0.5}), "'metrics' lacks 'val_loss'"),
+        (_mutated(metrics={"val_loss": "low"}), "'metrics.val_loss' is a string, not a number"),
+        (_mutated(spec="baseline"), "'spec' is a string, not an object"),
+        (_mutated(curve={}), "'curve' is an object, not a list"),
+        (_mutated(env=None), "'env' is null, not an object"),
+        (_mutated(budget={"mode": "steps"}), "'budget' lacks 'value'"),
+        (_mutated(budget={"mode": "steps", "value": "1"}), "'budget.value' is a string, not a"),
+        (_mutated(status="running"), "'status' is 'running', not 'ok' or 'diverged'"),
+        ([1, 2], "not a JSON object"),
+    ],
+)
+def test_validate_record_names_the_problem(record, reason):
+    assert reason in records.validate_record(record)
+
+
+def test_validate_record_accepts_real_and_diverged_records():
+    real = [json.loads(line) for line in REAL_RECORDS.read_text().splitlines()]
+    assert [records.validate_record(r) for r in real] == [None] * len(real)
+    diverged = rec("d", status="diverged", metrics={"val_loss": None}, seed=3)
+    assert records.validate_record(diverged) is None
+    assert records.validate_record(rec("f", metrics={"val_loss": float("nan")})) is None
+
+
+def test_stub_reusing_a_real_run_id_does_not_replace_the_real_record(tmp_path):
+    real = [json.loads(line) for line in REAL_RECORDS.read_text().splitlines()]
+    path = _with_stub(tmp_path, {**STUB, "run_id": real[0]["run_id"]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = records.load_records(tmp_path)
+    assert loaded == real
+    groups = tables.summaries(loaded)
+    assert groups and "baseline" in set(groups[0][1]["variant"])
+    assert [str(w.message) for w in caught] == [
+        f"{path}:16: skipped: record lacks 'seed', 'task', 'budget', 'spec', 'status', 'env', "
+        "'metrics', 'curve'"
+    ]
+
+
+def test_finished_ids_ignores_invalid_records(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    records.append_record(path, rec("aaa"))
+    records.append_record(path, STUB)
+    records.append_record(path, _mutated(run_id="bbb", metrics=None))
+    with pytest.warns(UserWarning):
+        assert records.finished_ids(path) == {"aaa"}  # the sweep trains the others again
+
+
+def test_write_summary_on_a_directory_with_a_stub_line(tmp_path):
+    _with_stub(tmp_path, STUB)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loaded = records.load_records(tmp_path)
+    tables.write_summary(loaded, tmp_path)  # was: TypeError from pandas on the stub's NaNs
+    text = (tmp_path / "summary.md").read_text()
+    assert "baseline" in text and "rope" in text and "modern" in text
+    assert (tmp_path / "summary.csv").is_file()
+    assert len(loaded) == n_lines(REAL_RECORDS)
+    assert len(caught) == 1 and "runs.jsonl:16: skipped: record lacks" in str(caught[0].message)
+
+
+def test_a_skipped_line_is_reported_once_on_stderr_without_source_line(tmp_path):
+    path = _with_stub(tmp_path, STUB)
+    with open(path, "a") as f:  # line 17: a writer killed mid-line
+        f.write('{"run_id": "b4a9')
+    # What a sweep does in one process: resume check, then the summary (and the --ci-width
+    # loop reads again every round).
+    code = (
+        "import sys; from bench.records import finished_ids, load_records\n"
+        "d = sys.argv[1]\n"
+        "finished_ids(d)\n"
+        "load_records(d)\n"
+        "load_records(d + '/runs.jsonl')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == 2, r.stderr  # one line per bad line: no repeats, no source lines
+    assert lines[0].endswith(f"{path}:16: skipped: record lacks 'seed', 'task', 'budget', "
+                             "'spec', 'status', 'env', 'metrics', 'curve'")  # fmt: skip
+    assert f"{path}:17: skipped: not valid JSON (" in lines[1]
+
+
+def test_old_records_still_all_load():
+    """Every line of the committed reference records is a valid record, none is skipped. The
+    old addition file holds three forced reruns of 6 runs (18 lines, 6 run ids): load_records
+    keeps the last of each, as always."""
+    for path in [OLD_RECORDS, *sorted((REPO / "results" / "reference").rglob("runs.jsonl"))]:
+        lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        assert [records.validate_record(r) for r in lines] == [None] * len(lines), path
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no line skipped
+            loaded = records.load_records(path)
+        last = {r["run_id"]: r for r in lines}
+        assert sorted(ids(loaded)) == sorted(last) and all(r == last[r["run_id"]] for r in loaded)
+    assert n_lines(OLD_RECORDS) == 18 and len(records.load_records(OLD_RECORDS)) == 6
