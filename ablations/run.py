@@ -24,6 +24,7 @@ import json
 import math
 import os
 import sys
+import tempfile
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -234,8 +235,12 @@ def check_output(out: Path) -> None:
     so no finished run is lost to an unwritable output. One line if not."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / RUNS_FILE, "a", encoding="utf-8"):
-            pass
+        if (out / RUNS_FILE).exists():
+            with open(out / RUNS_FILE, "a", encoding="utf-8"):
+                pass
+        else:  # a probe, so that a cluster sweep's folder gets no empty runs.jsonl
+            with tempfile.TemporaryFile(dir=out):
+                pass
     except FileExistsError:
         raise ValueError(f"--out {out} is a file, not a folder; name a folder") from None
     except NotADirectoryError:

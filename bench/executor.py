@@ -52,7 +52,7 @@ from pathlib import Path
 
 import torch
 
-from bench import distributed, measure
+from bench import claims, distributed, measure
 from bench.records import (
     RUNS_FILE,
     append_record,
@@ -204,28 +204,52 @@ def execute(
     if executor != "local":
         ran = _run_submitit(todo, out, quiet, executor, plugins, slurm or {}, wait, jobs, force)
     elif jobs > 1:
-        ran = _run_pool(todo, out, quiet, jobs, plugins, task)
+        ran = _run_pool(todo, out, quiet, jobs, plugins, task, force, machine)
     else:
-        ran = _run_here(todo, out, quiet, task)
-    return ran, skipped
+        ran = _run_here(todo, out, quiet, task, force, machine)
+    return ran, skipped + len(todo) - ran
 
 
 # ---------------------------------------------------------------------------------------------
 # in this process (and, under torchrun, on every rank)
 
 
-def _run_here(todo, out: Path, quiet: bool, task) -> int:
+def _take(out: Path, rid: str, force: bool, machine: dict | None) -> bool:
+    """Whether this process trains run `rid` now: it must win the run's claim, and the run must
+    not have been finished meanwhile by another sweep sharing `out` (`--force`: retrain)."""
+    if not claims.claim(out, rid):
+        return False
+    if not force and rid in finished_ids(out, machine):
+        claims.release(out, rid)
+        return False
+    return True
+
+
+def _elsewhere(label: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"{label}: finished or in training elsewhere (same folder), skipped", file=sys.stderr)
+
+
+def _run_here(todo, out: Path, quiet: bool, task, force=False, machine=None) -> int:
     main = distributed.is_main()
     ran = 0
     for label, spec in todo:
+        rid = run_id(spec.to_dict())
+        if not distributed.broadcast_object(_take(out, rid, force, machine) if main else None):
+            if main:
+                _elsewhere(label, quiet)
+            continue
         bar, update = progress_bar(quiet or not main, label)
         try:
             record = run(spec, progress=update, task=task, checkpoint_dir=out / "checkpoints")
+            if main:
+                append_record(out / RUNS_FILE, record)
         finally:
             if bar is not None:
                 bar.close()
+            if main:
+                claims.release(out, rid)
         if main:
-            append_record(out / RUNS_FILE, record)
             _report(label, _brief(record), quiet)
         ran += 1
     distributed.barrier()  # the records are on disk before any rank reads them
@@ -246,14 +270,21 @@ def _init_worker(threads: int, plugins, task, workers: int) -> None:
     _WORKER_TASK = task
 
 
-def _pool_run(spec: RunSpec, out: str) -> dict:
+def _pool_run(spec: RunSpec, out: str, force: bool, machine: dict | None) -> dict | None:
+    """Train one run in a worker; None when another process has it (see `_take`)."""
     out = Path(out)
-    record = run(spec, task=_WORKER_TASK, checkpoint_dir=out / "checkpoints")
-    append_record(out / RUNS_FILE, record)  # locked, one write: safe beside other workers
+    rid = run_id(spec.to_dict())
+    if not _take(out, rid, force, machine):
+        return None
+    try:
+        record = run(spec, task=_WORKER_TASK, checkpoint_dir=out / "checkpoints")
+        append_record(out / RUNS_FILE, record)  # locked, one write: safe beside other workers
+    finally:
+        claims.release(out, rid)
     return _brief(record)
 
 
-def _run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task) -> int:
+def _run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task, force, machine) -> int:
     workers = min(jobs, len(todo))
     threads = max(1, cpu_cores() // jobs)
     if task is not None:
@@ -275,7 +306,9 @@ def _run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task) -> int:
         initargs=(threads, tuple(str(p) for p in plugins), task, workers),
     )
     try:
-        futures = {pool.submit(_pool_run, spec, str(out)): label for label, spec in todo}
+        futures = {
+            pool.submit(_pool_run, spec, str(out), force, machine): label for label, spec in todo
+        }
         for fut in as_completed(futures):
             label = futures[fut]
             if fut.cancelled():
@@ -295,6 +328,9 @@ def _run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task) -> int:
                     first_error = err
                     for f in futures:
                         f.cancel()
+                continue
+            if brief is None:
+                _elsewhere(label, quiet)
                 continue
             ran += 1
             _report(label, brief, quiet)

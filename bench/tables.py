@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from bench import multiplier, stats
+from bench.records import write_bytes_atomic
 
 BASELINE = "baseline"
 # The learning guard (see `learned`): a run learned when its val loss is at least 20% below
@@ -760,7 +761,8 @@ def write_summary(records: list[dict], out_dir, notes: list[str] = ()) -> pd.Dat
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     frame = summary_csv_frame(groups)
-    frame.to_csv(out / "summary.csv", index=False)
+    # atomic: sweeps sharing the folder may write their tables at the same moment
+    write_bytes_atomic(out / "summary.csv", frame.to_csv(index=False).encode("utf-8"))
     text = "\n".join(format_summary(df, meta, notes) for meta, df in groups)
-    (out / "summary.md").write_text(text, encoding="utf-8")
+    write_bytes_atomic(out / "summary.md", text.encode("utf-8"))
     return frame

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import warnings
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_records import rec  # a minimal complete record
 
 from ablations.run import main
 from bench import records
@@ -61,11 +63,11 @@ def test_jobs_2_leaves_each_record_exactly_once_and_resumes(tmp_path, capsys):
 
 
 def test_load_records_merges_per_run_files_with_runs_jsonl(tmp_path):
-    records.append_record(tmp_path / "runs.jsonl", {"run_id": "aaaaaaaaaaaa", "v": 1})
-    records.append_record(tmp_path / "runs.jsonl", {"run_id": "bbbbbbbbbbbb", "v": 1})
-    records.write_run_record(tmp_path, {"run_id": "bbbbbbbbbbbb", "v": 2})  # same run, later
-    records.write_run_record(tmp_path, {"run_id": "cccccccccccc", "v": 2})
-    records.write_run_record(tmp_path / "machine2", {"run_id": "dddddddddddd", "v": 3})
+    records.append_record(tmp_path / "runs.jsonl", rec("aaaaaaaaaaaa", v=1))
+    records.append_record(tmp_path / "runs.jsonl", rec("bbbbbbbbbbbb", v=1))
+    records.write_run_record(tmp_path, rec("bbbbbbbbbbbb", v=2))  # same run, later
+    records.write_run_record(tmp_path, rec("cccccccccccc", v=2))
+    records.write_run_record(tmp_path / "machine2", rec("dddddddddddd", v=3))
     (tmp_path / "runs" / "notes.json").write_text("{}")  # not a run id: not a record
     (tmp_path / "runs" / ".eeeeeeeeeeee.json.x1.tmp").write_text('{"run_id": "ee')  # killed
     (tmp_path / "command.json").write_text('{"argv": []}')
@@ -77,9 +79,7 @@ def test_load_records_merges_per_run_files_with_runs_jsonl(tmp_path):
     assert records.finished_ids(tmp_path) == set(got)
     # a file path still means that file only
     assert len(load_records(tmp_path / "runs.jsonl")) == 2
-    assert load_records(tmp_path / "runs" / "cccccccccccc.json") == [
-        {"run_id": "cccccccccccc", "v": 2}
-    ]
+    assert load_records(tmp_path / "runs" / "cccccccccccc.json") == [rec("cccccccccccc", v=2)]
 
 
 def test_submitit_local_executor_runs_a_sweep_for_real(tmp_path, capsys):
@@ -195,3 +195,49 @@ def test_ranks_per_run_without_a_job_executor_is_one_line(capsys):
     assert main([*MICRO, "--ranks-per-run", "2", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "torchrun --nproc_per_node" in err[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# claims: sweeps sharing one folder split the work
+
+
+def _trained(stderr: str) -> int:
+    line = next(x for x in stderr.splitlines() if "run(s) trained" in x)
+    return int(line.split()[0])
+
+
+def test_two_identical_sweeps_train_each_run_once(tmp_path):
+    """Two identical sweeps started into one --out at the same time: every run is trained by
+    exactly one of them (claims), and the records hold each run once."""
+    out = tmp_path / "shared"
+    args = [sys.executable, str(ROOT / "ablations" / "run.py"), "--task", "addition"]
+    args += [*MICRO, "--steps", "40", "--variant", "rope", "--seeds", "2", "--jobs", "1"]
+    args += ["--quiet", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(args, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        for _ in range(2)
+    ]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errs
+    ids = [r["run_id"] for r in load_records(out / "runs.jsonl")]
+    assert len(ids) == len(set(ids)) == 4
+    assert sum(_trained(e) for e in errs) == 4
+    assert not list((out / "claims").glob("*.claim"))  # every claim released
+
+
+def test_live_claims_are_respected_and_dead_ones_taken_over(tmp_path):
+    from bench import claims
+
+    out = tmp_path / "c"
+    assert claims.claim(out, "aaaaaaaaaaaa")  # this (live) process holds it
+    assert not claims.claim(out, "aaaaaaaaaaaa")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    path = claims.claim_path(out, "bbbbbbbbbbbb")
+    path.write_text(json.dumps({"pid": int(dead), "host": socket.gethostname()}))
+    assert claims.claim(out, "bbbbbbbbbbbb")  # its holder is gone: stale, taken over
+    path.write_text(json.dumps({"pid": 1, "host": "another-host"}))
+    assert not claims.claim(out, "bbbbbbbbbbbb")  # cannot tell for another host: respected
+    claims.release(out, "bbbbbbbbbbbb")
+    assert claims.claim(out, "bbbbbbbbbbbb")
