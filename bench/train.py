@@ -24,7 +24,7 @@ from bench import distributed, measure
 from bench.records import run_id
 from bench.spec import RunSpec
 from bench.tasks import build_task
-from variants.model import GPT
+from variants.model import GPT, IGNORE_INDEX
 
 # Offsets so that init, data order and dropout draw from different streams of the same seed.
 _DATA_STREAM = 1_000_003
@@ -78,7 +78,7 @@ def evaluate(model, task, device, amp_ctx) -> float:
     for x, y in batches:
         with amp_ctx():
             _, loss = model(x.to(device), y.to(device))
-        n = int((y != -100).sum())
+        n = int((y != IGNORE_INDEX).sum())
         total += loss.float().item() * n
         count += n
     if distributed.is_active():
@@ -130,7 +130,7 @@ def _shard_batch(x, y) -> tuple:
     ranks hold different numbers of targets."""
     rows = distributed.shard(len(x))
     mine = y[rows]
-    share = int((mine != -100).sum()) / max(int((y != -100).sum()), 1)
+    share = int((mine != IGNORE_INDEX).sum()) / max(int((y != IGNORE_INDEX).sum()), 1)
     return x[rows], mine, share * distributed.world_size(), share
 
 

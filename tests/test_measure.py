@@ -196,11 +196,6 @@ def test_environment_keys_and_json():
     assert commit is None or len(commit.removesuffix("-dirty")) == 40
 
 
-def test_sync_cpu_is_noop():
-    measure.sync(CPU)
-    measure.sync("cpu")
-
-
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_peak_memory_and_event_timer():

@@ -17,10 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..spec import Recipe
+from variants.model import IGNORE_INDEX  # target value on positions that carry no loss
 
-IGNORE_INDEX = -100
-"""Target value on positions that carry no loss (matches `F.cross_entropy`'s default)."""
+from ..spec import Recipe
 
 _FREQ_SEED = 4242  # training rows counted for the frequency floor (never a run's own stream)
 
