@@ -45,7 +45,9 @@ def triton_compat(session: nox.Session, triton: str) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.5")
-    session.run("ruff", "check", "variants", "bench", "ablations", "tests", "noxfile.py")
+    paths = ["variants", "bench", "ablations", "tests", "noxfile.py"]
+    session.run("ruff", "check", *paths)
+    session.run("ruff", "format", "--check", *paths)
 
 
 def _flag(args: list[str], name: str, default: str) -> str:

@@ -50,8 +50,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PROVIDERS = ("triton", "sdpa", "naive")
 MODES = ("fwd", "fwd+bwd")
-CSV_COLUMNS = ["device", "torch", "triton", "provider", "mode", "causal", "T", "D", "B", "H",
-               "ms", "tflops", "peak_mem_mb", "ratio_vs_sdpa", "status"]
+CSV_COLUMNS = [
+    "device",
+    "torch",
+    "triton",
+    "provider",
+    "mode",
+    "causal",
+    "T",
+    "D",
+    "B",
+    "H",
+    "ms",
+    "tflops",
+    "peak_mem_mb",
+    "ratio_vs_sdpa",
+    "status",
+]
 TARGET_T = 2048  # the issue's targets hold for T >= 2048
 TARGETS = {"fwd": 1.1, "fwd+bwd": 1.0}  # SDPA ms / our ms, on an H100
 
@@ -59,28 +74,47 @@ TARGETS = {"fwd": 1.1, "fwd+bwd": 1.0}  # SDPA ms / our ms, on an H100
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Time the Triton FlashAttention kernel against torch SDPA (flash backend) and "
-                    "eager attention: forward and forward+backward, ms, TFLOP/s and peak memory. "
-                    "Needs a CUDA GPU.",
+        "eager attention: forward and forward+backward, ms, TFLOP/s and peak memory. "
+        "Needs a CUDA GPU.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--seq-lens", type=int, nargs="+",
-                   default=[512, 1024, 2048, 4096, 8192, 16384], help="sequence lengths T")
+    p.add_argument(
+        "--seq-lens",
+        type=int,
+        nargs="+",
+        default=[512, 1024, 2048, 4096, 8192, 16384],
+        help="sequence lengths T",
+    )
     p.add_argument("--head-dims", type=int, nargs="+", default=[64, 128], help="head dims D")
-    p.add_argument("--causal", choices=["both", "causal", "full"], default="both",
-                   help="masking modes to run")
+    p.add_argument(
+        "--causal", choices=["both", "causal", "full"], default="both", help="masking modes to run"
+    )
     p.add_argument("--dtype", choices=["bf16", "fp16"], default="bf16")
-    p.add_argument("--tokens", type=int, default=16384,
-                   help="tokens per batch B*T: the batch size is max(1, tokens // T)")
-    p.add_argument("--model-dim", type=int, default=2048,
-                   help="H*D: the number of heads is model_dim // D")
+    p.add_argument(
+        "--tokens",
+        type=int,
+        default=16384,
+        help="tokens per batch B*T: the batch size is max(1, tokens // T)",
+    )
+    p.add_argument(
+        "--model-dim", type=int, default=2048, help="H*D: the number of heads is model_dim // D"
+    )
     p.add_argument("--providers", nargs="+", choices=PROVIDERS, default=list(PROVIDERS))
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--warmup", type=int, default=25, help="do_bench warm-up time, ms")
     p.add_argument("--rep", type=int, default=200, help="do_bench measuring time, ms")
-    p.add_argument("--out-dir", type=Path, default=ROOT / "results" / "flash_attn",
-                   help="where the CSV and Markdown files go")
-    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
-                   help="cpu: a smoke run under TRITON_INTERPRET=1 (no meaningful speed)")
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=ROOT / "results" / "flash_attn",
+        help="where the CSV and Markdown files go",
+    )
+    p.add_argument(
+        "--device",
+        choices=["cuda", "cpu"],
+        default="cuda",
+        help="cpu: a smoke run under TRITON_INTERPRET=1 (no meaningful speed)",
+    )
     return p.parse_args(argv)
 
 
@@ -90,17 +124,25 @@ def target_lines(rows: list[dict]) -> list[str]:
     lines = []
     for mode, goal in TARGETS.items():
         for D in sorted({r["D"] for r in rows}):
-            ratios = [1.0 / r["ratio_vs_sdpa"] for r in rows
-                      if r["provider"] == "triton" and r["mode"] == mode and r["D"] == D
-                      and r["T"] >= TARGET_T and r["status"] == "ok"
-                      and not math.isnan(r["ratio_vs_sdpa"])]
+            ratios = [
+                1.0 / r["ratio_vs_sdpa"]
+                for r in rows
+                if r["provider"] == "triton"
+                and r["mode"] == mode
+                and r["D"] == D
+                and r["T"] >= TARGET_T
+                and r["status"] == "ok"
+                and not math.isnan(r["ratio_vs_sdpa"])
+            ]
             if not ratios:
                 lines.append(f"- {mode}, D={D}: no T >= {TARGET_T} measured against SDPA")
                 continue
             worst = min(ratios)
             verdict = "meets" if worst >= goal else f"misses by {(goal - worst) / goal:.0%}"
-            lines.append(f"- {mode}, D={D}: worst speed-up over SDPA for T >= {TARGET_T} "
-                         f"{worst:.2f}x over {len(ratios)} shape(s) (target {goal}x: {verdict})")
+            lines.append(
+                f"- {mode}, D={D}: worst speed-up over SDPA for T >= {TARGET_T} "
+                f"{worst:.2f}x over {len(ratios)} shape(s) (target {goal}x: {verdict})"
+            )
     return lines
 
 
@@ -135,14 +177,24 @@ def markdown_tables(rows: list[dict], header_lines: list[str]) -> str:
             cols += [f"{p} ms", f"{p} TFLOP/s", f"{p} peak MB"]
         if "triton" in providers and "sdpa" in providers:
             cols.append("triton/sdpa time")
-        lines += ["", f"### {mode}", "", "| " + " | ".join(cols) + " |",
-                  "|" + "|".join("---" for _ in cols) + "|"]
-        shapes = sorted({(r["D"], r["causal"], r["T"], r["B"], r["H"]) for r in mode_rows},
-                        key=lambda s: (s[0], not s[1], s[2]))
+        lines += [
+            "",
+            f"### {mode}",
+            "",
+            "| " + " | ".join(cols) + " |",
+            "|" + "|".join("---" for _ in cols) + "|",
+        ]
+        shapes = sorted(
+            {(r["D"], r["causal"], r["T"], r["B"], r["H"]) for r in mode_rows},
+            key=lambda s: (s[0], not s[1], s[2]),
+        )
         for D, causal, T, B, H in shapes:
             cells = [str(D), "yes" if causal else "no", str(T), str(B), str(H)]
-            by_provider = {r["provider"]: r for r in mode_rows
-                           if (r["D"], r["causal"], r["T"]) == (D, causal, T)}
+            by_provider = {
+                r["provider"]: r
+                for r in mode_rows
+                if (r["D"], r["causal"], r["T"]) == (D, causal, T)
+            }
             for p in providers:
                 r = by_provider.get(p)
                 if r is None:
@@ -172,8 +224,10 @@ def main(argv=None) -> int:
 
     on_gpu = args.device == "cuda"
     if on_gpu and not torch.cuda.is_available():
-        print("error: needs a CUDA GPU (for a CPU smoke run of the script: TRITON_INTERPRET=1 "
-              "python bench/bench_flash_attn.py --device cpu --dtype fp16 --seq-lens 64)")
+        print(
+            "error: needs a CUDA GPU (for a CPU smoke run of the script: TRITON_INTERPRET=1 "
+            "python bench/bench_flash_attn.py --device cpu --dtype fp16 --seq-lens 64)"
+        )
         return 1
 
     import torch.nn.functional as F
@@ -193,8 +247,9 @@ def main(argv=None) -> int:
             print(f"error: {why}")
             return 1
         if args.dtype == "bf16":
-            print("error: Triton's interpreter computes bf16 tl.dot wrongly; use --dtype fp16 "
-                  "on CPU")
+            print(
+                "error: Triton's interpreter computes bf16 tl.dot wrongly; use --dtype fp16 on CPU"
+            )
             return 1
 
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -232,8 +287,13 @@ def main(argv=None) -> int:
     def time_ms(call, inputs) -> float:
         """Median ms of `call`: CUDA events through do_bench on a GPU, wall clock on CPU."""
         if on_gpu:
-            return triton.testing.do_bench(call, warmup=args.warmup, rep=args.rep,
-                                           grad_to_none=list(inputs), return_mode="median")
+            return triton.testing.do_bench(
+                call,
+                warmup=args.warmup,
+                rep=args.rep,
+                grad_to_none=list(inputs),
+                return_mode="median",
+            )
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
@@ -279,8 +339,10 @@ def main(argv=None) -> int:
         for T in args.seq_lens:
             B = max(1, args.tokens // T)
             for causal in causal_modes:
-                q, k, v = (torch.randn(B, H, T, D, device=device, dtype=dtype,
-                                       requires_grad=True) for _ in range(3))
+                q, k, v = (
+                    torch.randn(B, H, T, D, device=device, dtype=dtype, requires_grad=True)
+                    for _ in range(3)
+                )
                 do = torch.randn(B, H, T, D, device=device, dtype=dtype)
                 tag = f"D={D} T={T} B={B} H={H} causal={causal}"
 
@@ -297,35 +359,60 @@ def main(argv=None) -> int:
                         for t in (q, k, v):
                             t.grad = None
                 if len(results) == 2:
-                    diffs = [(a.float() - b.float()).abs().max().item()
-                             for a, b in zip(results["triton"], results["sdpa"], strict=True)]
-                    print(f"[check] {tag}: max|triton - sdpa| out {diffs[0]:.2e} "
-                          f"dq {diffs[1]:.2e} dk {diffs[2]:.2e} dv {diffs[3]:.2e}", flush=True)
+                    diffs = [
+                        (a.float() - b.float()).abs().max().item()
+                        for a, b in zip(results["triton"], results["sdpa"], strict=True)
+                    ]
+                    print(
+                        f"[check] {tag}: max|triton - sdpa| out {diffs[0]:.2e} "
+                        f"dq {diffs[1]:.2e} dk {diffs[2]:.2e} dv {diffs[3]:.2e}",
+                        flush=True,
+                    )
                 results.clear()
                 free()
 
                 for provider in args.providers:
                     for mode in args.modes:
-                        row = {"device": device_name, "torch": torch.__version__,
-                               "triton": triton.__version__, "provider": provider, "mode": mode,
-                               "causal": causal, "T": T, "D": D, "B": B, "H": H,
-                               "ms": float("nan"), "tflops": float("nan"),
-                               "peak_mem_mb": float("nan"), "ratio_vs_sdpa": float("nan")}
+                        row = {
+                            "device": device_name,
+                            "torch": torch.__version__,
+                            "triton": triton.__version__,
+                            "provider": provider,
+                            "mode": mode,
+                            "causal": causal,
+                            "T": T,
+                            "D": D,
+                            "B": B,
+                            "H": H,
+                            "ms": float("nan"),
+                            "tflops": float("nan"),
+                            "peak_mem_mb": float("nan"),
+                            "ratio_vs_sdpa": float("nan"),
+                        }
                         row.update(measure(impls[provider], q, k, v, do, causal, mode))
                         if row["status"] == "ok":
                             flops = attention_flops(B, H, T, D, causal, mode)
                             row["tflops"] = flops / row["ms"] * 1e-9
-                        print(f"  {provider:>6} {mode:<7} {tag}: "
-                              + (f"{row['ms']:.3f} ms {row['tflops']:.1f} TFLOP/s "
-                                 f"{row['peak_mem_mb']:.0f} MB" if row["status"] == "ok"
-                                 else row["status"]), flush=True)
+                        print(
+                            f"  {provider:>6} {mode:<7} {tag}: "
+                            + (
+                                f"{row['ms']:.3f} ms {row['tflops']:.1f} TFLOP/s "
+                                f"{row['peak_mem_mb']:.0f} MB"
+                                if row["status"] == "ok"
+                                else row["status"]
+                            ),
+                            flush=True,
+                        )
                         rows.append(row)
                 del q, k, v, do
                 free()
 
     # Time relative to SDPA for the same (mode, T, D, causal): < 1 means faster than SDPA.
-    sdpa_ms = {(r["mode"], r["T"], r["D"], r["causal"]): r["ms"]
-               for r in rows if r["provider"] == "sdpa" and r["status"] == "ok"}
+    sdpa_ms = {
+        (r["mode"], r["T"], r["D"], r["causal"]): r["ms"]
+        for r in rows
+        if r["provider"] == "sdpa" and r["status"] == "ok"
+    }
     for r in rows:
         ref = sdpa_ms.get((r["mode"], r["T"], r["D"], r["causal"]))
         if ref and r["status"] == "ok":
@@ -336,9 +423,13 @@ def main(argv=None) -> int:
         "",
         f"torch {torch.__version__}, triton {triton.__version__}, {args.dtype}, "
         f"B = {args.tokens} // T, H = {args.model_dim} // D.",
-        ("ms: median of triton.testing.do_bench (CUDA events); " if on_gpu else
-         "CPU SMOKE RUN under Triton's interpreter: ms are wall clock and say nothing about "
-         "the kernel's speed; ") + "fwd timed with autograd on. "
+        (
+            "ms: median of triton.testing.do_bench (CUDA events); "
+            if on_gpu
+            else "CPU SMOKE RUN under Triton's interpreter: ms are wall clock and say nothing "
+            "about the kernel's speed; "
+        )
+        + "fwd timed with autograd on. "
         "TFLOP/s: fwd = 4*B*H*T^2*D (halved when causal), fwd+bwd = 3.5x fwd. "
         "Peak MB: peak allocated over one call, inputs included. "
         "triton/sdpa time: < 1 means ours is faster.",

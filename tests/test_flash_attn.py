@@ -109,8 +109,12 @@ def check_against_reference(q, k, v, causal, scale, tol, seed, do=None, call_sca
     ref.backward(do.double())
 
     assert out.dtype == q.dtype and out.shape == q.shape
-    for name, ours, theirs in [("out", out, ref), ("dq", q.grad, q64.grad),
-                               ("dk", k.grad, k64.grad), ("dv", v.grad, v64.grad)]:
+    for name, ours, theirs in [
+        ("out", out, ref),
+        ("dq", q.grad, q64.grad),
+        ("dk", k.grad, k64.grad),
+        ("dv", v.grad, v64.grad),
+    ]:
         assert ours.dtype == q.dtype, name
         err = rel_err(ours, theirs)
         assert err < tol, f"{name}: relative error {err:.3e} >= {tol:.0e} (seed {seed})"
@@ -123,8 +127,15 @@ def check_against_reference(q, k, v, causal, scale, tol, seed, do=None, call_sca
 
 # (D, T): T below one 64-row tile (1, 7, 33), not a multiple of it (100, 200), a multiple (256).
 SHAPES = [
-    (64, 1), (64, 7), (64, 33), (64, 100), (64, 200),
-    (16, 100), (32, 200), (128, 100), (128, 256),
+    (64, 1),
+    (64, 7),
+    (64, 33),
+    (64, 100),
+    (64, 200),
+    (16, 100),
+    (32, 200),
+    (128, 100),
+    (128, 256),
 ]
 
 
@@ -236,8 +247,9 @@ def test_forward_overwrites_nan_buffer_and_lse(causal):
     assert torch.isfinite(lse).all(), f"non-finite lse (seed {seed})"
     scores = q.double() @ k.double().transpose(-2, -1) * scale
     if causal:
-        scores = scores.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=DEVICE).tril(),
-                                    float("-inf"))
+        scores = scores.masked_fill(
+            ~torch.ones(T, T, dtype=torch.bool, device=DEVICE).tril(), float("-inf")
+        )
     ref_lse = torch.logsumexp(scores, dim=-1).reshape(B * H, T)
     torch.testing.assert_close(lse.double(), ref_lse, rtol=1e-5, atol=1e-5)
 
@@ -271,8 +283,12 @@ def test_every_buffer_fully_written(monkeypatch):
     q64, k64, v64 = (t.detach().double().requires_grad_(True) for t in (q, k, v))
     ref = reference_attention(q64, k64, v64, True, 1 / math.sqrt(D))
     ref.backward(do.double())
-    for name, ours, theirs in [("out", out, ref), ("dq", q.grad, q64.grad),
-                               ("dk", k.grad, k64.grad), ("dv", v.grad, v64.grad)]:
+    for name, ours, theirs in [
+        ("out", out, ref),
+        ("dq", q.grad, q64.grad),
+        ("dk", k.grad, k64.grad),
+        ("dv", v.grad, v64.grad),
+    ]:
         assert rel_err(ours, theirs) < TOL[torch.float16], f"{name} (seed {seed})"
 
 
@@ -355,8 +371,10 @@ def test_config_pruning_keeps_sensible_configs(generation):
 
     smem = {"sm90": 227 * 1024, "sm80": 163 * 1024, "generic": 99 * 1024}[generation]
     for kernel, table in fa._CONFIGS[generation].items():
-        configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-                   for bm, bn, w, s in table]
+        configs = [
+            triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+            for bm, bn, w, s in table
+        ]
         for bm, bn, _, _ in table:
             assert bm >= 16 and bn >= 16 and bm & (bm - 1) == 0 and bn & (bn - 1) == 0
         prune = fa._make_pruner(kernel, smem, hopper=generation == "sm90")
@@ -368,13 +386,19 @@ def test_config_pruning_keeps_sensible_configs(generation):
                     kept = prune(configs, named)
                     assert kept, (kernel, T, D)
                     cap = max(16, 1 << (T - 1).bit_length())
-                    fits = all(c.kwargs["BLOCK_M"] <= cap and c.kwargs["BLOCK_N"] <= cap
-                               for c in kept)
+                    fits = all(
+                        c.kwargs["BLOCK_M"] <= cap and c.kwargs["BLOCK_N"] <= cap for c in kept
+                    )
                     # Kept tiles fit the sequence, unless none does: then the smallest is kept.
                     assert fits or (len(kept) == 1 and area(kept[0]) == min(map(area, configs)))
         # Long 16-bit sequences keep several candidates for the autotuner to choose from.
-        named = {"Q": torch.empty(0, dtype=torch.bfloat16), "T": 4096, "D": 64, "CAUSAL": False,
-                 "DOT_PRECISION": "ieee"}
+        named = {
+            "Q": torch.empty(0, dtype=torch.bfloat16),
+            "T": 4096,
+            "D": 64,
+            "CAUSAL": False,
+            "DOT_PRECISION": "ieee",
+        }
         kept = prune(configs, named)
         assert len(kept) >= 2, (generation, kernel)
 
@@ -385,8 +409,10 @@ def test_config_pruning_keeps_sensible_configs(generation):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available() or INTERPRETED,
-                    reason="bfloat16 needs a CUDA GPU (the interpreter's bf16 tl.dot is wrong)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or INTERPRETED,
+    reason="bfloat16 needs a CUDA GPU (the interpreter's bf16 tl.dot is wrong)",
+)
 @pytest.mark.parametrize("D", [64, 128])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "full"])
 def test_bfloat16_on_gpu(causal, D):

@@ -195,8 +195,9 @@ def test_recipe_fills_what_flags_leave_out():
     assert (plan.budget.value, plan.train.lr, plan.train.batch_size) == (3000, 3e-3, 64)
     assert plan.train.eval_every == 120  # 25 validation points
     plan, _ = run_cli.build_plan(
-        run_cli.parse_args(["--task", "addition", "--model", "tiny", "--lr", "1e-3", "--steps",
-                            "400"])  # fmt: skip
+        run_cli.parse_args(
+            ["--task", "addition", "--model", "tiny", "--lr", "1e-3", "--steps", "400"]
+        )  # fmt: skip
     )
     base = plan.variants[0][1]
     assert (base.n_layer, base.n_embd, base.block_size) == (4, 128, 64)
