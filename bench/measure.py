@@ -18,6 +18,7 @@ Conventions, chosen so numbers from different machines stay comparable:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import platform
@@ -477,6 +478,65 @@ def _peak_for_name(name: str, key: str) -> float | None:
         if re.search(pattern, name, flags=re.IGNORECASE):
             return rates.get(key)
     return None
+
+
+# Square matmul sizes for the measured peak: large enough to reach the GEMM library's best rate
+# (a 1-thread 2-core Xeon: 127 GFLOP/s at 512, 156 at 1024, 158 at 2048), small enough to take
+# well under a second once per machine.
+_PEAK_N = {"cpu": 1024, "cuda": 8192}
+_PEAK_REPEATS = 5
+_PEAK_CACHE_FILE = "peak_flops.json"
+_peak_memo: dict[str, float] = {}
+
+
+def _peak_key(device: torch.device, dtype: torch.dtype) -> str:
+    threads = f" x{torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    return f"{device_name(device)} | {str(dtype).replace('torch.', '')}{threads}"
+
+
+def _time_matmul(device: torch.device, dtype: torch.dtype) -> float:
+    """Best FLOP/s of `_PEAK_REPEATS` dense (n x n) @ (n x n) products after two warm-ups."""
+    n = _PEAK_N[device.type]
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    best = math.inf
+    for i in range(2 + _PEAK_REPEATS):
+        sync(device)
+        t0 = time.perf_counter()
+        a @ b
+        sync(device)
+        if i >= 2:
+            best = min(best, time.perf_counter() - t0)
+    return 2.0 * n**3 / best
+
+
+def measured_peak_flops(device: torch.device | str, dtype: torch.dtype) -> float:
+    """The dense matmul FLOP/s this device reaches in `dtype` (on CPU with this process's torch
+    threads): the best of a few large square matmuls, measured once per machine and cached in
+    the cache folder (`peak_flops.json`, keyed by device name, dtype and threads). MFU is
+    reported against this; the datasheet table (`peak_flops`) stays as a labelled cross-check
+    on GPUs, where it once gave an MFU above 100%."""
+    from bench.records import cache_dir, write_json_atomic
+
+    device = _as_device(device)
+    key = _peak_key(device, dtype)
+    if key in _peak_memo:
+        return _peak_memo[key]
+    path = cache_dir() / _PEAK_CACHE_FILE
+    try:
+        cached = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cached = {}
+    if not isinstance(cached, dict) or not isinstance(cached.get(key), int | float):
+        cached = cached if isinstance(cached, dict) else {}
+        cached[key] = _time_matmul(device, dtype)
+        try:
+            write_json_atomic(path, cached)
+        except OSError:
+            pass  # an unwritable cache only means measuring again next time
+    _peak_memo[key] = float(cached[key])
+    return _peak_memo[key]
 
 
 def mfu(flops_per_token: float, tokens_per_s: float, peak: float | None) -> float | None:

@@ -48,6 +48,16 @@ __all__ = [
     "write_run_record",
 ]
 
+CACHE_ENV = "TRANSFORMER_BENCH_CACHE"
+
+
+def cache_dir() -> Path:
+    """This machine's cache (the unpacked corpus, the measured peak FLOP/s):
+    $TRANSFORMER_BENCH_CACHE, else ~/.cache/transformer-bench/."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "transformer-bench"
+
+
 RUNS_FILE = "runs.jsonl"
 RUNS_DIR = "runs"  # <out_dir>/runs/<run_id>.json: one record per file (cluster jobs)
 _RUN_FILE_NAME = re.compile(r"^[0-9a-f]{12}\.json$")

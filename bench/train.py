@@ -356,11 +356,13 @@ def run(
         metrics.update(val_loss=val_loss, accuracy=acc, fwd_ms=fwd["median_ms"])
     else:
         metrics.update(val_loss=None, accuracy=None, fwd_ms=None)
-    peak = measure.peak_flops(device, torch.bfloat16 if use_amp else torch.float32)
-    if peak is not None:
-        peak *= world  # tokens/s is the whole group's, so is the peak
-    metrics["mfu"] = (
-        measure.mfu(flops_tok, metrics["tokens_per_s"], peak) if metrics["tokens_per_s"] else None
+    dtype = torch.bfloat16 if use_amp else torch.float32
+    peak = measure.measured_peak_flops(device, dtype) * world  # tokens/s is the whole group's
+    table = measure.peak_flops(device, dtype)  # the datasheet's, a cross-check on known GPUs
+    metrics["peak_flops"] = peak
+    metrics["mfu"] = measure.mfu(flops_tok, metrics["tokens_per_s"], peak)
+    metrics["mfu_datasheet"] = measure.mfu(
+        flops_tok, metrics["tokens_per_s"], None if table is None else table * world
     )
     spec_dict = spec.to_dict()
     if tcfg.save_checkpoint and status == "ok" and rank == 0:

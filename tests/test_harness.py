@@ -85,9 +85,13 @@ def test_record_has_every_metric_and_the_curve():
         "steps",
         "tokens",
         "wall_s",
+        "freq_loss",
+        "peak_flops",
+        "mfu",
     ):
         assert m[key] is not None, key
     assert m["steps"] == 15 and m["tokens"] == 15 * 16 * 12
+    assert 0 < m["mfu"] < 2 and m["mfu_datasheet"] is None  # measured peak; no table on CPU
     assert [p["step"] for p in rec["curve"]] == [0, 5, 10, 15]
     assert rec["curve"][-1]["val_loss"] == m["val_loss"]
     assert rec["env"]["torch"] == torch.__version__

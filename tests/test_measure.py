@@ -217,3 +217,24 @@ def test_cuda_peak_memory_and_event_timer():
     s = measure.time_fn(work, dev, warmup=2, iters=5)
     assert s["n"] == 5 and s["median_ms"] > 0
     assert isinstance(measure.device_name(dev), str)
+
+
+def test_measured_peak_flops_is_measured_once_and_cached(tmp_path, monkeypatch):
+    """The matmul peak MFU is reported against: measured on this machine, then read back
+    from the cache file (keyed by device, dtype and threads), not measured again."""
+    monkeypatch.setenv("TRANSFORMER_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(measure, "_peak_memo", {})
+    peak = measure.measured_peak_flops(CPU, torch.float32)
+    assert 1e9 < peak < 1e14  # a CPU does between a GFLOP/s and a hundred TFLOP/s
+    cached = json.loads((tmp_path / "peak_flops.json").read_text())
+    (key,) = cached
+    assert "float32" in key and "threads" in key and cached[key] == peak
+
+    def no_timing(*args):
+        raise AssertionError("measured again despite the cache")
+
+    monkeypatch.setattr(measure, "_time_matmul", no_timing)
+    monkeypatch.setattr(measure, "_peak_memo", {})
+    assert measure.measured_peak_flops(CPU, torch.float32) == peak
+    # an achieved rate equal to half the peak reads 0.5
+    assert measure.mfu(peak / 2 / 1e3, 1e3, peak) == pytest.approx(0.5)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..records import write_bytes_atomic
+from ..records import CACHE_ENV, cache_dir, write_bytes_atomic
 from ..spec import Recipe
 from .base import CharVocab, Task, TaskError
 
@@ -247,14 +247,6 @@ SHAKESPEARE_BYTES = 1_115_394
 SHAKESPEARE_FILENAME = "tinyshakespeare.txt"
 # the corpus ships inside the package, xz-compressed (1.1 MB -> 0.36 MB)
 SHIPPED_SHAKESPEARE = Path(__file__).with_name("data") / "tinyshakespeare.txt.xz"
-CACHE_ENV = "TRANSFORMER_BENCH_CACHE"
-
-
-def cache_dir() -> Path:
-    """Where the unpacked corpus lives: $TRANSFORMER_BENCH_CACHE, else
-    ~/.cache/transformer-bench/."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "transformer-bench"
 
 
 def shakespeare_cache_path() -> Path:
