@@ -63,8 +63,6 @@ def sync(device: torch.device | str) -> None:
     device = _as_device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 # --------------------------------------------------------------------------------------------
@@ -132,8 +130,6 @@ class StepTimer:
             ev.record()
             self._start = ev
         else:
-            if self.device.type == "mps":
-                sync(self.device)
             self._start = time.perf_counter()
 
     def stop(self) -> None:
@@ -147,8 +143,6 @@ class StepTimer:
             if keep:
                 self._pending.append((self._start, end))
         else:
-            if self.device.type == "mps":
-                sync(self.device)
             elapsed_ms = (time.perf_counter() - self._start) * 1e3
             if keep:
                 self._times_ms.append(elapsed_ms)
