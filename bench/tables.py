@@ -10,6 +10,13 @@ config is not a group key (a sweep may tune lr per variant); a table whose runs 
 training configs says so in its footnote, and repeated runs of one variant and seed keep the
 latest.
 
+The learning guard (:func:`learned`) comes before any verdict: a comparison whose baseline did
+not learn is ``inconclusive``, a variant that did not learn while the baseline did is ``worse
+(did not learn)``. Every variant row also carries the minimum detectable effect and the
+compute multipliers of :mod:`bench.multiplier` (the crossing always; the budget ladder when
+baseline-only groups of the same task, size, device and training config at other budgets are
+present: they are folded into the comparison instead of getting tables of their own).
+
 Diverged runs (any status other than ``"ok"``) are counted in ``n_diverged`` and left out of
 every mean, std and test: their metrics are NaN or meaningless. Comparisons on validation loss
 and accuracy are paired by seed over the seeds both the variant and the baseline finished
@@ -409,7 +416,8 @@ def _ladders(groups: list[tuple[dict, pd.DataFrame]]) -> tuple[dict, set]:
         rungs = [j for j in only_base if key(groups[j][1]) == key(g)]
         if not rungs:
             continue
-        frames = [g[g["variant"] == BASELINE]] + [_dedupe_runs(groups[j][1])[0] for j in rungs]
+        frames = [_dedupe_runs(groups[k][1])[0] for k in (i, *rungs)]
+        frames[0] = frames[0][frames[0]["variant"] == BASELINE]
         ladders[i] = pd.concat(frames, ignore_index=True)
         used.update(rungs)
     return ladders, used
