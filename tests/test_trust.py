@@ -265,3 +265,20 @@ def test_records_of_another_machine_are_trained_again(tmp_path):
         ["git", "check-ignore", "-q", "results/local/ablations/x/runs.jsonl"], cwd=ROOT
     )
     assert ignored.returncode == 0
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "ablations/shakespeare_tiny_1400steps_cpu",
+        "ablations/addition_L2-H4-d64-ctx32_3000steps_cpu",
+        "ablations/addition_tiny_400steps_cpu",
+        "bench/sweep",
+    ],
+)
+def test_reference_tables_rebuild_from_their_records(tmp_path, name):
+    """Every committed table is what its records give today: a change to the analysis shows
+    up here (rebuild the references and say why), never silently in a README figure."""
+    src = REFERENCE / name
+    tables.write_summary(load_records(src), tmp_path)
+    assert (tmp_path / "summary.md").read_text() == (src / "summary.md").read_text()
