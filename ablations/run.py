@@ -321,6 +321,7 @@ class Plan:
     device: str
     recipe: Recipe
     eval_every_given: bool  # --eval-every was set: ladder budgets keep it
+    seeds: int  # the number to start with (--seeds, else the recipe's)
 
     def specs(self, seeds: int) -> list[RunSpec]:
         return [
@@ -404,18 +405,9 @@ def build_plan(args) -> tuple[Plan, object]:
         (name, get_variant(name).apply(base).validate())
         for name in resolve_variants(args.variant, base)
     )
-    plan = Plan(variants, task_spec, budget, train, device, recipe, args.eval_every is not None)
+    given_eval = args.eval_every is not None
+    plan = Plan(variants, task_spec, budget, train, device, recipe, given_eval, seeds)
     return plan, task
-
-
-def build_specs(args) -> tuple[list[RunSpec], object]:
-    """The runs this command asks for at its initial number of seeds, and their shared task."""
-    plan, task = build_plan(args)
-    return plan.specs(initial_seeds(args, plan)), task
-
-
-def initial_seeds(args, plan: Plan) -> int:
-    return plan.recipe.seeds if args.seeds is None else args.seeds
 
 
 def parse_ladder(text: str | None) -> tuple[float, ...]:
@@ -533,7 +525,7 @@ def sweep(args, plan: Plan, task, out: Path, world: int, argv) -> tuple[int, int
     Returns (runs trained, runs skipped as finished earlier, notes for the table)."""
     from bench.tables import ci_widths
 
-    seeds = initial_seeds(args, plan)
+    seeds = plan.seeds
     if args.ci_width is not None:
         seeds = max(seeds, 2)  # a CI needs two seeds
     factors = [f for f in parse_ladder(args.ladder) if f != 1.0]

@@ -111,7 +111,7 @@ def _record_row(rec: dict) -> dict:
         "device": env.get("device"),
         "device_name": env.get("device_name") or env.get("device") or "unknown device",
         "hostname": env.get("hostname"),
-        "workers": env.get("workers", 1),
+        "workers": env.get("workers"),  # absent from records before it was recorded
         "torch_threads": env.get("torch_threads"),
         "torch": env.get("torch"),
         "triton": env.get("triton"),

@@ -151,6 +151,8 @@ def test_ladder_reads_a_longer_baseline_as_its_budget(ladder_runs):
     }
     longer = {s: ladder_runs[(1.5, s)]["metrics"]["val_loss"] for s in range(SEEDS)}
     m = multiplier.ladder_multiplier(ladder, longer, MAIN)
+    print(f"1.5x baseline against the ladder: {m['multiplier']:.2f}x [{m['ci_low']:.2f}, "
+          f"{m['ci_high']:.2f}]")  # fmt: skip
     assert m["ci_low"] <= 1.5 <= m["ci_high"], m
     assert 1.35 < m["multiplier"] < 1.65 and not m["extrapolated"]
     itself = {s: ladder[s][MAIN] for s in range(SEEDS)}
