@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-from variants.config import ModelConfig, preset
+from variants.config import ModelConfig, drop_late_defaults, preset
 
 BUDGET_MODES = ("steps", "tokens", "seconds")
 BUDGET_FLAGS = {"steps": "--steps", "tokens": "--tokens", "seconds": "--time"}  # the CLI's names
@@ -65,6 +66,14 @@ class TrainConfig:
     probes: tuple[str, ...] = ()  # extra measurements: "grad_norms" (per-block, at eval points)
     save_checkpoint: bool = False  # keep the final weights (e.g. a pretraining run)
 
+    # Fields added after records were first committed. Each is written into a spec only when it
+    # differs from its default, so a run that does not use it keeps the id it always had (and
+    # committed records stay resumable).
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict:
+        return drop_late_defaults(self, self.LATE_FIELDS)
+
     def validate(self) -> TrainConfig:
         for name in ("batch_size", "eval_every", "eval_batches", "eval_batch_size"):
             if getattr(self, name) < 1:
@@ -89,7 +98,9 @@ class RunSpec:
     init_from: str | None = None  # run id whose saved weights initialise this run (finetuning)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        d["model"], d["train"] = self.model.to_dict(), self.train.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> RunSpec:

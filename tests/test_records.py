@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench import records, tables
+from variants.config import LATE_FIELDS
 
 N_PROCS = 8
 N_APPENDS = 50
@@ -324,3 +326,29 @@ def test_old_records_still_all_load():
         last = {r["run_id"]: r for r in lines}
         assert sorted(ids(loaded)) == sorted(last) and all(r == last[r["run_id"]] for r in loaded)
     assert n_lines(OLD_RECORDS) == 18 and len(records.load_records(OLD_RECORDS)) == 6
+
+
+def test_committed_records_keep_their_run_ids():
+    """Fields added to the configs since a record was written are left out of the spec while
+    they hold their default, so every committed record's spec still hashes to its own id (resume
+    finds them) and a spec that sets a new field gets a new id."""
+    from bench.spec import RunSpec
+
+    n = 0
+    for path in sorted((REPO / "results" / "reference").rglob("runs.jsonl")):
+        for r in records.load_records(path):
+            spec = RunSpec.from_dict(r["spec"])
+            assert records.run_id(spec.to_dict()) == r["run_id"], (path, r["run_id"])
+            n += 1
+    assert n > 50
+    spec = RunSpec.from_dict(r["spec"])
+    late = [f for f in dataclasses.fields(spec.model) if f.name in LATE_FIELDS]
+    for f in late:
+        changed = dataclasses.replace(spec, model=spec.model.replace(**{f.name: _other(f)}))
+        assert records.run_id(changed.to_dict()) != r["run_id"], f.name
+
+
+def _other(f):
+    """A value other than the field's default, of its type."""
+    d = f.default
+    return (not d) if isinstance(d, bool) else d + 1 if isinstance(d, (int, float)) else d + "x"

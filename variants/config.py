@@ -14,6 +14,21 @@ from dataclasses import dataclass
 SLOT_FIELDS = ("heads", "attention", "position", "norm", "norm_placement", "mlp", "residual")
 
 
+# Fields added after records were first committed: each is written into a config's dict (and so
+# into the run id) only when it differs from its default, so every run that does not use it
+# keeps the id it always had and committed records stay resumable.
+LATE_FIELDS: tuple[str, ...] = ()
+
+
+def drop_late_defaults(obj, late: tuple[str, ...]) -> dict:
+    """`dataclasses.asdict(obj)` without the fields of `late` that hold their default value."""
+    d = dataclasses.asdict(obj)
+    for f in dataclasses.fields(obj):
+        if f.name in late and d[f.name] == f.default:
+            del d[f.name]
+    return d
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     # sizes
@@ -47,7 +62,7 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return drop_late_defaults(self, LATE_FIELDS)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:

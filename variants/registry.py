@@ -22,6 +22,7 @@ norm="scalenorm")`. Every builder of a slot takes the same arguments as its sibl
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from variants import attention, block, mlp, norm, position, residual
@@ -83,7 +84,7 @@ VARIANTS: dict[str, Variant] = {}
 
 
 def register_variant(name: str, description: str, **overrides) -> Variant:
-    unknown = sorted(set(overrides) - set(ModelConfig().to_dict()))
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)})
     if unknown:
         raise ValueError(f"variant {name!r} overrides unknown config key(s) {unknown}")
     VARIANTS[name] = Variant(name, description, dict(overrides))
