@@ -261,7 +261,7 @@ def test_generate_extends_within_context():
     "overrides, must_name",
     [
         (dict(norm="batchnorm"), ["batchnorm", "layernorm", "rmsnorm"]),
-        (dict(position="alibi"), ["alibi", "learned", "rope", "none"]),
+        (dict(position="sinusoidal"), ["sinusoidal", "learned", "rope", "none", "alibi"]),
         (dict(heads="grouped"), ["grouped", "fused", "separate"]),
         (dict(n_embd=30, n_head=4), ["30", "4"]),
         (dict(n_embd=12, n_head=4, position="rope"), ["rope", "3"]),

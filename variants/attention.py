@@ -1,12 +1,27 @@
-"""Causal self-attention: two ways to organise the heads, three kernels to compute them.
+"""Causal self-attention: how the heads are organised, and the kernels that compute them.
 
 Heads (slot `heads`) own the weights and map (B, T, C) -> (B, T, C):
   * `SeparateHeads`: the lecture's `Head` modules in an `nn.ModuleList`, run one after another and
     joined with `torch.cat(..., dim=-1)`.
   * `FusedHeads`: one qkv projection; heads become a batch dimension, so one kernel call does all.
+    It also builds fewer k/v heads than query heads (GQA/MQA, `n_kv_head`).
+Every heads module is built as `heads(cfg, attend, qk)`, and between its projections and the
+kernel it calls `qk(q, k)`: the per-head transforms of q and k (QK-norm, then RoPE), composed in
+`QKTransform`. The kernel call is `attend(q, k, v, dropout_p)`.
 
-Kernels (slot `attention`) are plain functions (q, k, v, dropout_p) -> y on (B, nh, T, hs), always
-causal. Both head layouts call the same kernel, so the two slots vary independently.
+Kernels (slot `attention`) are functions
+    kernel(q, k, v, dropout_p=0.0, mods=None) -> y
+on q (B, nh, T, hs) and k, v (B, nkv, T, hs), where nkv divides nh (query head h reads k/v head
+h // (nh/nkv)); always causal. `mods` (a `ScoreMods`, or None for plain causal attention) carries
+what a block changes about the scores: soft-capping, an additive bias (ALiBi), a window. The
+model binds them once in `Attend`, so the plain case calls the kernel exactly as before and still
+reaches SDPA's fused kernels (or our Triton kernel) at no extra cost.
+
+Why SDPA with a float mask for bias and window, and an explicit path for soft-capping: torch's
+`flex_attention` would take all three as a score modifier, but on CPU it has no backward
+("FlexAttention does not support backward on CPU", torch 2.13), so it cannot train here. SDPA
+takes a bias and a window as an additive float mask; only the (non-linear) cap needs the scores
+materialised (`python bench/bench_attention_paths.py` times the paths).
 
 Weight mapping between the two layouts (what `to_fused_qkv` / `load_fused_qkv` implement):
 the fused `c_attn.weight` has shape (3C, C); rows [0, C) are the queries, [C, 2C) the keys,
@@ -14,11 +29,13 @@ the fused `c_attn.weight` has shape (3C, C); rows [0, C) are the queries, [C, 2C
 `query.weight` is `c_attn.weight[h*hs:(h+1)*hs]`, its `key.weight` is
 `c_attn.weight[C + h*hs : C + (h+1)*hs]`, and its `value.weight` starts at row 2C + h*hs.
 This is the order in which `FusedHeads` splits its output into (q, k, v) and then into heads.
+With nkv k/v heads the key and value blocks have nkv*hs rows each.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -29,31 +46,83 @@ from variants.config import ModelConfig
 from variants.init import init_linear
 
 # ----------------------------------------------------------------------------------------------
-# kernels: (B, nh, T, hs) x3 -> (B, nh, T, hs), causal
+# what a block changes about the scores
 
 
-def naive_attention(q, k, v, dropout_p: float = 0.0):
-    """The textbook formula, materialising the (T, T) score matrix: softmax(QKᵀ/√d + mask) V."""
+@dataclass(frozen=True)
+class ScoreMods:
+    """Changes to the causal scores s = q·kᵀ/√hs, applied in this order: soft-capping
+    s -> softcap·tanh(s/softcap); adding `bias` (broadcastable to (nh, T, T), e.g. ALiBi); keeping
+    key j for query i only when i - window < j <= i. Zero or None means "not used"."""
+
+    softcap: float = 0.0
+    bias: torch.Tensor | None = None
+    window: int = 0
+
+
+def allowed_keys(T: int, window: int, device) -> torch.Tensor:
+    """(T, T) bool: True where query i may read key j (causal, and within the window if any)."""
+    i = torch.arange(T, device=device)[:, None]
+    j = torch.arange(T, device=device)[None, :]
+    ok = j <= i
+    if window:
+        ok &= j > i - window
+    return ok
+
+
+def additive_mask(mods: ScoreMods, T: int, device, dtype) -> torch.Tensor:
+    """The bias and window of `mods` as one float mask for SDPA: bias where allowed, -inf
+    elsewhere; (nh, T, T) with a bias, (T, T) without."""
+    ok = allowed_keys(T, mods.window, device)
+    bias = torch.zeros((), device=device, dtype=dtype) if mods.bias is None else mods.bias
+    return bias.to(dtype).masked_fill(~ok, float("-inf"))
+
+
+def repeat_kv(q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+    """k or v (B, nkv, T, hs) repeated to q's nh heads: head h reads k/v head h // (nh/nkv)."""
+    n_rep = q.size(1) // kv.size(1)
+    return kv if n_rep == 1 else kv.repeat_interleave(n_rep, dim=1)
+
+
+# ----------------------------------------------------------------------------------------------
+# kernels: q (B, nh, T, hs), k and v (B, nkv, T, hs) -> (B, nh, T, hs), causal
+
+
+def naive_attention(q, k, v, dropout_p: float = 0.0, mods: ScoreMods | None = None):
+    """The textbook formula, materialising the (T, T) score matrix: softmax(QKᵀ/√d + mask) V.
+    Every score change is applied explicitly, so this is the reference for all of them."""
     T = q.size(-2)
+    k, v = repeat_kv(q, k), repeat_kv(q, v)
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1)))  # (B, nh, T, T)
-    causal = torch.ones(T, T, dtype=torch.bool, device=q.device).tril()
-    att = att.masked_fill(~causal, float("-inf"))
+    mods = mods or ScoreMods()
+    if mods.softcap:
+        att = mods.softcap * torch.tanh(att / mods.softcap)
+    if mods.bias is not None:
+        att = att + mods.bias
+    att = att.masked_fill(~allowed_keys(T, mods.window, q.device), float("-inf"))
     att = F.softmax(att, dim=-1)
     if dropout_p > 0.0:
         att = F.dropout(att, p=dropout_p)
     return att @ v  # (B, nh, T, hs)
 
 
-def sdpa_attention(q, k, v, dropout_p: float = 0.0):
+def sdpa_attention(q, k, v, dropout_p: float = 0.0, mods: ScoreMods | None = None):
     """PyTorch's fused scaled_dot_product_attention (flash / memory-efficient backends)."""
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+    gqa = {"enable_gqa": True} if k.size(1) != q.size(1) else {}
+    if mods is None:  # the plain case: SDPA's own causal path
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, **gqa)
+    if mods.softcap:  # a non-linear change of the scores: SDPA cannot take it
+        return naive_attention(q, k, v, dropout_p, mods)
+    mask = additive_mask(mods, q.size(-2), q.device, q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, **gqa)
 
 
-def triton_attention(q, k, v, dropout_p: float = 0.0):
-    """Our FlashAttention-2 kernel in Triton (variants/kernels/flash_attn.py)."""
+def triton_attention(q, k, v, dropout_p: float = 0.0, mods: ScoreMods | None = None):
+    """Our FlashAttention-2 kernel in Triton (variants/kernels/flash_attn.py); plain causal
+    attention only (its `check` refuses score changes before a model is built)."""
     from variants.kernels.flash_attn import flash_attention
 
-    return flash_attention(q, k, v, causal=True)
+    return flash_attention(q, repeat_kv(q, k), repeat_kv(q, v), causal=True)
 
 
 def _check_triton(cfg: ModelConfig) -> None:
@@ -62,6 +131,11 @@ def _check_triton(cfg: ModelConfig) -> None:
         raise ValueError(
             f"attention 'triton' has no attention dropout, got dropout={cfg.dropout}; "
             "set dropout=0 or use attention 'sdpa'"
+        )
+    if cfg.attn_window or cfg.attn_softcap or cfg.position == "alibi":
+        raise ValueError(
+            "attention 'triton' computes plain causal attention only (no window, score cap or "
+            "ALiBi bias); use attention 'sdpa' for those"
         )
     try:
         from variants.kernels.flash_attn import triton_available
@@ -75,6 +149,43 @@ def _check_triton(cfg: ModelConfig) -> None:
 triton_attention.check = _check_triton
 
 
+class Attend(nn.Module):
+    """A kernel with this model's score changes bound to it: (q, k, v, dropout_p) -> y.
+
+    One per model, shared by every layer like the rotary cache. Heads call it exactly as they
+    would call a bare kernel; without score changes it is that call, nothing more."""
+
+    def __init__(self, cfg: ModelConfig, kernel, bias: nn.Module | None = None):
+        super().__init__()
+        self.kernel = kernel
+        self.bias = bias  # T -> (nh, T, T) additive scores, e.g. ALiBi; None for most schemes
+        self.softcap = cfg.attn_softcap
+        self.window = cfg.attn_window
+
+    @property
+    def plain(self) -> bool:
+        return self.bias is None and not self.softcap and not self.window
+
+    def forward(self, q, k, v, dropout_p: float = 0.0):
+        if self.plain:
+            return self.kernel(q, k, v, dropout_p)
+        bias = None if self.bias is None else self.bias(q.size(-2))
+        return self.kernel(q, k, v, dropout_p, ScoreMods(self.softcap, bias, self.window))
+
+
+class QKTransform(nn.Module):
+    """The per-head transforms of q and k between projection and kernel, in order: a norm
+    (QK-norm) and then the rotation of the position scheme (RoPE). (…, T, hs) x2 -> x2."""
+
+    def __init__(self, norm: nn.Module, rotary: nn.Module):
+        super().__init__()
+        self.norm = norm  # per layer: it may hold parameters
+        self.rotary = rotary  # shared by the whole model: only the cos/sin cache
+
+    def forward(self, q, k):
+        return self.rotary(*self.norm(q, k))
+
+
 def _dropout_p(module: nn.Module, p: float) -> float:
     return p if module.training else 0.0
 
@@ -86,14 +197,14 @@ def _dropout_p(module: nn.Module, p: float) -> float:
 class Head(nn.Module):
     """One head of causal self-attention (the lecture's `Head`): (B, T, C) -> (B, T, hs)."""
 
-    def __init__(self, cfg: ModelConfig, kernel, rotary: nn.Module):
+    def __init__(self, cfg: ModelConfig, attend, qk: nn.Module):
         super().__init__()
         hs = cfg.head_size
         self.key = nn.Linear(cfg.n_embd, hs, bias=cfg.bias)
         self.query = nn.Linear(cfg.n_embd, hs, bias=cfg.bias)
         self.value = nn.Linear(cfg.n_embd, hs, bias=cfg.bias)
-        self.kernel = kernel
-        self.rotary = rotary  # shared with the sibling heads; holds no parameters
+        self.kernel = attend
+        self.qk = qk  # shared with the sibling heads
         self.dropout = cfg.dropout
 
     def forward(self, x):
@@ -101,7 +212,7 @@ class Head(nn.Module):
         q = self.query(x).unsqueeze(1)  # (B, 1, T, hs)
         k = self.key(x).unsqueeze(1)
         v = self.value(x).unsqueeze(1)
-        q, k = self.rotary(q, k)
+        q, k = self.qk(q, k)
         y = self.kernel(q, k, v, _dropout_p(self, self.dropout))
         return y.squeeze(1)  # (B, T, hs)
 
@@ -109,11 +220,24 @@ class Head(nn.Module):
 class SeparateHeads(nn.Module):
     """Multi-head attention as a list of independent `Head` modules, concatenated."""
 
-    def __init__(self, cfg: ModelConfig, kernel, rotary: nn.Module):
+    def __init__(self, cfg: ModelConfig, attend, qk: nn.Module):
         super().__init__()
-        self.heads = nn.ModuleList(Head(cfg, kernel, rotary) for _ in range(cfg.n_head))
+        self.heads = nn.ModuleList(Head(cfg, attend, qk) for _ in range(cfg.n_head))
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    @staticmethod
+    def check(cfg: ModelConfig) -> None:
+        if cfg.kv_heads != cfg.n_head:
+            raise ValueError(
+                f"heads 'separate' gives every head its own key and value, got "
+                f"n_kv_head={cfg.n_kv_head}; use heads 'fused' for grouped k/v heads"
+            )
+        if cfg.position == "alibi":
+            raise ValueError(
+                "heads 'separate' calls the kernel one head at a time, so it cannot give each "
+                "head its own ALiBi slope; use heads 'fused'"
+            )
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
         y = torch.cat([h(x) for h in self.heads], dim=-1)  # (B, T, C)
@@ -150,22 +274,29 @@ class SeparateHeads(nn.Module):
 
 
 class FusedHeads(nn.Module):
-    """All heads in one module: one qkv matmul, heads as a batch dimension, one kernel call."""
+    """All heads in one module: one qkv matmul, heads as a batch dimension, one kernel call.
 
-    def __init__(self, cfg: ModelConfig, kernel, rotary: nn.Module):
+    With n_kv_head < n_head (GQA; MQA at 1) the projection makes fewer keys and values, and each
+    group of n_head/n_kv_head query heads reads one k/v head."""
+
+    def __init__(self, cfg: ModelConfig, attend, qk: nn.Module):
         super().__init__()
-        self.n_head = cfg.n_head
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.n_head, self.n_kv_head = cfg.n_head, cfg.kv_heads
+        kv_dim = cfg.kv_heads * cfg.head_size
+        self.split = (cfg.n_embd, kv_dim, kv_dim)  # widths of q, k, v in the projection
+        self.c_attn = nn.Linear(cfg.n_embd, sum(self.split), bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
-        self.kernel = kernel
-        self.rotary = rotary
+        self.kernel = attend
+        self.qk = qk
         self.dropout = cfg.dropout
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
-        qkv = self.c_attn(x)  # (B, T, 3C)
-        q, k, v = rearrange(qkv, "b t (three nh hs) -> three b nh t hs", three=3, nh=self.n_head)
-        q, k = self.rotary(q, k)
+        q, k, v = self.c_attn(x).split(self.split, dim=-1)  # (B, T, C), (B, T, kv_dim) x2
+        q = rearrange(q, "b t (nh hs) -> b nh t hs", nh=self.n_head)
+        k = rearrange(k, "b t (nh hs) -> b nh t hs", nh=self.n_kv_head)
+        v = rearrange(v, "b t (nh hs) -> b nh t hs", nh=self.n_kv_head)
+        q, k = self.qk(q, k)
         y = self.kernel(q, k, v, _dropout_p(self, self.dropout))  # (B, nh, T, hs)
         y = rearrange(y, "b nh t hs -> b t (nh hs)")  # re-assemble heads side by side
         return self.resid_dropout(self.c_proj(y))

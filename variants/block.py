@@ -1,7 +1,8 @@
 """Transformer blocks: where the norms sit relative to the residual path.
 
-Both wirings take the same parts — attention, MLP, a norm builder and a residual function — so
-the `residual` slot (on/off) composes with either placement.
+A block keeps its attention and MLP as `self.attn` and `self.mlp` (the model initialises them
+there). Every wiring takes the same parts (attention, MLP, a norm builder and a residual
+function), so the `residual` slot (on/off) composes with any placement.
 """
 
 from __future__ import annotations
@@ -42,3 +43,20 @@ class PostNormBlock(nn.Module):
     def forward(self, x):
         x = self.ln_1(self.residual(x, self.attn(x)))
         return self.ln_2(self.residual(x, self.mlp(x)))
+
+
+class ParallelBlock(nn.Module):
+    """GPT-J / PaLM wiring: attention and MLP both read the same normed input and their outputs
+    are summed into one residual add, x + Attn(norm(x)) + MLP(norm(x)). One norm per block, and
+    the two branches can run at once (a speed trick on large models)."""
+
+    final_norm = True
+
+    def __init__(self, cfg: ModelConfig, attn: nn.Module, mlp: nn.Module, make_norm, residual):
+        super().__init__()
+        self.ln_1, self.attn, self.mlp = make_norm(cfg), attn, mlp
+        self.residual = residual
+
+    def forward(self, x):
+        h = self.ln_1(x)
+        return self.residual(x, self.attn(h) + self.mlp(h))

@@ -18,12 +18,25 @@ class GeluMLP(nn.Module):
         self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
+    @staticmethod
+    def act(h):
+        return F.gelu(h)
+
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
     def init_weights(self, std: float, proj_std: float) -> None:
         init_linear(self.c_fc, std)
         init_linear(self.c_proj, proj_std)
+
+
+class ReLU2MLP(GeluMLP):
+    """ReLU² (So et al., 2021, "Primer"): C -> 4C -> ReLU(h)² -> C. The same two matrices as the
+    GELU MLP, so the same parameters; modded-nanogpt and nanochat use it."""
+
+    @staticmethod
+    def act(h):
+        return F.relu(h).square()
 
 
 def swiglu_hidden(n_embd: int, bias: bool = False) -> int:

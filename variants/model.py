@@ -6,13 +6,13 @@ targets are given), initialises itself GPT-2 style, and samples.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from variants.attention import Attend, QKTransform
 from variants.config import ModelConfig
+from variants.init import default_init
 from variants.registry import SLOTS, get_variant
 
 IGNORE_INDEX = -100
@@ -23,19 +23,24 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg.validate()
         scheme = SLOTS["position"][cfg.position]
-        kernel = SLOTS["attention"][cfg.attention]
         block_cls = SLOTS["norm_placement"][cfg.norm_placement]
         make_norm = SLOTS["norm"][cfg.norm]
+        # the longest sequence the model accepts: a table of positions ends at block_size
+        self.max_len = cfg.block_size if scheme.bounded else None
 
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.pos_emb = scheme.embedding(cfg)  # learned: adds wpe; rope/none: identity
+        self.pos_emb = scheme.embedding(cfg)  # learned: adds wpe; rope/alibi/none: identity
         self.drop = nn.Dropout(cfg.dropout)
-        # one rotary module for the whole model: it holds only the cos/sin cache
+        # one rotary module and one bound kernel for the whole model: they hold no parameters
         self.rotary = scheme.rotary(cfg)
+        bias = scheme.bias(cfg) if scheme.bias is not None else None
+        self.attend = Attend(cfg, SLOTS["attention"][cfg.attention], bias)
         self.blocks = nn.ModuleList(
             block_cls(
                 cfg,
-                SLOTS["heads"][cfg.heads](cfg, kernel, self.rotary),
+                SLOTS["heads"][cfg.heads](
+                    cfg, self.attend, QKTransform(SLOTS["qk_norm"][cfg.qk_norm](cfg), self.rotary)
+                ),
                 SLOTS["mlp"][cfg.mlp](cfg),
                 make_norm,
                 SLOTS["residual"][cfg.residual],
@@ -51,25 +56,30 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """GPT-2 init: N(0, 0.02) everywhere; the projections that write into the residual stream
-        get std 0.02/√(2·n_layer), so the stream's variance does not grow with depth and each
-        block starts close to the identity."""
-        std = 0.02
-        proj_std = std / math.sqrt(2 * self.cfg.n_layer)
+        """N(0, std) for embeddings and weights; the projections that write into the residual
+        stream get proj_std (slot `init`: GPT-2's std/√(2·n_layer), or zero). A block without
+        its own `init_weights` (a plugin) gets `default_init`."""
+        std, proj_std = SLOTS["init"][self.cfg.init](self.cfg)
         nn.init.normal_(self.wte.weight, mean=0.0, std=std)
         for m in self.pos_emb.modules():
             if isinstance(m, nn.Embedding):
                 nn.init.normal_(m.weight, mean=0.0, std=std)
         for blk in self.blocks:
-            blk.attn.init_weights(std, proj_std)
-            blk.mlp.init_weights(std, proj_std)
+            for part in (blk.attn, blk.mlp):
+                if hasattr(part, "init_weights"):
+                    part.init_weights(std, proj_std)
+                else:
+                    default_init(part, std, proj_std)
         if not self.cfg.tie_weights:
             nn.init.normal_(self.lm_head.weight, mean=0.0, std=std)
 
     def forward(self, idx, targets=None):
-        """idx (B, T) int64 -> logits (B, T, vocab); loss (mean over targets != -100) or None."""
+        """idx (B, T) int64 -> logits (B, T, vocab); loss (mean over targets != -100) or None.
+
+        T may exceed block_size when the position scheme extends (RoPE, ALiBi, none): that is
+        how the length study evaluates longer-than-trained contexts."""
         B, T = idx.shape
-        if T > self.cfg.block_size:
+        if self.max_len is not None and T > self.max_len:
             raise ValueError(
                 f"sequence length {T} is longer than the context block_size={self.cfg.block_size}; "
                 "crop the input or build the model with a larger block_size"
@@ -78,6 +88,10 @@ class GPT(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         logits = self.lm_head(self.ln_f(x))  # (B, T, vocab)
+        if self.cfg.logit_softcap:
+            # bounded logits, cap·tanh(z/cap): no token can become arbitrarily certain
+            cap = self.cfg.logit_softcap
+            logits = cap * torch.tanh(logits / cap)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(

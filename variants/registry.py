@@ -10,14 +10,20 @@ the baseline. A user adds their own block without editing this file:
 
 and a named variant with `register_variant("scalenorm", "ScaleNorm instead of LayerNorm",
 norm="scalenorm")`. Every builder of a slot takes the same arguments as its siblings:
-  heads(cfg, kernel, rotary)   nn.Module (B, T, C) -> (B, T, C)
-  attention                    function (q, k, v, dropout_p) -> y, all (B, nh, T, hs), causal;
-                               may carry a `.check(cfg)` that raises a one-line ValueError
-  position                     PositionScheme(embedding(cfg), rotary(cfg))
+  heads(cfg, attend, qk)       nn.Module (B, T, C) -> (B, T, C); calls qk(q, k) on (B, nh, T, hs)
+                               and attend(q, k, v, dropout_p) -> (B, nh, T, hs)
+  attention                    kernel (q, k, v, dropout_p=0.0, mods=None) -> y, causal; k and v
+                               may have fewer heads than q; `mods` is an attention.ScoreMods
+  position                     PositionScheme(embedding(cfg), rotary(cfg), optional bias(cfg))
+  qk_norm(cfg)                 nn.Module (q, k) -> (q, k), per head, before the rotation
   norm(cfg)                    nn.Module (B, T, C) -> (B, T, C)
-  norm_placement(cfg, attn, mlp, make_norm, residual)   the block wiring (see model.py)
-  mlp(cfg)                     nn.Module (B, T, C) -> (B, T, C), with init_weights(std, proj_std)
+  norm_placement(cfg, attn, mlp, make_norm, residual)   the block wiring (see block.py)
+  mlp(cfg)                     nn.Module (B, T, C) -> (B, T, C)
   residual                     function (x, fx) -> y
+  init                         function cfg -> (std, proj_std)
+Any choice may carry `check(cfg)`, which raises a one-line ValueError for a config it cannot
+build (the Triton kernel without a GPU, RoPE with an odd head size, ...); a heads or mlp block
+may carry `init_weights(std, proj_std)` and otherwise gets `init.default_init`.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from variants import attention, block, mlp, norm, position, residual
+from variants import attention, block, config, init, mlp, norm, position, qk_norm, residual
 from variants.config import SLOT_FIELDS, ModelConfig
 
 SLOTS: dict[str, dict[str, object]] = {
@@ -35,13 +41,39 @@ SLOTS: dict[str, dict[str, object]] = {
         "naive": attention.naive_attention,
         "triton": attention.triton_attention,
     },
-    "position": {"learned": position.LEARNED, "rope": position.ROPE, "none": position.NO_POSITION},
+    "position": {
+        "learned": position.LEARNED,
+        "rope": position.ROPE,
+        "none": position.NO_POSITION,
+        "alibi": position.ALIBI,
+    },
+    "qk_norm": {"none": qk_norm.NoQKNorm, "rmsnorm": qk_norm.QKRMSNorm},
     "norm": {"layernorm": norm.LayerNorm, "rmsnorm": norm.RMSNorm},
-    "norm_placement": {"pre": block.PreNormBlock, "post": block.PostNormBlock},
-    "mlp": {"gelu": mlp.GeluMLP, "swiglu": mlp.SwiGLU},
+    "norm_placement": {
+        "pre": block.PreNormBlock,
+        "post": block.PostNormBlock,
+        "parallel": block.ParallelBlock,
+    },
+    "mlp": {"gelu": mlp.GeluMLP, "swiglu": mlp.SwiGLU, "relu2": mlp.ReLU2MLP},
     "residual": {"on": residual.residual_add, "off": residual.no_residual},
+    "init": {"gpt2": init.gpt2_init, "zero-proj": init.zero_proj_init},
 }
 assert tuple(SLOTS) == SLOT_FIELDS
+
+
+def check_slots(cfg: ModelConfig) -> None:
+    """Every slot names a registered choice, and every chosen block accepts the config."""
+    for slot in SLOT_FIELDS:
+        value = getattr(cfg, slot)
+        if value not in SLOTS[slot]:
+            raise ValueError(f"unknown {slot} {value!r}; valid choices: {', '.join(SLOTS[slot])}")
+    for slot in SLOT_FIELDS:
+        check = getattr(SLOTS[slot][getattr(cfg, slot)], "check", None)
+        if check is not None:
+            check(cfg)
+
+
+config.VALIDATORS.append(check_slots)  # ModelConfig.validate() runs it; config imports nothing
 
 
 def register(slot: str, name: str):
@@ -111,3 +143,25 @@ register_variant(
 register_variant("swiglu", "SwiGLU MLP, hidden 8d/3 to match GELU's parameters", mlp="swiglu")
 register_variant("no-residual", "blocks compute x → F(x), no skip path", residual="off")
 register_variant("modern", "rope + rmsnorm + swiglu", position="rope", norm="rmsnorm", mlp="swiglu")
+# The blocks of current speedruns and open models, one change each, then their combination.
+register_variant("qk-norm", "RMSNorm on each head's q and k (learned gain)", qk_norm="rmsnorm")
+register_variant("relu2", "ReLU² MLP (Primer), same 4d hidden width and parameters", mlp="relu2")
+register_variant("gqa", "grouped-query attention: 2 k/v heads (4 query heads on tiny)", n_kv_head=2)
+register_variant("mqa", "multi-query attention: one k/v head for all query heads", n_kv_head=1)
+register_variant("alibi", "ALiBi linear distance biases, no position embedding", position="alibi")
+register_variant("softcap", "output logits soft-capped at 15 (15·tanh(z/15))", logit_softcap=15.0)
+register_variant("sliding-window", "each query sees only the last 16 tokens", attn_window=16)
+register_variant(
+    "parallel-block", "attention and MLP read one normed input (GPT-J)", norm_placement="parallel"
+)
+register_variant("zero-init", "residual projections start at zero", init="zero-proj")
+register_variant(
+    "speedrun",
+    "rope + qk-norm + relu2 + rmsnorm + zero-init + softcap (modded-nanogpt's set)",
+    position="rope",
+    qk_norm="rmsnorm",
+    mlp="relu2",
+    norm="rmsnorm",
+    init="zero-proj",
+    logit_softcap=15.0,
+)

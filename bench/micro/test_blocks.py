@@ -1,6 +1,7 @@
 """Micro-benchmarks, one pytest-benchmark group per slot: each choice of a slot is timed on the
-same input, forward and forward+backward. Blocks come from the registry, the same builders the
-model and the tests use.
+same input, forward and forward+backward; and one group of whole models, one per named variant.
+Blocks come from the registry, the same builders the model and the tests use, so a new choice or
+variant is timed without an edit here.
 
     pytest bench/micro --benchmark-only --benchmark-json results/micro.json
 """
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from variants import GPT
-from variants.registry import SLOTS
+from variants.registry import SLOTS, VARIANTS
 
 MODES = ["fwd", "fwd+bwd"]
 
@@ -108,3 +109,32 @@ def test_position(benchmark, micro_setup, name, mode):
     # a position scheme acts in two places (input embedding, q/k rotation): time the whole model
     cfg = micro_setup[0].replace(position=name)
     _bench(benchmark, micro_setup, GPT(cfg), _tokens, mode, "position", name)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", list(SLOTS["qk_norm"]))
+def test_qk_norm(benchmark, micro_setup, name, mode):
+    module = _QK(SLOTS["qk_norm"][name](micro_setup[0]))
+    _bench(benchmark, micro_setup, module, _qkv, mode, "qk_norm", name)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_variant(benchmark, micro_setup, name, mode):
+    cfg, device, _ = micro_setup
+    cfg = VARIANTS[name].apply(cfg)
+    if cfg.attention == "triton" and device.type != "cuda":
+        pytest.skip("the triton kernel is timed on CUDA only (the CPU interpreter is no benchmark)")
+    _bench(benchmark, micro_setup, GPT(cfg), _tokens, mode, "variant", name)
+
+
+class _QK(torch.nn.Module):
+    """A q/k transform timed on q, k (v is ignored): the sum of both outputs is the result."""
+
+    def __init__(self, qk):
+        super().__init__()
+        self.qk = qk
+
+    def forward(self, q, k, v):
+        a, b = self.qk(q, k)
+        return a + b
