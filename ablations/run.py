@@ -89,6 +89,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     r.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument(
+        "--probe",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="extra measurement in every run's record (repeatable): 'lengths' = val loss at 1, "
+        "2, 4 and 8x the trained context (a length-generalisation table in the summary); "
+        "'grad_norms' = per-block gradient norms",
+    )
     s = p.add_argument_group("precision and compute multipliers")
     s.add_argument(
         "--ci-width",
@@ -387,6 +396,7 @@ def build_plan(args) -> tuple[Plan, object]:
         eval_batches=recipe.eval_batches,
         eval_batch_size=recipe.eval_batch_size,
         compile=args.compile,
+        probes=tuple(dict.fromkeys(args.probe)),
     ).validate()
     options = parse_task_options(args.task_option)
     task = build_task(
@@ -399,6 +409,8 @@ def build_plan(args) -> tuple[Plan, object]:
     )
     base = base.replace(vocab_size=task.vocab_size)
     budget.validate(tokens_per_step=train.batch_size * task.seq_len)  # before anything is written
+    if "lengths" in train.probes and not task.has_spans:
+        task.held_out_spans(1, 1)  # raises the task's one-line reason
     task_spec = {"name": args.task, "data": _data_identity(args.data), **options}
     variants = tuple(
         # e.g. triton on CPU fails here, one line

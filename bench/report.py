@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import plots, tables
+from bench import lengths, plots, tables
 from bench.records import load_records
 
 MICRO_SUBDIR = "micro"
@@ -219,6 +219,20 @@ def _group_figures(group_records: list[dict], fig_dir: Path, prefix: str) -> lis
     return blocks
 
 
+def _length_blocks(records: list[dict], fig_dir: Path) -> list[Block]:
+    """The length-generalisation table and figure, when runs took the `lengths` probe."""
+    table = lengths.length_table(records)
+    if table is None:
+        return []
+    path = lengths.figure(records, fig_dir / "length_generalisation.png")
+    return [
+        Block("h2", "Length generalisation"),
+        Block("table", table=table),
+        Block("note", lengths.footnote(records)),
+        Block("img", text="Val loss against eval length", path=path),
+    ]
+
+
 def _group_records(records: list[dict], positions: list[int]) -> list[dict]:
     """The records behind a group's rows (records_frame keeps one row per record, in order)."""
     keep = set(positions)
@@ -272,6 +286,7 @@ def _build_blocks(run_dir, out_dir, fig_dir, records, micro_paths, command) -> l
         if tables.BASELINE not in set(df["variant"]):
             blocks.append(Block("note", "No baseline runs in this group: no deltas or verdicts."))
         blocks += _group_figures(_group_records(records, meta["positions"]), fig_dir, prefix)
+    blocks += _length_blocks(records, fig_dir)
     micro_png = plots.micro_benchmarks(micro_paths, fig_dir / "micro_benchmarks.png")
     if micro_png is not None:
         blocks += [

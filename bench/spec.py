@@ -16,7 +16,7 @@ from variants.config import ModelConfig, drop_late_defaults, preset
 
 BUDGET_MODES = ("steps", "tokens", "seconds")
 BUDGET_FLAGS = {"steps": "--steps", "tokens": "--tokens", "seconds": "--time"}  # the CLI's names
-PROBES = ("grad_norms",)
+PROBES = ("grad_norms", "lengths")  # bench.probes and the grad-norm probe of bench.train
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,8 @@ class TrainConfig:
     compile: bool = False
     amp: bool = True  # bf16 autocast on CUDA; no effect on CPU
     timing_warmup: int = 10  # steps not timed (compilation, allocator warm-up)
-    probes: tuple[str, ...] = ()  # extra measurements: "grad_norms" (per-block, at eval points)
+    # extra measurements: "grad_norms" (per block, at eval points), "lengths" (bench.probes)
+    probes: tuple[str, ...] = ()
     save_checkpoint: bool = False  # keep the final weights (e.g. a pretraining run)
 
     # Fields added after records were first committed. Each is written into a spec only when it

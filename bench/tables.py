@@ -772,5 +772,8 @@ def write_summary(records: list[dict], out_dir, notes: list[str] = ()) -> pd.Dat
     # atomic: sweeps sharing the folder may write their tables at the same moment
     write_bytes_atomic(out / "summary.csv", frame.to_csv(index=False).encode("utf-8"))
     text = "\n".join(format_summary(df, meta, notes) for meta, df in groups)
+    from bench import lengths  # late: it builds its table with this module's helpers
+
+    text += lengths.section(records)  # '' unless runs took the lengths probe
     write_bytes_atomic(out / "summary.md", text.encode("utf-8"))
     return frame

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from bench import distributed, measure
+from bench.probes import length_losses
 from bench.records import run_id
 from bench.spec import RunSpec
 from bench.tasks import build_task
@@ -189,6 +190,8 @@ def run(
             **opts,
         )
 
+    if "lengths" in tcfg.probes and not task.has_spans:
+        task.held_out_spans(1, 1)  # one line: this task cannot be read at other lengths
     torch.manual_seed(spec.seed)  # model init (and dropout, if any)
     model = GPT(spec.model).to(device)
     if spec.init_from is not None:
@@ -230,6 +233,7 @@ def run(
     tracked_s = 0.0  # time of the memory-tracked step, left out of tokens/s
 
     grad_history: list[dict] = []  # per-block gradient norms at step 1 and every eval point
+    probes: dict = {"grad_norms": grad_history} if "grad_norms" in tcfg.probes else {}
 
     def train_step(x, y, weight=None):
         with amp_ctx():
@@ -354,6 +358,8 @@ def run(
         if world > 1:
             (fwd["median_ms"],) = _max_over_ranks(fwd["median_ms"])
         metrics.update(val_loss=val_loss, accuracy=acc, fwd_ms=fwd["median_ms"])
+        if "lengths" in tcfg.probes:
+            probes["lengths"] = length_losses(model, task, device, amp_ctx)
     else:
         metrics.update(val_loss=None, accuracy=None, fwd_ms=None)
     dtype = torch.bfloat16 if use_amp else torch.float32
@@ -382,6 +388,6 @@ def run(
         "distributed": distributed.info(),  # {"world_size": 1, "backend": None} without DDP
         "metrics": metrics,
         "curve": curve,
-        "probes": {"grad_norms": grad_history} if "grad_norms" in tcfg.probes else {},
+        "probes": probes,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

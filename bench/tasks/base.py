@@ -185,6 +185,17 @@ class Task(abc.ABC):
         """Exact-match accuracy on held-out problems by greedy decoding; None if undefined."""
         return None
 
+    # Tasks whose held-out data is one running text can cut it into spans of any length; the
+    # length probe (bench.probes) needs that. Others say so in one line.
+    has_spans: bool = False
+
+    def held_out_spans(self, n_spans: int, span: int) -> Tensor:
+        """(n_spans, span + 1) int64 ids of running held-out text, at fixed positions."""
+        raise ValueError(
+            f"task {self.name!r} has no running held-out text to cut at other lengths; the "
+            "'lengths' probe needs a text task (shakespeare, text, corpus)"
+        )
+
     @abc.abstractmethod
     def encode(self, s: str) -> list[int]: ...
 

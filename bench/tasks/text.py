@@ -170,6 +170,21 @@ class CharWindowsTask(Task):
     def _build_val_batches(self) -> list[tuple[Tensor, Tensor]]:
         return self._fixed_windows(self._val, _VAL_SEED)
 
+    has_spans = True
+
+    def held_out_spans(self, n_spans: int, span: int) -> Tensor:
+        """`n_spans` non-overlapping runs of span + 1 validation ids, evenly spaced over the
+        validation split, so every length cut from them scores the same target characters."""
+        stride = (self._val.size - 1) // n_spans
+        if stride < span + 1:
+            raise ValueError(
+                f"the validation split ({self._val.size} ids) is too short for {n_spans} spans "
+                f"of {span + 1}; use fewer spans or shorter lengths"
+            )
+        starts = np.arange(n_spans, dtype=np.int64)[:, None] * stride
+        ids = self._val[starts + np.arange(span + 1, dtype=np.int64)].astype(np.int64)
+        return torch.from_numpy(np.ascontiguousarray(ids))  # (n_spans, span + 1)
+
     def encode(self, s: str) -> list[int]:
         return self.vocab.encode(s)
 

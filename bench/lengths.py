@@ -1,0 +1,126 @@
+"""Length generalisation, read from the records of runs that took the `lengths` probe: the val
+loss of each variant when it reads its held-out text in rows of L = T, 2T, 4T, 8T tokens, T the
+context it was trained at. A table (summary.md and the report) and a figure (the report).
+
+    python ablations/run.py --variant rope --variant alibi --variant no-position --probe lengths
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from bench.tables import markdown_table, variant_order
+
+NOT_READ = "n/a: positions end at T"
+
+
+def length_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per (run, length) of the finished runs that carry the probe."""
+    rows = []
+    for rec in records:
+        probe = (rec.get("probes") or {}).get("lengths")
+        if rec.get("status") != "ok" or not probe:
+            continue
+        for p in probe["points"]:
+            rows.append(
+                {
+                    "variant": rec["variant"],
+                    "seed": rec["seed"],
+                    "context": probe["context"],
+                    "tokens": probe["tokens"],
+                    "factor": p["factor"],
+                    "length": p["length"],
+                    "val_loss": p["val_loss"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _stats(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, sd and seed count of the val loss per (variant, factor); NaN where not read."""
+    g = frame.groupby(["variant", "factor", "length"], sort=False)["val_loss"]
+    return g.agg(mean="mean", sd="std", n="count").reset_index()
+
+
+def length_table(records: list[dict]) -> pd.DataFrame | None:
+    """Variants x eval lengths: mean ± sd over seeds, with the change from L = T; None when no
+    record carries the probe."""
+    frame = length_frame(records)
+    if frame.empty:
+        return None
+    stats = _stats(frame)
+    at_t = stats[stats["factor"] == 1].set_index("variant")["mean"]
+    table = {}
+    for (variant, factor, length), r in stats.set_index(["variant", "factor", "length"]).iterrows():
+        col = f"L = {length}" + (" (T)" if factor == 1 else f" ({factor}T)")
+        if r["n"] == 0:
+            cell = NOT_READ
+        else:
+            sd = "" if pd.isna(r["sd"]) else f" ± {r['sd']:.3f}"
+            change = "" if factor == 1 else f" ({r['mean'] - at_t.get(variant, float('nan')):+.3f})"
+            cell = f"{r['mean']:.3f}{sd}{change}"
+        table.setdefault(variant, {})[col] = cell
+    out = pd.DataFrame.from_dict(table, orient="index")
+    out = out.loc[[v for v in variant_order(out.index) if v in out.index]]
+    out.insert(0, "seeds", frame.groupby("variant")["seed"].nunique().reindex(out.index))
+    return out.rename_axis("variant").reset_index()
+
+
+def footnote(records: list[dict]) -> str:
+    frame = length_frame(records)
+    contexts = sorted(frame["context"].unique())
+    tokens = sorted(frame["tokens"].unique())
+    return (
+        f"Val loss when the trained model reads held-out text in rows of L tokens (trained at "
+        f"T = {', '.join(map(str, contexts))}), mean ± sd over seeds; in brackets the change from "
+        f"L = T. The same {', '.join(f'{t:,}' for t in tokens)} held-out characters are scored "
+        "at every length (spans of 8T + 1 cut into rows of L), so a longer L only gives longer "
+        "contexts. Learned positions have no vector past T, so that model cannot read longer "
+        "rows at all."
+    )
+
+
+def section(records: list[dict]) -> str:
+    """The summary.md section, or '' when no record carries the probe."""
+    table = length_table(records)
+    if table is None:
+        return ""
+    return f"\n## Length generalisation\n\n{markdown_table(table)}\n\n{footnote(records)}\n"
+
+
+def figure(records: list[dict], path) -> Path | None:
+    """Val loss against eval length (log2 axis), one line per variant with ±sd bars."""
+    frame = length_frame(records)
+    if frame.empty:
+        return None
+    stats = _stats(frame).dropna(subset=["mean"])
+    with sns.axes_style("whitegrid"):  # the style applies to axes made inside the block
+        fig = Figure(figsize=(7, 4.5))
+        ax = fig.add_subplot()
+    for i, variant in enumerate(variant_order(stats["variant"])):
+        s = stats[stats["variant"] == variant]
+        only_t = " (learned: T only)" if len(s) == 1 else ""
+        ax.errorbar(
+            s["length"], s["mean"], yerr=s["sd"].fillna(0), marker="o", capsize=3,
+            label=variant + only_t, color=sns.color_palette()[i % 10],
+        )  # fmt: skip
+    T = int(frame["context"].min())
+    ax.axvline(T, color="0.5", linestyle="--", linewidth=1)
+    ax.text(T, ax.get_ylim()[1], " trained context", va="top", fontsize=8, color="0.4")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(
+        sorted(stats["length"].unique()), [str(v) for v in sorted(stats["length"].unique())]
+    )
+    ax.set_xlabel("eval length L (tokens)")
+    ax.set_ylabel("val loss")
+    ax.legend(fontsize=8)
+    fig.suptitle("Length generalisation: the same held-out text read in rows of L", fontsize=11)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, format="png")
+    return path
