@@ -11,7 +11,9 @@ out of time is recorded and the next one still runs, so one bad step costs no ot
    forward+backward, T = 1024 ... 8192, head dims 64 and 128, causal, bf16, with the target
    check (bench/bench_flash_attn.py);
 3. ``train-eager`` and ``train-compile``: the ``small`` model on tiny Shakespeare, baseline and
-   ``flash-triton``, one seed, eager and with ``--compile``.
+   ``flash-triton``, one seed, eager and with ``--compile``;
+4. ``seams``: the blocks that use the attention seams (GQA, ALiBi, a window, QK-norm, soft-caps,
+   parallel blocks, the speedrun set), ``small``, a short run each on CUDA with bf16 autocast.
 
 Everything lands in ``results/gpu/<device-slug>/`` (``--dry-run``: ``results/local/gpu-dry-run/``):
 ``checks.md`` (each step's command, wall time, exit status and the tail of its output), the
@@ -34,6 +36,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TAIL_LINES = 25  # of each step's output, in checks.md
+# variants that reach the kernels through the attention seams (k/v groups, bias, window, caps)
+SEAM_VARIANTS = ("gqa", "alibi", "sliding-window", "softcap", "speedrun", "parallel-block")
 
 
 @dataclass(frozen=True)
@@ -59,22 +63,27 @@ def steps(out: Path, dry_run: bool) -> list[Step]:
         bench += ["--causal", "causal", "--tokens", "64", "--model-dim", "32"]
         train = ["--model", "micro", "--steps", "6", "--device", "cpu", "--eval-every", "3"]
         train += ["--variant", "naive-attention"]  # the Triton kernel needs a GPU (or interpreter)
+        seams = ["--model", "micro", "--steps", "4", "--device", "cpu", "--eval-every", "2"]
     else:
         tests = []
         bench += ["--seq-lens", "1024", "2048", "4096", "8192", "--causal", "causal"]
         train = ["--model", "small", "--steps", "300", "--batch-size", "32", "--device", "cuda"]
         train += ["--variant", "flash-triton"]
+        seams = ["--model", "small", "--steps", "60", "--batch-size", "32", "--device", "cuda"]
+    for name in SEAM_VARIANTS:
+        seams += ["--variant", name]
     pytest = [py, "-m", "pytest", str(ROOT / "tests" / "test_flash_attn.py"), "-q", *tests]
     return [
-        Step("kernel-tests", pytest, 150),
-        Step("kernel-bench", bench, 150, out),
-        Step("train-eager", [*run, *train, "--out", str(out / "train")], 75, out / "train"),
+        Step("kernel-tests", pytest, 120),
+        Step("kernel-bench", bench, 130, out),
+        Step("train-eager", [*run, *train, "--out", str(out / "train")], 60, out / "train"),
         Step(
             "train-compile",
             [*run, *train, "--compile", "--out", str(out / "train-compile")],
-            105,
+            100,
             out / "train-compile",
         ),
+        Step("seams", [*run, *seams, "--out", str(out / "seams")], 60, out / "seams"),
     ]
 
 

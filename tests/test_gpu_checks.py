@@ -15,7 +15,7 @@ from bench.records import load_records
 def test_dry_run_runs_every_step_and_writes_its_report(tmp_path, capsys):
     assert gpu_checks.main(["--dry-run", "--out", str(tmp_path)]) == 0
     report = (tmp_path / "checks.md").read_text()
-    for name in ("kernel-tests", "kernel-bench", "train-eager", "train-compile"):
+    for name in ("kernel-tests", "kernel-bench", "train-eager", "train-compile", "seams"):
         assert f"| {name} | ok |" in report, report
     assert re.search(r"\b2 passed, 4 skipped", report)  # kernel tests ran; bf16 needs a GPU
     assert list(tmp_path.glob("flash_attn_*.csv"))  # the benchmark's table
@@ -23,6 +23,13 @@ def test_dry_run_runs_every_step_and_writes_its_report(tmp_path, capsys):
         recs = load_records(tmp_path / sub)
         assert sorted(r["variant"] for r in recs) == ["baseline", "naive-attention"]
         assert all(r["spec"]["train"]["compile"] is compiled for r in recs)
+    seams = {r["variant"] for r in load_records(tmp_path / "seams")}
+    assert seams == {"baseline", *gpu_checks.SEAM_VARIANTS}
+
+
+def test_time_limits_fit_eight_minutes():
+    for dry_run in (False, True):
+        assert sum(s.timeout_s for s in gpu_checks.steps(gpu_checks.ROOT, dry_run)) <= 480
 
 
 def test_without_a_gpu_it_says_how_to_dry_run(capsys):

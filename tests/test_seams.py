@@ -419,3 +419,25 @@ def test_a_plugin_registers_in_every_slot_and_trains():
         for slot in PLUGINS:
             del SLOTS[slot]["plugin-test"]
         del VARIANTS["all-plugins-test"]
+
+
+def test_the_example_plugin_file_trains_a_block_in_every_slot(tmp_path):
+    """README's plugin examples (ablations/plugins/example_blocks.py): one block per slot, each
+    trained through --plugin in a fresh process (plugins register into global tables)."""
+    import subprocess
+    import sys
+
+    plugin = ROOT / "ablations" / "plugins" / "example_blocks.py"
+    source = plugin.read_text()
+    slots = {line.split('"')[1] for line in source.splitlines() if "register(\"" in line}
+    assert slots == set(SLOTS), slots
+    names = [line.split('"')[1] for line in source.splitlines() if "register_variant(" in line]
+    args = [sys.executable, str(ROOT / "ablations" / "run.py"), "--plugin", str(plugin)]
+    args += [x for n in names for x in ("--variant", n)]
+    args += ["--model", "micro", "--steps", "30", "--seeds", "1", "--out", str(tmp_path), "--quiet"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{len(names) + 1} run(s) trained" in r.stderr
+    summary = (tmp_path / "summary.md").read_text()
+    for n in names:
+        assert f"| {n} |" in summary
