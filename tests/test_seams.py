@@ -429,7 +429,7 @@ def test_the_example_plugin_file_trains_a_block_in_every_slot(tmp_path):
 
     plugin = ROOT / "ablations" / "plugins" / "example_blocks.py"
     source = plugin.read_text()
-    slots = {line.split('"')[1] for line in source.splitlines() if "register(\"" in line}
+    slots = {line.split('"')[1] for line in source.splitlines() if 'register("' in line}
     assert slots == set(SLOTS), slots
     names = [line.split('"')[1] for line in source.splitlines() if "register_variant(" in line]
     args = [sys.executable, str(ROOT / "ablations" / "run.py"), "--plugin", str(plugin)]
