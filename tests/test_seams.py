@@ -36,6 +36,16 @@ def micro(name: str = "baseline", **overrides) -> GPT:
     return build_model(name, preset("micro", vocab_size=VOCAB), **overrides)
 
 
+def same_seed_logits(seed: int, a: dict, b: dict):
+    """Logits of two micro models built from the same seed (the same init draws), one batch."""
+    torch.manual_seed(seed)
+    ma = micro(**a)
+    torch.manual_seed(seed)
+    mb = micro(**b)
+    idx = torch.randint(0, VOCAB, (2, 32))
+    return ma(idx)[0], mb(idx)[0]
+
+
 def reference_attention(q, k, v, bias=None, window=0, softcap=0.0):
     """Attention one query at a time, in plain loops: the reference for every score change.
     q (B, nh, T, hs); k, v (B, nkv, T, hs); bias (nh, T, T) or None."""
@@ -190,12 +200,9 @@ def test_zero_init_model_is_embeddings_then_head():
 
 
 def test_logit_softcap_bounds_logits_and_vanishes_as_the_cap_grows():
-    torch.manual_seed(3)
-    base = micro()
-    torch.manual_seed(3)
-    huge = micro(logit_softcap=1e9)
+    base, huge = same_seed_logits(3, {}, dict(logit_softcap=1e9))
+    torch.testing.assert_close(huge, base, atol=1e-5, rtol=1e-5)
     idx = torch.randint(0, VOCAB, (2, 32))
-    torch.testing.assert_close(huge(idx)[0], base(idx)[0], atol=1e-5, rtol=1e-5)
     capped = micro(logit_softcap=0.5)
     with torch.no_grad():
         capped.wte.weight.mul_(1e3)  # logits far beyond the cap without it
@@ -203,12 +210,8 @@ def test_logit_softcap_bounds_logits_and_vanishes_as_the_cap_grows():
 
 
 def test_attention_softcap_in_the_model():
-    torch.manual_seed(5)
-    base = micro(attention="naive")
-    torch.manual_seed(5)
-    huge = micro(attn_softcap=1e9)
-    idx = torch.randint(0, VOCAB, (2, 32))
-    torch.testing.assert_close(huge(idx)[0], base(idx)[0], atol=1e-5, rtol=1e-5)
+    base, huge = same_seed_logits(5, dict(attention="naive"), dict(attn_softcap=1e9))
+    torch.testing.assert_close(huge, base, atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -216,13 +219,10 @@ def test_attention_softcap_in_the_model():
 
 
 def test_as_many_kv_heads_as_query_heads_is_the_baseline_bit_for_bit():
-    torch.manual_seed(9)
-    a = micro()
-    torch.manual_seed(9)
-    b = micro(n_kv_head=2)  # micro has 2 heads
-    idx = torch.randint(0, VOCAB, (2, 32))
-    assert torch.equal(a(idx)[0], b(idx)[0])
-    assert [n for n, _ in a.named_parameters()] == [n for n, _ in b.named_parameters()]
+    base, kv = same_seed_logits(9, {}, dict(n_kv_head=2))  # micro has 2 heads
+    assert torch.equal(kv, base)
+    names = [[n for n, _ in micro(n_kv_head=k).named_parameters()] for k in (0, 2)]
+    assert names[0] == names[1]
 
 
 @pytest.mark.parametrize("n_kv_head", [2, 1])
@@ -264,12 +264,8 @@ def test_alibi_model_equals_naive_masked_softmax_with_the_slopes():
 
 
 def test_window_as_long_as_the_context_is_the_baseline():
-    torch.manual_seed(2)
-    a = micro()
-    torch.manual_seed(2)
-    b = micro(attn_window=32)
-    idx = torch.randint(0, VOCAB, (2, 32))
-    torch.testing.assert_close(b(idx)[0], a(idx)[0], atol=1e-5, rtol=1e-5)
+    base, window = same_seed_logits(2, {}, dict(attn_window=32))
+    torch.testing.assert_close(window, base, atol=1e-5, rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -369,17 +365,16 @@ class _PluginQKNorm(nn.Module):
         return F.normalize(q, dim=-1) * 4, F.normalize(k, dim=-1) * 4
 
 
-class _SandwichBlock(nn.Module):  # norm before and after each branch
+class _MLPFirstBlock(nn.Module):  # the MLP before attention in each block
     final_norm = True
 
     def __init__(self, cfg, attn, mlp, make_norm, residual):
         super().__init__()
         self.attn, self.mlp, self.residual = attn, mlp, residual
-        self.norms = nn.ModuleList(make_norm(cfg) for _ in range(4))
+        self.ln = make_norm(cfg)
 
     def forward(self, x):
-        x = self.residual(x, self.norms[1](self.attn(self.norms[0](x))))
-        return self.residual(x, self.norms[3](self.mlp(self.norms[2](x))))
+        return self.residual(self.residual(x, self.mlp(self.ln(x))), self.attn(x))
 
 
 PLUGINS = {
@@ -388,7 +383,7 @@ PLUGINS = {
     "position": SLOTS["position"]["alibi"],
     "qk_norm": _PluginQKNorm,
     "norm": lambda cfg: nn.LayerNorm(cfg.n_embd),
-    "norm_placement": _SandwichBlock,
+    "norm_placement": _MLPFirstBlock,
     "mlp": _PluginMLP,
     "residual": lambda x, fx: x + 0.5 * fx,
     "init": lambda cfg: (0.01, 0.001),
