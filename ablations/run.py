@@ -87,6 +87,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     r.add_argument("--lr", type=float, default=None)
     r.add_argument("--eval-every", type=int, default=None, help="steps between validation points")
     r.add_argument("--dropout", type=float, default=0.0)
+    r.add_argument(
+        "--optimizer",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="adamw (default) or muon: Muon for the blocks' 2-D matrices, AdamW for embeddings, "
+        "norms and biases, one --lr and schedule for both. Repeat it to compare optimizers: "
+        "'--optimizer adamw --optimizer muon' trains every variant with each; the table names "
+        "the Muon arms 'NAME · muon' and reads them against the AdamW baseline",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     s = p.add_argument_group("precision and compute multipliers")
@@ -322,10 +332,18 @@ class Plan:
     recipe: Recipe
     eval_every_given: bool  # --eval-every was set: ladder budgets keep it
     seeds: int  # the number to start with (--seeds, else the recipe's)
+    # one arm per optimizer, the reference (AdamW when it is among them) first; `train` is
+    # the reference's training config
+    optimizers: tuple[str, ...] = ("adamw",)
+
+    def trains(self) -> list[TrainConfig]:
+        """The training config of each optimizer arm, the reference's first."""
+        return [replace(self.train, optimizer=name) for name in self.optimizers]
 
     def specs(self, seeds: int) -> list[RunSpec]:
         return [
-            RunSpec(name, cfg, self.task_spec, self.budget, self.train, seed, self.device)
+            RunSpec(name, cfg, self.task_spec, self.budget, train, seed, self.device)
+            for train in self.trains()
             for name, cfg in self.variants
             for seed in range(seeds)
         ]
@@ -378,7 +396,9 @@ def build_plan(args) -> tuple[Plan, object]:
         eval_every = recipe.eval_every(math.ceil(budget.value / (batch_size * base.block_size)))
     else:
         eval_every = recipe.eval_every(recipe.steps)
+    optimizers = resolve_optimizers(args.optimizer)
     train = TrainConfig(
+        optimizer=optimizers[0],
         batch_size=batch_size,
         lr=recipe.lr if args.lr is None else args.lr,
         min_lr_frac=recipe.min_lr_frac,
@@ -406,8 +426,20 @@ def build_plan(args) -> tuple[Plan, object]:
         for name in resolve_variants(args.variant, base)
     )
     given_eval = args.eval_every is not None
-    plan = Plan(variants, task_spec, budget, train, device, recipe, given_eval, seeds)
+    plan = Plan(variants, task_spec, budget, train, device, recipe, given_eval, seeds, optimizers)
     return plan, task
+
+
+def resolve_optimizers(requested: list[str]) -> tuple[str, ...]:
+    """--optimizer's arms, each checked (one line for an unknown name or a torch without
+    Muon), the reference first: AdamW when it is among them, which is also the arm the tables
+    leave unlabelled and read the others against."""
+    from bench.optim import OPTIMIZERS, check_available
+
+    names = list(dict.fromkeys(requested or [OPTIMIZERS[0]]))
+    for name in names:
+        check_available(name)
+    return tuple(sorted(names, key=lambda n: n != OPTIMIZERS[0]))
 
 
 def parse_ladder(text: str | None) -> tuple[float, ...]:
