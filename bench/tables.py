@@ -143,25 +143,30 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     rows = [_record_row(r) for r in records]
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=[*_record_row({}).keys(), "arm_of"])
+        return pd.DataFrame(columns=[*_record_row({}).keys(), "arm"])
     df["ok"] = df["status"] == "ok"
     return _label_arms(df)
+
+
+def arm_label(variant: str, optimizer: str, mixed: bool) -> str:
+    """A run's name in a table where `mixed` says whether its group mixes optimizers: the
+    AdamW arm keeps the variant's name (the reference), another optimizer's is 'NAME · muon'."""
+    return variant if not mixed or optimizer == DEFAULT_OPTIMIZER else variant + ARM_SEP + optimizer
 
 
 def _label_arms(df: pd.DataFrame) -> pd.DataFrame:
     """Within each comparable group, runs of one variant that differ in optimizer or lr are
     separate arms, named so that none silently replaces another as 'the' run of that variant
-    and seed: 'baseline · muon' where a group mixes optimizers (the AdamW arm keeps the plain
-    name and is the reference), 'rope · lr 0.004' where a variant (arm) was trained at several
-    lrs in the group (an lr sweep). The variant itself stays in `arm_of`."""
-    df = df.assign(arm_of=df["variant"])
+    and seed: 'baseline · muon' where a group mixes optimizers (see `arm_label`), 'rope · lr
+    0.004' where an arm was trained at several lrs in the group (an lr sweep). `arm` keeps the
+    name without the lr, `variant` becomes the full label."""
     keys = [df[c].astype(str) for c in GROUP_COLS]
     mixed = df.groupby(keys)["optimizer"].transform("nunique") > 1
-    other = mixed & (df["optimizer"] != DEFAULT_OPTIMIZER)
-    label = df["variant"].where(~other, df["variant"] + ARM_SEP + df["optimizer"])
-    n_lr = df.groupby([*keys, label])["lr"].transform("nunique")
-    label = label.where(n_lr <= 1, label + ARM_SEP + "lr " + df["lr"].map("{:g}".format))
-    return df.assign(variant=label)
+    rows = zip(df["variant"], df["optimizer"], mixed, strict=True)
+    df = df.assign(arm=[arm_label(v, o, m) for v, o, m in rows])
+    n_lr = df.groupby([*keys, df["arm"]])["lr"].transform("nunique")
+    lr_text = ARM_SEP + "lr " + df["lr"].map("{:g}".format)
+    return df.assign(variant=df["arm"].where(n_lr <= 1, df["arm"] + lr_text))
 
 
 # --------------------------------------------------------------------------- grouping
