@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -87,6 +88,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     r.add_argument("--lr", type=float, default=None)
     r.add_argument("--eval-every", type=int, default=None, help="steps between validation points")
     r.add_argument("--dropout", type=float, default=0.0)
+    r.add_argument(
+        "--optimizer",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="adamw (default) or muon: Muon for the blocks' 2-D matrices, AdamW for embeddings, "
+        "norms and biases, one --lr and schedule for both. Repeat it to compare optimizers: "
+        "'--optimizer adamw --optimizer muon' trains every variant with each; the table names "
+        "the Muon arms 'NAME · muon' and reads them against the AdamW baseline",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument(
@@ -123,6 +134,25 @@ def parse_args(argv=None) -> argparse.Namespace:
         f"(default {','.join(f'{f:g}' for f in DEFAULT_LADDER)}) and read each variant as "
         "'the baseline would need k x the steps'",
     )
+    t = p.add_argument_group("tuned comparisons: every arm at its own best (bench/tune.py)")
+    t.add_argument(
+        "--tune",
+        default=None,
+        metavar="KEYS",
+        help="tune these training settings per arm before comparing: lr, or lr,weight_decay "
+        "(a log grid around the default, on tuning seeds 1000+ that no verdict uses)",
+    )
+    t.add_argument(
+        "--tune-grid",
+        default="0.25,0.5,1,2,4",
+        metavar="FACTORS",
+        help="the grid as factors of the default (default 0.25,0.5,1,2,4; 1 always included); "
+        "a best value at an edge adds one point past it, once",
+    )
+    t.add_argument(
+        "--tune-frac", type=float, default=0.25, help="budget of a tuning run (default 0.25)"
+    )
+    t.add_argument("--tune-seeds", type=int, default=1, help="tuning seeds per value (default 1)")
     p.add_argument("--out", default=None, help="output directory (default results/local/...)")
     p.add_argument(
         "--plugin",
@@ -331,26 +361,39 @@ class Plan:
     recipe: Recipe
     eval_every_given: bool  # --eval-every was set: ladder budgets keep it
     seeds: int  # the number to start with (--seeds, else the recipe's)
+    # one arm per optimizer, the reference (AdamW when it is among them) first; `train` is
+    # the reference's training config
+    optimizers: tuple[str, ...] = ("adamw",)
+
+    def trains(self) -> list[TrainConfig]:
+        """The training config of each optimizer arm, the reference's first."""
+        return [replace(self.train, optimizer=name) for name in self.optimizers]
 
     def specs(self, seeds: int) -> list[RunSpec]:
         return [
-            RunSpec(name, cfg, self.task_spec, self.budget, self.train, seed, self.device)
+            RunSpec(name, cfg, self.task_spec, self.budget, train, seed, self.device)
+            for train in self.trains()
             for name, cfg in self.variants
             for seed in range(seeds)
         ]
+
+    def scaled(self, train: TrainConfig, factor: float, tokens_per_step: int):
+        """(budget, train) for `factor` x the budget with its own full schedule: the validation
+        points spaced for that budget unless --eval-every was given."""
+        budget = Budget(self.budget.mode, self.budget.value * factor)
+        if budget.mode == "steps":
+            budget = Budget("steps", max(1, round(budget.value)))
+        if not self.eval_every_given and budget.mode != "seconds":
+            steps = budget.value if budget.mode == "steps" else budget.value / tokens_per_step
+            train = replace(train, eval_every=self.recipe.eval_every(math.ceil(steps)))
+        return budget, train
 
     def ladder_specs(self, factors: tuple[float, ...], seeds: int, tokens_per_step: int):
         """The baseline at each factor x the budget, each with its own full schedule."""
         name, cfg = self.variants[0]
         out = []
         for f in factors:
-            budget = Budget(self.budget.mode, self.budget.value * f)
-            if budget.mode == "steps":
-                budget = Budget("steps", max(1, round(budget.value)))
-            train = self.train
-            if not self.eval_every_given and budget.mode != "seconds":
-                steps = budget.value if budget.mode == "steps" else budget.value / tokens_per_step
-                train = replace(train, eval_every=self.recipe.eval_every(math.ceil(steps)))
+            budget, train = self.scaled(self.train, f, tokens_per_step)
             out += [
                 RunSpec(name, cfg, self.task_spec, budget, train, seed, self.device)
                 for seed in range(seeds)
@@ -387,7 +430,9 @@ def build_plan(args) -> tuple[Plan, object]:
         eval_every = recipe.eval_every(math.ceil(budget.value / (batch_size * base.block_size)))
     else:
         eval_every = recipe.eval_every(recipe.steps)
+    optimizers = resolve_optimizers(args.optimizer)
     train = TrainConfig(
+        optimizer=optimizers[0],
         batch_size=batch_size,
         lr=recipe.lr if args.lr is None else args.lr,
         min_lr_frac=recipe.min_lr_frac,
@@ -418,8 +463,20 @@ def build_plan(args) -> tuple[Plan, object]:
         for name in resolve_variants(args.variant, base)
     )
     given_eval = args.eval_every is not None
-    plan = Plan(variants, task_spec, budget, train, device, recipe, given_eval, seeds)
+    plan = Plan(variants, task_spec, budget, train, device, recipe, given_eval, seeds, optimizers)
     return plan, task
+
+
+def resolve_optimizers(requested: list[str]) -> tuple[str, ...]:
+    """--optimizer's arms, each checked (one line for an unknown name or a torch without
+    Muon), the reference first: AdamW when it is among them, which is also the arm the tables
+    leave unlabelled and read the others against."""
+    from bench.optim import OPTIMIZERS, check_available
+
+    names = list(dict.fromkeys(requested or [OPTIMIZERS[0]]))
+    for name in names:
+        check_available(name)
+    return tuple(sorted(names, key=lambda n: n != OPTIMIZERS[0]))
 
 
 def parse_ladder(text: str | None) -> tuple[float, ...]:
@@ -530,6 +587,23 @@ def write_command(out: Path, argv, world: int, specs: list[RunSpec], seeds: int)
     )
 
 
+def run_specs(args, specs: list[RunSpec], out: Path, task, jobs: int, force: bool):
+    """Train what of `specs` is not finished, where the command's executor options say;
+    returns (runs trained or submitted, runs skipped)."""
+    return execute(
+        specs,
+        out,
+        force=force,
+        quiet=args.quiet,
+        task=task,
+        jobs=jobs,
+        executor=args.executor,
+        plugins=[str(Path(p).resolve()) for p in args.plugin],
+        slurm=slurm_options(args),
+        wait=not args.no_wait,
+    )
+
+
 def sweep(args, plan: Plan, task, out: Path, world: int, argv) -> tuple[int, int, list[str]]:
     """Train the plan's runs (and the ladder's); with --ci-width, add seeds until the 95% CI
     of every Δ val loss is narrower than the target or --max-seeds is reached. Whether to add
@@ -551,18 +625,8 @@ def sweep(args, plan: Plan, task, out: Path, world: int, argv) -> tuple[int, int
         if rank0:
             write_command(out, argv, world, specs, seeds)
         first = skipped_first is None
-        ran, skipped = execute(
-            specs,
-            out,
-            force=args.force and first,  # --force retrains once, not every round of seeds
-            quiet=args.quiet,
-            task=task,
-            jobs=jobs,
-            executor=args.executor,
-            plugins=[str(Path(p).resolve()) for p in args.plugin],
-            slurm=slurm_options(args),
-            wait=not args.no_wait,
-        )
+        # --force retrains once, not every round of seeds
+        ran, skipped = run_specs(args, specs, out, task, jobs, force=args.force and first)
         ran_total += ran
         skipped_first = skipped if first else skipped_first
         if args.ci_width is None or args.no_wait:
@@ -604,7 +668,73 @@ def seeds_for_width(widths: dict, target: float) -> int:
     return need
 
 
+def tune_config(args, plan: Plan):
+    """--tune's settings, checked at the edge (one line each), or None without --tune."""
+    from bench.tune import TuneConfig, check, parse_grid, parse_keys
+
+    if args.tune is None:
+        return None
+    cfg = TuneConfig(parse_keys(args.tune), parse_grid(args.tune_grid), args.tune_frac,
+                     args.tune_seeds)  # fmt: skip
+    if len(plan.variants) * len(plan.optimizers) < 2:
+        raise ValueError(
+            "--tune compares arms, each at its own best: add --variant NAME or a second --optimizer"
+        )
+    for flag, value in (("--ci-width", args.ci_width), ("--ladder", args.ladder)):
+        if value is not None:
+            raise ValueError(f"--tune does not combine with {flag} yet; run them separately")
+    return check(cfg, plan.seeds)
+
+
+def tune_command(args, cfg, plan: Plan, task, out: Path, world: int, argv) -> int:
+    """--tune: the tuning stages, then the comparison at each arm's best and at the default."""
+    from ablations.tune import NotYet, Tuner, write_results
+
+    jobs = default_jobs(args, plan.device, world)
+    counts = [0, 0]
+
+    def train(specs):
+        ran, skipped = run_specs(args, specs, out, task, jobs, force=args.force)
+        counts[0], counts[1] = counts[0] + ran, counts[1] + skipped
+        return ran
+
+    tokens_per_step = plan.train.batch_size * task.seq_len
+    tuner = Tuner(cfg, plan, tokens_per_step, out, train, wait=not args.no_wait)
+    write_command(out, argv, world, plan.specs(plan.seeds), plan.seeds)
+    try:
+        outcome = tuner.run()
+    except NotYet as err:
+        print(f"{err}; rerun this command when they are done", file=sys.stderr)
+        return 0
+    print(write_results(outcome, cfg, plan, out))
+    print(
+        f"{counts[0]} run(s) trained, {counts[1]} skipped (finished earlier); records in "
+        f"{out}, tables in {out / 'tune.md'}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def main(argv=None) -> int:
+    """The command, then its wall time (every sweep, tune and study says how long it took)."""
+    start = time.perf_counter()
+    code = _main(argv)
+    if code == 0 and os.environ.get("RANK", "0") == "0":
+        print(f"wall time: {format_seconds(time.perf_counter() - start)}", file=sys.stderr)
+    return code
+
+
+def format_seconds(seconds: float) -> str:
+    """E.g. '42 s', '3 min 05 s', '1 h 02 min'."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def _main(argv=None) -> int:
     args = parse_args(argv)
     world = distributed.env_world_size()  # > 1 under torchrun: every rank runs this
     rank0 = os.environ.get("RANK", "0") == "0"
@@ -627,10 +757,13 @@ def main(argv=None) -> int:
             )
         check_precision_args(args)
         plan, task = build_plan(args)  # the same on every rank: a pure function of argv
+        tune_cfg = tune_config(args, plan)
         out = Path(args.out) if args.out else default_out(args, plan)
         if rank0:
             check_output(out)
         distributed.setup(plan.device)
+        if tune_cfg is not None:
+            return tune_command(args, tune_cfg, plan, task, out, world, argv)
         ran, skipped, notes = sweep(args, plan, task, out, world, argv)
     except KeyboardInterrupt:
         print(

@@ -190,7 +190,7 @@ def peak_memory_bytes(
     device: torch.device | str,
     *,
     modules: Iterable[torch.nn.Module] | torch.nn.Module | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: torch.optim.Optimizer | list[torch.optim.Optimizer] | None = None,
 ) -> int:
     """Peak allocated tensor bytes during ONE call of ``fn`` (e.g. forward+backward+step).
 
@@ -209,11 +209,12 @@ def peak_memory_bytes(
     produced by an op inside ``fn`` is added when created and removed when it is freed, and
     the running total's maximum is the peak. Tensors that existed before the call are only
     seen if they are passed in (``modules``: parameters, buffers and existing ``.grad``;
-    ``optimizer``: its state tensors), are touched by an op inside ``fn`` (e.g. an in-place
-    update), or belong to a module called inside ``fn`` (MemTracker's module hooks register
-    its parameters). Pass ``modules`` and ``optimizer`` so the baseline is complete; an
-    input batch created before the call is not counted unless ``fn`` creates it. Only ops on
-    the calling thread are seen. A new tracker is used per call, so one call = one iteration.
+    ``optimizer``: its state tensors, or a list of optimizers), are touched by an op inside
+    ``fn`` (e.g. an in-place update), or belong to a module called inside ``fn``
+    (MemTracker's module hooks register its parameters). Pass ``modules`` and ``optimizer``
+    so the baseline is complete; an input batch created before the call is not counted
+    unless ``fn`` creates it. Only ops on the calling thread are seen. A new tracker is used
+    per call, so one call = one iteration.
     Measure the eager (uncompiled) step on CPU: the tracker sees dispatcher ops, and compiled
     regions do not go through it op by op. If MemTracker cannot be imported, a small
     dispatch-mode tracker of live storages is used instead (same counting, but without module
@@ -223,6 +224,8 @@ def peak_memory_bytes(
     if isinstance(modules, torch.nn.Module):
         modules = [modules]
     modules = list(modules or [])
+    optimizers = optimizer if isinstance(optimizer, list) else [optimizer]
+    optimizers = [o for o in optimizers if o is not None]
     if device.type == "cuda":
         sync(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -233,8 +236,8 @@ def peak_memory_bytes(
         raise NotImplementedError(f"peak memory is measured on cuda and cpu, not {device.type}")
     tracker_cls = _memtracker_class()
     if tracker_cls is None:
-        return _cpu_peak_dispatch(fn, modules, optimizer)
-    return _cpu_peak_memtracker(fn, modules, optimizer, tracker_cls)
+        return _cpu_peak_dispatch(fn, modules, optimizers)
+    return _cpu_peak_memtracker(fn, modules, optimizers, tracker_cls)
 
 
 _MEMTRACKER_CLS: Any = None
@@ -287,7 +290,7 @@ def _memtracker_class() -> Any:
 def _cpu_peak_memtracker(
     fn: Callable[[], object],
     modules: list[torch.nn.Module],
-    optimizer: torch.optim.Optimizer | None,
+    optimizers: list[torch.optim.Optimizer],
     tracker_cls: Any = None,
 ) -> int:
     """Peak CPU tensor bytes of one ``fn()`` call measured with (a subclass of) MemTracker."""
@@ -297,7 +300,7 @@ def _cpu_peak_memtracker(
             raise RuntimeError("torch.distributed._tools.mem_tracker is not available")
     tracker = tracker_cls()
     # Registered before entering, so the starting snapshot (and hence the peak) includes them.
-    externals = [*modules, *([optimizer] if optimizer is not None else [])]
+    externals = [*modules, *optimizers]
     if externals:
         tracker.track_external(*externals)
     with tracker:
@@ -354,7 +357,7 @@ class _LiveStorageTracker(TorchDispatchMode):
 def _cpu_peak_dispatch(
     fn: Callable[[], object],
     modules: list[torch.nn.Module],
-    optimizer: torch.optim.Optimizer | None,
+    optimizers: list[torch.optim.Optimizer],
 ) -> int:
     """Peak CPU tensor bytes of one ``fn()`` call with the fallback live-storage tracker."""
     tracker = _LiveStorageTracker()
@@ -365,7 +368,7 @@ def _cpu_peak_dispatch(
                 tracker.add_tensor(p.grad)
         for b in m.buffers():
             tracker.add_tensor(b)
-    if optimizer is not None:
+    for optimizer in optimizers:
         for state in optimizer.state.values():
             for v in state.values():
                 tracker.add_tensor(v)

@@ -23,7 +23,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from bench.tables import budget_label, records_frame, variant_order
+from bench.tables import GROUP_COLS, budget_label, records_frame, variant_order
 
 CURVE_X = {"steps": ("step", "step"), "tokens": ("tokens", "tokens"), "seconds": ("time_s", "s")}
 _DPI = 120
@@ -179,6 +179,49 @@ def loss_curves(records: list[dict], path) -> Path:
         note = _diverged_note(frame)
         caption += f" {note}" if note else ""
         return _finish(fig, path, "Validation loss", _context_line(frame), caption)
+
+
+# --------------------------------------------------------------------------- lr sweeps
+
+
+def _lr_sweep_points(frame: pd.DataFrame, min_lrs: int = 3) -> pd.DataFrame:
+    """Finished runs of the arms trained at >= `min_lrs` learning rates within one group."""
+    ok = frame[frame["ok"] & np.isfinite(frame["lr"].to_numpy(float))]
+    if ok.empty:
+        return ok
+    keys = [ok[c].astype(str) for c in (*GROUP_COLS, "arm")]
+    return ok[ok.groupby(keys)["lr"].transform("nunique") >= min_lrs]
+
+
+def lr_sweep(records: list[dict], path) -> Path | None:
+    """Final validation loss against learning rate, one line per arm (mean over seeds; every
+    run a dot; a star at each arm's lowest mean). None when no arm was trained at three or
+    more learning rates (nothing to draw)."""
+    pts = _lr_sweep_points(_frame(records))
+    if pts.empty:
+        return None
+    order = list(dict.fromkeys(variant_order(pts["arm"])))
+    with _style():
+        fig = Figure(figsize=(7.0, 4.6))
+        ax = fig.subplots()
+        sns.lineplot(
+            data=pts, x="lr", y="val_loss", hue="arm", hue_order=order, estimator="mean",
+            errorbar=None, marker="o", ax=ax,
+        )  # fmt: skip
+        sns.scatterplot(data=pts, x="lr", y="val_loss", hue="arm", hue_order=order, alpha=0.35,
+                        s=18, legend=False, ax=ax)  # fmt: skip
+        means = pts.groupby(["arm", "lr"])["val_loss"].mean().reset_index()
+        best = means.loc[means.groupby("arm")["val_loss"].idxmin()]
+        ax.scatter(best["lr"], best["val_loss"], marker="*", s=160, color="k", zorder=5)
+        ax.set_xscale("log")
+        lrs = sorted(pts["lr"].unique())
+        ax.set_xticks(lrs, [f"{v:g}" for v in lrs], rotation=30 if len(lrs) > 6 else 0)
+        ax.minorticks_off()
+        ax.set_xlabel("learning rate (log scale)")
+        ax.set_ylabel("final validation loss")
+        ax.legend(title="arm", fontsize=8)
+        caption = "Line: mean over the tuning seeds; dots: runs; star: each arm's lowest mean."
+        return _finish(fig, path, "Final loss vs learning rate", _context_line(pts), caption)
 
 
 # --------------------------------------------------------------------------- throughput

@@ -216,6 +216,9 @@ def _group_figures(group_records: list[dict], fig_dir: Path, prefix: str) -> lis
     for alt, fn, name in made:
         path = fn(group_records, fig_dir / f"{prefix}{name}.png")
         blocks.append(Block("img", text=alt, path=path))
+    lr_png = plots.lr_sweep(group_records, fig_dir / f"{prefix}lr_sweep.png")  # --tune lr
+    if lr_png is not None:
+        blocks.append(Block("img", text="Final loss vs learning rate", path=lr_png))
     return blocks
 
 
@@ -287,6 +290,12 @@ def _build_blocks(run_dir, out_dir, fig_dir, records, micro_paths, command) -> l
             blocks.append(Block("note", "No baseline runs in this group: no deltas or verdicts."))
         blocks += _group_figures(_group_records(records, meta["positions"]), fig_dir, prefix)
     blocks += _length_blocks(records, fig_dir)
+    if (run_dir / "tune.csv").is_file():  # written by ablations/run.py --tune
+        blocks += [
+            Block("h2", "Tuned comparison (every arm at its own best)"),
+            Block("table", table=pd.read_csv(run_dir / "tune.csv").fillna("—")),
+            Block("note", "How each value was chosen, and both comparisons in full: tune.md."),
+        ]
     micro_png = plots.micro_benchmarks(micro_paths, fig_dir / "micro_benchmarks.png")
     if micro_png is not None:
         blocks += [

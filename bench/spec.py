@@ -66,11 +66,13 @@ class TrainConfig:
     # extra measurements: "grad_norms" (per block, at eval points), "lengths" (bench.probes)
     probes: tuple[str, ...] = ()
     save_checkpoint: bool = False  # keep the final weights (e.g. a pretraining run)
+    optimizer: str = "adamw"  # or "muon": Muon for the blocks' matrices, AdamW for the rest
+    muon_momentum: float = 0.95  # Muon's (Nesterov) momentum; unused by AdamW
 
     # Fields added after records were first committed. Each is written into a spec only when it
     # differs from its default, so a run that does not use it keeps the id it always had (and
     # committed records stay resumable).
-    LATE_FIELDS: ClassVar[tuple[str, ...]] = ()
+    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("optimizer", "muon_momentum")
 
     def to_dict(self) -> dict:
         return drop_late_defaults(self, self.LATE_FIELDS)
@@ -81,6 +83,11 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
+        from bench.optim import check_available  # imports torch: only when validating
+
+        check_available(self.optimizer)
+        if not 0.0 <= self.muon_momentum < 1.0:
+            raise ValueError(f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
         unknown = sorted(set(self.probes) - set(PROBES))
         if unknown:
             raise ValueError(f"unknown probe(s) {unknown}; valid: {', '.join(PROBES)}")

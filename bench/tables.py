@@ -58,6 +58,8 @@ BUDGET_WORDS = {
     "seconds": "equal budget: same wall-clock seconds",
 }
 BUDGET_UNITS = {"steps": "steps", "tokens": "tokens", "seconds": "s"}
+DEFAULT_OPTIMIZER = "adamw"  # the reference arm of an optimizer comparison (bench.optim)
+ARM_SEP = " · "  # between a variant's name and what else sets its arm apart: 'baseline · muon'
 
 
 # --------------------------------------------------------------------------- records -> frame
@@ -118,6 +120,8 @@ def _record_row(rec: dict) -> dict:
         "python": env.get("python"),
         "git_commit": env.get("git_commit"),
         "model_size": _model_size(spec.get("model") or {}),
+        "optimizer": (spec.get("train") or {}).get("optimizer", DEFAULT_OPTIMIZER),
+        "lr": _num((spec.get("train") or {}).get("lr")),
         "train_cfg": _train_cfg(spec.get("train") or {}),
         "train_cfg_ladder": _train_cfg_sans_eval(spec.get("train") or {}),
         "created": rec.get("created"),
@@ -139,9 +143,30 @@ def records_frame(records: list[dict]) -> pd.DataFrame:
     rows = [_record_row(r) for r in records]
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=list(_record_row({}).keys()))
+        return pd.DataFrame(columns=[*_record_row({}).keys(), "arm"])
     df["ok"] = df["status"] == "ok"
-    return df
+    return _label_arms(df)
+
+
+def arm_label(variant: str, optimizer: str, mixed: bool) -> str:
+    """A run's name in a table where `mixed` says whether its group mixes optimizers: the
+    AdamW arm keeps the variant's name (the reference), another optimizer's is 'NAME · muon'."""
+    return variant if not mixed or optimizer == DEFAULT_OPTIMIZER else variant + ARM_SEP + optimizer
+
+
+def _label_arms(df: pd.DataFrame) -> pd.DataFrame:
+    """Within each comparable group, runs of one variant that differ in optimizer or lr are
+    separate arms, named so that none silently replaces another as 'the' run of that variant
+    and seed: 'baseline · muon' where a group mixes optimizers (see `arm_label`), 'rope · lr
+    0.004' where an arm was trained at several lrs in the group (an lr sweep). `arm` keeps the
+    name without the lr, `variant` becomes the full label."""
+    keys = [df[c].astype(str) for c in GROUP_COLS]
+    mixed = df.groupby(keys)["optimizer"].transform("nunique") > 1
+    rows = zip(df["variant"], df["optimizer"], mixed, strict=True)
+    df = df.assign(arm=[arm_label(v, o, m) for v, o, m in rows])
+    n_lr = df.groupby([*keys, df["arm"]])["lr"].transform("nunique")
+    lr_text = ARM_SEP + "lr " + df["lr"].map("{:g}".format)
+    return df.assign(variant=df["arm"].where(n_lr <= 1, df["arm"] + lr_text))
 
 
 # --------------------------------------------------------------------------- grouping
@@ -190,6 +215,7 @@ def group_meta(g: pd.DataFrame) -> dict:
         "git_commits": _uniq("git_commit"),
         "seeds": seeds,
         "train_cfgs": _uniq("train_cfg"),
+        "optimizers": _uniq("optimizer"),
         "workers": _uniq("workers"),
         "torch_threads": _uniq("torch_threads"),
         "n_runs": len(g),
@@ -694,6 +720,28 @@ def multiplier_text(meta: dict | None) -> str:
     return text
 
 
+MUON_WORDS = (
+    "Muon (torch.optim.Muon: Nesterov momentum orthogonalised by a Newton–Schulz iteration, "
+    "its update scaled to AdamW's RMS) for the blocks' 2-D matrices and AdamW for embeddings, "
+    "norms and biases, one lr and schedule for both"
+)
+
+
+def optimizer_text(meta: dict | None) -> str:
+    """Which optimizer trained the runs, and in an optimizer comparison the reference arm."""
+    optimizers = (meta or {}).get("optimizers") or [DEFAULT_OPTIMIZER]
+    if optimizers == [DEFAULT_OPTIMIZER]:
+        return ""
+    if len(optimizers) == 1:
+        return f" Every run trained with {MUON_WORDS if optimizers == ['muon'] else optimizers[0]}."
+    others = ", ".join(f"'NAME{ARM_SEP}{o}'" for o in optimizers if o != DEFAULT_OPTIMIZER)
+    return (
+        f" Optimizer arms: {others} is the variant trained with "
+        f"{MUON_WORDS if 'muon' in optimizers else 'that optimizer'}; the plain names trained "
+        f"with AdamW. Reference arm: '{BASELINE}' with AdamW."
+    )
+
+
 def footnote(meta: dict | None = None) -> str:
     """How to read the table; stated under every table so a verdict is never read without it."""
     text = (
@@ -714,6 +762,7 @@ def footnote(meta: dict | None = None) -> str:
     if meta and meta.get("n_duplicates"):
         text += f" {meta['n_duplicates']} repeated run(s) of the same variant and seed ignored "
         text += "(latest kept)."
+    text += optimizer_text(meta)
     if meta and len(meta.get("train_cfgs") or []) > 1:
         text += f" Warning: these runs used {len(meta['train_cfgs'])} different training configs."
     return text

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from bench import distributed, measure
+from bench.optim import as_list, make_optimizer  # noqa: F401  (make_optimizer: re-exported)
 from bench.probes import length_losses
 from bench.records import run_id
 from bench.spec import RunSpec
@@ -48,21 +49,6 @@ def lr_at(progress: float, cfg) -> float:
     p = min(1.0, (progress - cfg.warmup_frac) / max(1e-9, 1.0 - cfg.warmup_frac))
     lo = cfg.lr * cfg.min_lr_frac
     return lo + 0.5 * (cfg.lr - lo) * (1.0 + math.cos(math.pi * p))
-
-
-def make_optimizer(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only: norms' gains, biases and nothing 1-D decay."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    # The fused kernel (one pass over every parameter) exists for CUDA and, since torch 2.4, for
-    # CPU; on the tiny model it cuts AdamW from ~2.8 ms to ~0.5 ms a step on a 2-core CPU.
-    fused = next(model.parameters()).device.type in ("cuda", "cpu")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused)
 
 
 @torch.no_grad()
@@ -284,7 +270,7 @@ def run(
                         functools.partial(_call_into, out, train_step, x, y, weight),
                         device,
                         modules=[model],
-                        optimizer=opt,
+                        optimizer=as_list(opt),
                     )
                 loss = out[0]
                 tracked_s = time.perf_counter() - t0  # the tracker slows this step down

@@ -19,10 +19,10 @@ EXTRA = 8 * MiB
 # tracker is its fallback for torch builds without torch.distributed.
 TRACKERS = {
     "memtracker": lambda fn, modules=(), optimizer=None: measure._cpu_peak_memtracker(
-        fn, list(modules), optimizer
+        fn, list(modules), [optimizer] if optimizer is not None else []
     ),
     "dispatch": lambda fn, modules=(), optimizer=None: measure._cpu_peak_dispatch(
-        fn, list(modules), optimizer
+        fn, list(modules), [optimizer] if optimizer is not None else []
     ),
 }
 

@@ -346,6 +346,12 @@ def test_committed_records_keep_their_run_ids():
     for f in late:
         changed = dataclasses.replace(spec, model=spec.model.replace(**{f.name: _other(f)}))
         assert records.run_id(changed.to_dict()) != r["run_id"], f.name
+    late_train = [f for f in dataclasses.fields(spec.train) if f.name in spec.train.LATE_FIELDS]
+    assert {f.name for f in late_train} >= {"optimizer", "muon_momentum"}
+    for f in late_train:
+        train = dataclasses.replace(spec.train, **{f.name: _other(f)})
+        changed = dataclasses.replace(spec, train=train)
+        assert records.run_id(changed.to_dict()) != r["run_id"], f.name
 
 
 def _other(f):

@@ -1,0 +1,180 @@
+"""`ablations/run.py --tune lr`: every arm at its own best learning rate (see bench.tune).
+
+Three stages, each an ordinary batch of runs through the same executor as any sweep (so resume,
+claims, fan-out and SLURM work unchanged, and a rerun trains nothing twice): (1) each arm's
+grid at a fraction of the budget on the tuning seeds, (2) one more point past the edge for
+arms whose best was at an edge, (3) the full comparison at the verdict's seeds with every arm
+at its own best and again at the shared default. With several keys (`--tune
+lr,weight_decay`), stages 1-2 run per key, each at the values chosen before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from bench.records import load_records, run_id
+from bench.spec import RunSpec, TrainConfig
+from bench.tables import arm_label
+from bench.tune import Choice, TuneConfig, beyond, mean_losses
+from variants.config import ModelConfig
+
+
+class NotYet(Exception):
+    """Runs were submitted without waiting (--no-wait): the next stage needs their results."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    label: str  # its name in the tables: the variant, or 'NAME · muon' beside AdamW arms
+    variant: str
+    model: ModelConfig
+    train: TrainConfig  # the shared default training config, with the arm's optimizer
+
+
+@dataclass
+class Outcome:
+    choices: dict[str, list[Choice]]  # arm label -> one Choice per tuned key
+    tuned_ids: set[str]  # the verdict runs at each arm's best
+    default_ids: set[str]  # the verdict runs at the shared default
+    tuning_ids: set[str]  # every tuning run
+
+
+def arms(plan) -> list[Arm]:
+    mixed = len(plan.optimizers) > 1
+    return [
+        Arm(arm_label(name, train.optimizer, mixed), name, cfg, train)
+        for train in plan.trains()
+        for name, cfg in plan.variants
+    ]
+
+
+def _value(x: float) -> float:
+    """Grid values to 6 significant digits: tidy in tables and stable in run ids."""
+    return float(f"{x:.6g}")
+
+
+class Tuner:
+    """Runs the stages for `plan` with `run_specs(specs)` (which trains what is not finished
+    and returns how many runs it trained or submitted) and reads results from `out`."""
+
+    def __init__(self, cfg: TuneConfig, plan, tokens_per_step: int, out, run_specs: Callable,
+                 wait: bool = True):  # fmt: skip
+        self.cfg, self.plan, self.out, self.wait = cfg, plan, out, wait
+        self.tokens_per_step = tokens_per_step
+        self.run_specs = run_specs
+        self.arms = arms(plan)
+        self.chosen = {a.label: a.train for a in self.arms}  # updated key by key
+        self.tuning_ids: set[str] = set()
+
+    def _tuning_specs(self, key: str, values: dict[str, list[float]]):
+        """Tuning runs of `key` at each arm's `values`; returns (specs, arm -> value -> ids)."""
+        specs, ids = [], {}
+        for a in self.arms:
+            for v in values.get(a.label, []):
+                train = replace(self.chosen[a.label], **{key: v})
+                budget, train = self.plan.scaled(train, self.cfg.frac, self.tokens_per_step)
+                for seed in self.cfg.tune_seeds:
+                    spec = RunSpec(a.variant, a.model, self.plan.task_spec, budget, train, seed,
+                                   self.plan.device)  # fmt: skip
+                    specs.append(spec)
+                    ids.setdefault(a.label, {}).setdefault(v, []).append(run_id(spec.to_dict()))
+        return specs, ids
+
+    def _train(self, specs: list[RunSpec]) -> list[dict]:
+        unique = list({run_id(s.to_dict()): s for s in specs}.values())
+        if self.run_specs(unique) and not self.wait:
+            raise NotYet(f"{len(unique)} run(s) of this stage submitted")
+        return load_records(self.out)
+
+    def _stage(self, key: str, values: dict[str, list[float]], choices: dict[str, Choice]):
+        specs, ids = self._tuning_specs(key, values)
+        self.tuning_ids.update(i for by_value in ids.values() for v in by_value.values() for i in v)
+        records = self._train(specs)
+        for label, by_value in ids.items():
+            choices[label].losses.update(mean_losses(records, by_value))
+
+    def tune_key(self, key: str) -> dict[str, Choice]:
+        """Grid, then one extension past an edge where the best sits on it."""
+        choices = {a.label: Choice(key, getattr(a.train, key)) for a in self.arms}
+        grid = {
+            a.label: [_value(getattr(a.train, key) * f) for f in self.cfg.factors]
+            for a in self.arms
+        }
+        self._stage(key, grid, choices)
+        more = {}
+        for label, c in choices.items():
+            if c.edge:
+                c.extended = c.edge
+                more[label] = [_value(beyond(list(c.losses), c.edge))]
+        if more:
+            self._stage(key, more, choices)
+        for label, c in choices.items():
+            self.chosen[label] = replace(self.chosen[label], **{key: c.best})
+        return choices
+
+    def run(self) -> Outcome:
+        per_key = [self.tune_key(key) for key in self.cfg.keys]
+        choices = {a.label: [c[a.label] for c in per_key] for a in self.arms}
+        tuned, default = [], []
+        for a in self.arms:
+            for seed in range(self.plan.seeds):
+                common = (a.variant, a.model, self.plan.task_spec, self.plan.budget)
+                tuned.append(RunSpec(*common, self.chosen[a.label], seed, self.plan.device))
+                default.append(RunSpec(*common, a.train, seed, self.plan.device))
+        self._train(tuned + default)
+        return Outcome(
+            choices,
+            {run_id(s.to_dict()) for s in tuned},
+            {run_id(s.to_dict()) for s in default},
+            self.tuning_ids,
+        )
+
+
+# --------------------------------------------------------------------------- results
+
+
+def _comparison(records: list[dict], ids: set[str], title: str) -> tuple[str, object]:
+    """The standard table (verdicts, MDE, multipliers) of one subset of the runs."""
+    from bench import tables
+
+    groups = tables.summaries([r for r in records if r.get("run_id") in ids])
+    (meta, df), *rest = groups
+    assert not rest, "one budget, size and device: one group"
+    return f"## {title}\n\n" + tables.format_summary(df, meta), df
+
+
+def write_results(outcome: Outcome, cfg: TuneConfig, plan, out) -> str:
+    """tune.md (the tuned table, then both comparisons in full), tune.csv (its table, which
+    `python -m bench.report` shows), tune.json (every arm's grid and losses) and
+    figures/lr_sweep.png; summary.md is every run's generic table, as for any sweep. Returns
+    tune.md's text."""
+    import json
+
+    from bench import plots, tables, tune
+    from bench.records import write_bytes_atomic
+
+    records = load_records(out)
+    tuned_md, tuned = _comparison(records, outcome.tuned_ids, "Every arm at its own best")
+    default_md, default = _comparison(records, outcome.default_ids, "Every arm at the default")
+    frame = tune.tune_frame(outcome.choices, tuned, default)
+    verdict_seeds = plan.seeds
+    budget = f"{plan.budget.value * cfg.frac:g} {tables.BUDGET_UNITS[plan.budget.mode]}"
+    text = (
+        f"# Tuned comparison ({', '.join(cfg.keys)})\n\n{tables.markdown_table(frame)}\n\n"
+        f"_{tune.footnote(cfg, budget, verdict_seeds)}_\n\n{tuned_md}\n{default_md}"
+    )
+    tuning = [r for r in records if r.get("run_id") in outcome.tuning_ids]
+    if plots.lr_sweep(tuning, out / "figures" / "lr_sweep.png") is not None:
+        text += "\n![Final loss vs learning rate](figures/lr_sweep.png)\n"
+    write_bytes_atomic(out / "tune.md", text.encode("utf-8"))
+    tables.write_summary(records, out)
+    write_bytes_atomic(out / "tune.csv", frame.to_csv(index=False).encode("utf-8"))
+    choices = {
+        arm: [{"key": c.key, "default": c.default, "best": c.best, "extended": c.extended,
+               "still_at_edge": c.edge is not None, "losses": sorted(c.losses.items())}
+              for c in cs]
+        for arm, cs in outcome.choices.items()
+    }  # fmt: skip
+    write_bytes_atomic(out / "tune.json", json.dumps(choices, indent=1).encode("utf-8"))
+    return text

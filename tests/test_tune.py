@@ -1,0 +1,104 @@
+"""--tune lr: the choice rule, the edge extension, one-line errors, and a real micro tune that
+chooses on seeds no verdict uses and trains nothing twice when rerun."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from test_harness import cli  # the CLI in a subprocess, as a user runs it
+
+from bench import tune
+from bench.records import load_records
+
+FAST = ["--model", "micro", "--batch-size", "16", "--quiet", "--jobs", "1"]
+TUNE = ["--variant", "rope", "--tune", "lr"]
+
+
+def test_grid_and_keys_parse():
+    assert tune.parse_keys("lr") == ("lr",)
+    assert tune.parse_keys("lr, weight_decay,lr") == ("lr", "weight_decay")
+    assert tune.parse_grid("0.25,0.5,2,4") == (0.25, 0.5, 1.0, 2.0, 4.0)  # 1 always a point
+
+
+def test_best_value_and_edge():
+    c = tune.Choice("lr", 1e-3, {5e-4: 3.0, 1e-3: 2.5, 2e-3: 2.7})
+    assert c.best == 1e-3 and c.edge is None
+    c = tune.Choice("lr", 1e-3, {5e-4: 3.0, 1e-3: 2.5, 2e-3: 2.1})
+    assert c.best == 2e-3 and c.edge == "up"
+    assert tune.beyond([5e-4, 1e-3, 2e-3], "up") == pytest.approx(4e-3)
+    assert tune.beyond([5e-4, 1e-3, 2e-3], "down") == pytest.approx(2.5e-4)
+    # a diverged value never wins; a tie goes to the value nearest the default
+    c = tune.Choice("lr", 1e-3, {5e-4: 2.5, 1e-3: 2.5, 4e-3: math.inf})
+    assert c.best == 1e-3 and c.edge is None
+    assert tune.Choice("lr", 1e-3, {1e-3: math.inf, 2e-3: math.inf}).edge is None
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--variant", "rope", "--tune", "foo"], ["--tune 'foo'", "lr"]),
+        (["--variant", "rope", "--tune", ""], ["--tune", "lr"]),
+        (["--tune", "lr"], ["--tune compares arms", "--variant"]),
+        ([*TUNE, "--tune-grid", "0,1,2"], ["--tune-grid", "positive"]),
+        ([*TUNE, "--tune-grid=-1,2"], ["--tune-grid", "positive"]),
+        ([*TUNE, "--tune-grid", "2"], ["--tune-grid", "two"]),
+        ([*TUNE, "--tune-grid", "a,b"], ["--tune-grid", "a,b"]),
+        ([*TUNE, "--tune-frac", "0"], ["--tune-frac"]),
+        ([*TUNE, "--tune-frac", "1.5"], ["--tune-frac"]),
+        ([*TUNE, "--tune-seeds", "0"], ["--tune-seeds"]),
+        ([*TUNE, "--ladder"], ["--ladder"]),
+        ([*TUNE, "--seeds", "1001"], ["tuning seeds"]),
+    ],
+)
+def test_bad_tune_args_are_one_line(tmp_path, args, words):
+    r = cli(*FAST, "--steps", "10", "--out", str(tmp_path), *args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_a_micro_tune_chooses_on_other_seeds_and_resumes(tmp_path):
+    """Baseline vs rope, lr grid x{0.5,1,2} at half of 20 steps: at so short a budget the
+    largest lr wins, so each grid is extended upwards once and says so. The tuning runs use
+    seeds 1000+ at the tuning budget, the verdict runs seeds 0-1 at the full budget, the table
+    has the chosen lr and both differences, the figure exists; a rerun trains nothing."""
+    out = tmp_path / "t"
+    args = [*FAST, "--steps", "20", "--seeds", "2", "--variant", "rope", "--tune", "lr",
+            "--tune-grid", "0.5,2", "--tune-frac", "0.5", "--out", str(out)]  # fmt: skip
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr
+    recs = load_records(out)
+    tuning = [x for x in recs if x["seed"] >= tune.TUNE_SEED_OFFSET]
+    verdict = [x for x in recs if x["seed"] < tune.TUNE_SEED_OFFSET]
+    assert {x["budget"]["value"] for x in tuning} == {10}
+    assert {x["budget"]["value"] for x in verdict} == {20}
+    assert {x["seed"] for x in verdict} == {0, 1} and {x["seed"] for x in tuning} == {1000}
+    choices = json.loads((out / "tune.json").read_text())
+    default = 2e-3  # the shakespeare recipe's lr
+    for arm in ("baseline", "rope"):
+        (c,) = choices[arm]
+        tried = [v for v, _ in c["losses"]]
+        assert c["default"] == default and len(tried) == 4  # 3 grid points + 1 extension
+        assert c["extended"] == "up" and max(tried) == pytest.approx(8e-3)
+        lrs = {x["spec"]["train"]["lr"] for x in verdict if x["variant"] == arm}
+        assert lrs == {c["best"], default}  # at its own best and at the shared default
+        best_loss = min(loss for _, loss in c["losses"])
+        assert dict(c["losses"])[c["best"]] == best_loss
+    text = (out / "tune.md").read_text()
+    for words in ("chosen lr", "Δ tuned vs tuned", "Δ at the default", "grid extended up",
+                  "seeds 1000, disjoint from the verdict's seeds 0–1"):  # fmt: skip
+        assert words in text, words
+    assert (out / "figures" / "lr_sweep.png").stat().st_size > 10_000
+    assert "wall time:" in r.stderr
+    from bench.report import build_report  # the report from records: the table and the figure
+
+    report = build_report(out).read_text()
+    assert "Tuned comparison" in report and "lr_sweep.png" in report
+    again = cli(*args)
+    assert again.returncode == 0 and f"0 run(s) trained, {len(recs)} skipped" in again.stderr
+    assert len(load_records(out)) == len(recs)
