@@ -163,6 +163,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--study", default=None, help="run a ready-made study (see --list)")
     p.add_argument(
+        "--sizes",
+        default=None,
+        metavar="LxD,...",
+        help="--study scaling: the model ladder as n_layer x n_embd, e.g. 1x64,2x64,3x96,4x128 "
+        "(default: the device's ladder)",
+    )
+    p.add_argument(
         "--scale",
         type=float,
         default=1.0,
@@ -544,7 +551,6 @@ def run_study(args) -> int:
     if not args.scale > 0:
         raise ValueError(f"--scale must be positive, got {args.scale}")
     out = Path(args.out) if args.out else LOCAL_RESULTS / "studies" / args.study
-    check_output(out)
     ctx = StudyContext(
         out=out,
         device=resolve_device(args.device).type,
@@ -552,8 +558,12 @@ def run_study(args) -> int:
         scale=args.scale,
         force=args.force,
         quiet=args.quiet,
+        variants=tuple(args.variant),
+        sizes=args.sizes,
+        jobs=default_jobs(args, resolve_device(args.device).type, 1),
     )
-    out.mkdir(parents=True, exist_ok=True)
+    study.check(ctx)
+    check_output(out)
     section = study.run(ctx)
     (out / "report.md").write_text(section)
     print(section)

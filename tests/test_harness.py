@@ -31,6 +31,15 @@ def cli(*args, timeout=300):
     )
 
 
+def one_line_error(r, *words) -> None:
+    """A bad-input exit: status 2, one 'error: ...' line naming each of `words`, no traceback."""
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
 def tiny_spec(variant="baseline", seed=0, budget=None, **train):
     cfg = preset("micro", vocab_size=13)
     budget = budget or Budget("steps", 15)

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_harness import cli  # the CLI in a subprocess, as a user runs it
+from test_harness import cli, one_line_error  # the CLI in a subprocess, as a user runs it
 
 from bench import multiplier, tables
 from bench.records import finished_ids, load_records
@@ -226,11 +226,7 @@ def test_recipe_fills_what_flags_leave_out():
 )
 def test_bad_precision_args_are_one_line(tmp_path, args, words):
     r = cli(*FAST, "--variant", "rope", "--out", str(tmp_path), *args)
-    assert r.returncode == 2
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
-    for w in words:
-        assert w in lines[0], (w, lines[0])
+    one_line_error(r, *words)
     assert not (tmp_path / "runs.jsonl").exists()
 
 

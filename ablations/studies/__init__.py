@@ -24,6 +24,11 @@ STUDIES: dict[str, tuple[str, str]] = {
         "ablations.studies.residual",
         "per-block gradient norms and loss, residual on vs off, depths 2-16",
     ),
+    "scaling": (
+        "ablations.studies.scaling",
+        "compute multiplier per model size (--variant NAME, --sizes LxD,...) from a power law "
+        "fitted to the baseline",
+    ),
     "heads": (
         "ablations.studies.heads",
         "separate vs fused heads: equal outputs and gradients, speed ratio for 1-16 heads",

@@ -28,6 +28,9 @@ class StudyContext:
     scale: float = 1.0  # multiplies the study's training budgets; tests use ~0.01–0.05
     force: bool = False
     quiet: bool = False
+    variants: tuple[str, ...] = ()  # --variant: the arms of a study that takes them (scaling)
+    sizes: str | None = None  # --sizes: a study's model ladder (scaling)
+    jobs: int = 1  # runs at once for a study that fans out (each in its own process)
 
     def steps(self, full: int, minimum: int = 5) -> int:
         """A budget of `full` steps at scale 1, scaled (never below `minimum`)."""
@@ -43,9 +46,9 @@ class StudyContext:
         parts.append(f"--device {self.device}")
         return " ".join(parts)
 
-    def execute(self, specs, task=None) -> list[dict]:
+    def execute(self, specs, task=None, jobs: int = 1) -> list[dict]:
         """Run the specs (skipping finished ones) and return their records, in spec order."""
-        execute(specs, self.out, force=self.force, quiet=self.quiet, task=task)
+        execute(specs, self.out, force=self.force, quiet=self.quiet, task=task, jobs=jobs)
         by_id = {r["run_id"]: r for r in load_records(self.out / "runs.jsonl")}
         return [by_id[run_id(s.to_dict())] for s in specs if run_id(s.to_dict()) in by_id]
 
@@ -54,6 +57,11 @@ class Study(abc.ABC):
     name: str = ""
     description: str = ""  # one line, shown by --list
     one_thread: bool = False  # on CPU, run with one intra-op thread (see cpu_threads)
+
+    def check(self, ctx: StudyContext) -> None:
+        """One-line ValueError for options this study cannot take, before anything trains."""
+        if ctx.sizes is not None:
+            raise ValueError(f"--sizes is for --study scaling, not --study {self.name}")
 
     def run(self, ctx: StudyContext) -> str:
         """Run the study's experiments and write its table(s) and figure(s) into ctx.out.
