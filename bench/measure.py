@@ -18,6 +18,7 @@ Conventions, chosen so numbers from different machines stay comparable:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -29,6 +30,7 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ __all__ = [
     "mfu",
     "peak_flops",
     "peak_memory_bytes",
+    "memory_peak",
     "sync",
     "time_fn",
 ]
@@ -220,24 +223,65 @@ def peak_memory_bytes(
     dispatch-mode tracker of live storages is used instead (same counting, but without module
     hooks, so pass ``modules`` for parameters to be counted before they are touched).
     """
+    with memory_peak(device, modules=modules, optimizer=optimizer) as peak:
+        fn()
+    return peak.bytes
+
+
+@dataclass
+class MemoryPeak:
+    """What `memory_peak` measured: filled in when its block ends."""
+
+    bytes: int | None = None
+
+
+@contextlib.contextmanager
+def memory_peak(
+    device: torch.device | str,
+    *,
+    modules: Iterable[torch.nn.Module] | torch.nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | list[torch.optim.Optimizer] | None = None,
+):
+    """``with memory_peak(device, modules=[model], optimizer=opt) as peak: step()``, then
+    ``peak.bytes``: the peak allocated tensor bytes of the block, counted as
+    ``peak_memory_bytes`` describes (that function is this block around one call)."""
     device = _as_device(device)
     if isinstance(modules, torch.nn.Module):
         modules = [modules]
     modules = list(modules or [])
     optimizers = optimizer if isinstance(optimizer, list) else [optimizer]
     optimizers = [o for o in optimizers if o is not None]
+    result = MemoryPeak()
     if device.type == "cuda":
         sync(device)
         torch.cuda.reset_peak_memory_stats(device)
-        fn()
+        yield result
         sync(device)
-        return int(torch.cuda.max_memory_allocated(device))
+        result.bytes = int(torch.cuda.max_memory_allocated(device))
+        return
     if device.type != "cpu":
         raise NotImplementedError(f"peak memory is measured on cuda and cpu, not {device.type}")
-    tracker_cls = _memtracker_class()
+    with _cpu_block(modules, optimizers, result, _memtracker_class()):
+        yield result
+
+
+@contextlib.contextmanager
+def _cpu_block(modules, optimizers, result: MemoryPeak, tracker_cls: Any = None):
+    """Track CPU storages inside the block with (a subclass of) MemTracker, or with the
+    fallback live-storage tracker when `tracker_cls` is None; the peak goes to `result`."""
     if tracker_cls is None:
-        return _cpu_peak_dispatch(fn, modules, optimizers)
-    return _cpu_peak_memtracker(fn, modules, optimizers, tracker_cls)
+        tracker = _dispatch_tracker(modules, optimizers)
+        with tracker:
+            yield
+        result.bytes = int(tracker.peak)
+        return
+    tracker = tracker_cls()
+    # Registered before entering, so the starting snapshot (and hence the peak) includes them.
+    if modules or optimizers:
+        tracker.track_external(*modules, *optimizers)
+    with tracker:
+        yield
+    result.bytes = _memtracker_total(tracker)
 
 
 _MEMTRACKER_CLS: Any = None
@@ -287,32 +331,26 @@ def _memtracker_class() -> Any:
     return _MEMTRACKER_CLS or None
 
 
-def _cpu_peak_memtracker(
-    fn: Callable[[], object],
-    modules: list[torch.nn.Module],
-    optimizers: list[torch.optim.Optimizer],
-    tracker_cls: Any = None,
-) -> int:
-    """Peak CPU tensor bytes of one ``fn()`` call measured with (a subclass of) MemTracker."""
-    if tracker_cls is None:
-        tracker_cls = _memtracker_class()
-        if tracker_cls is None:
-            raise RuntimeError("torch.distributed._tools.mem_tracker is not available")
-    tracker = tracker_cls()
-    # Registered before entering, so the starting snapshot (and hence the peak) includes them.
-    externals = [*modules, *optimizers]
-    if externals:
-        tracker.track_external(*externals)
-    with tracker:
-        fn()
-    peak = tracker.get_tracker_snapshot("peak")
+def _memtracker_total(tracker) -> int:
+    """The CPU bytes of a finished MemTracker's peak snapshot."""
     total = 0
-    for dev, snap in peak.items():
+    for dev, snap in tracker.get_tracker_snapshot("peak").items():
         if torch.device(dev).type != "cpu":
             continue
         # Snapshots hold one entry per category plus a "Total" entry; use it, do not re-sum it.
         total += snap["Total"] if "Total" in snap else sum(snap.values())
     return int(total)
+
+
+def _cpu_peak_memtracker(fn, modules, optimizers, tracker_cls: Any = None) -> int:
+    """Peak CPU tensor bytes of one ``fn()`` call measured with (a subclass of) MemTracker."""
+    tracker_cls = tracker_cls or _memtracker_class()
+    if tracker_cls is None:
+        raise RuntimeError("torch.distributed._tools.mem_tracker is not available")
+    result = MemoryPeak()
+    with _cpu_block(modules, optimizers, result, tracker_cls):
+        fn()
+    return result.bytes
 
 
 class _LiveStorageTracker(TorchDispatchMode):
@@ -354,12 +392,8 @@ class _LiveStorageTracker(TorchDispatchMode):
         return out
 
 
-def _cpu_peak_dispatch(
-    fn: Callable[[], object],
-    modules: list[torch.nn.Module],
-    optimizers: list[torch.optim.Optimizer],
-) -> int:
-    """Peak CPU tensor bytes of one ``fn()`` call with the fallback live-storage tracker."""
+def _dispatch_tracker(modules, optimizers) -> _LiveStorageTracker:
+    """The fallback tracker with the tensors that exist before the call registered."""
     tracker = _LiveStorageTracker()
     for m in modules:
         for p in m.parameters():
@@ -372,9 +406,15 @@ def _cpu_peak_dispatch(
         for state in optimizer.state.values():
             for v in state.values():
                 tracker.add_tensor(v)
-    with tracker:
+    return tracker
+
+
+def _cpu_peak_dispatch(fn, modules, optimizers) -> int:
+    """Peak CPU tensor bytes of one ``fn()`` call with the fallback live-storage tracker."""
+    result = MemoryPeak()
+    with _cpu_block(modules, optimizers, result, None):
         fn()
-    return int(tracker.peak)
+    return result.bytes
 
 
 # --------------------------------------------------------------------------------------------

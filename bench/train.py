@@ -9,12 +9,12 @@ same data in the same order and differ only by the variant. Measurement goes thr
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from bench import distributed, measure
 from bench.optim import as_list, make_optimizer  # noqa: F401  (make_optimizer: re-exported)
 from bench.probes import length_losses
 from bench.records import run_id
-from bench.spec import RunSpec
+from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tasks import build_task
 from variants.model import GPT, IGNORE_INDEX
 
@@ -35,10 +35,6 @@ _RANK_STREAM = 7_919  # per-rank dropout streams under DDP (rank r > 0)
 
 class Diverged(Exception):
     pass
-
-
-def _call_into(out: list, fn, *args):
-    out.append(fn(*args))
 
 
 def lr_at(progress: float, cfg) -> float:
@@ -142,6 +138,68 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+@dataclass
+class _Setup:
+    """What set-up builds; the loop and the final measurements only read it."""
+
+    spec: RunSpec
+    tcfg: TrainConfig
+    budget: Budget
+    device: torch.device
+    world: int  # ranks under torchrun (1 without)
+    rank: int
+    task: object
+    model: GPT  # what is evaluated, probed and saved
+    step_model: torch.nn.Module  # what the loop calls: `model`, DDP-wrapped and/or compiled
+    opt: object
+    gen: torch.Generator  # the training batches' stream
+    tokens_per_step: int
+    use_amp: bool
+
+    def amp(self):
+        """bf16 autocast on CUDA when asked for; nothing on CPU."""
+        if self.use_amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def progress(self, step: int, elapsed: float) -> float:
+        """The fraction of the budget used after `step` steps and `elapsed` training seconds."""
+        if self.budget.mode == "steps":
+            return step / self.budget.value
+        if self.budget.mode == "tokens":
+            return step * self.tokens_per_step / self.budget.value
+        return elapsed / self.budget.value
+
+
+@dataclass
+class _Loop:
+    """The training loop's running state, and what it measured on the way."""
+
+    step: int = 0
+    train_time: float = 0.0  # seconds inside training steps (the clock of a time budget)
+    train_loss: float | None = None
+    status: str = "ok"
+    diverged_at: int | None = None
+    peak_mem: int | None = None  # bytes, from one tracked step after the warm-up
+    tracked_s: float = 0.0  # that step's time, left out of tokens/s
+    wall: float = 0.0
+    timing: dict = field(default_factory=dict)  # StepTimer's summary of the timed steps
+    curve: list[dict] = field(default_factory=list)
+    grad_history: list[dict] = field(default_factory=list)  # the grad_norms probe
+
+    def add_point(self, s: _Setup, val_loss: float, acc=None) -> None:
+        self.curve.append(
+            {
+                "step": self.step,
+                "tokens": self.step * s.tokens_per_step,
+                "time_s": round(self.train_time, 4),
+                "train_loss": self.train_loss,
+                "val_loss": val_loss,
+                "accuracy": acc,
+            }
+        )
+
+
 def run(
     spec: RunSpec,
     progress: Callable[[dict], None] | None = None,
@@ -152,7 +210,20 @@ def run(
     progress bar; `task` may pass an already built task (it must match spec.task).
     `checkpoint_dir` is where `train.save_checkpoint` writes the final weights as
     `<run_id>.pt` and where `spec.init_from` (a run id) is looked up; where files live is not
-    part of a run's identity, so it is an argument, not a spec field."""
+    part of a run's identity, so it is an argument, not a spec field.
+
+    Four steps: set up (task, model, optimizer), the loop, the final measurements, the record.
+    """
+    s = _set_up(spec, task, checkpoint_dir)
+    loop = _train(s, progress if s.rank == 0 else None)  # rank 0 alone shows progress
+    metrics, probes = _final_measurements(s, loop)
+    if spec.train.save_checkpoint and loop.status == "ok" and s.rank == 0:
+        save_checkpoint(s.model, run_id(spec.to_dict()), checkpoint_dir)
+    distributed.barrier()  # a later run may start from that checkpoint on any rank
+    return _record(s, loop, metrics, probes)
+
+
+def _set_up(spec: RunSpec, task, checkpoint_dir) -> _Setup:
     device = distributed.local_device(resolve_device(spec.device))
     tcfg = spec.train.validate()
     budget = spec.budget.validate()
@@ -163,9 +234,6 @@ def run(
             f"--batch-size {tcfg.batch_size} is the global batch and must divide by the "
             f"{world} ranks; use a multiple of {world}"
         )
-    if rank != 0:
-        progress = None  # rank 0 alone shows progress
-    opts = {k: v for k, v in spec.task.items() if k not in ("name", "data")}
     if task is None:
         task = build_task(
             spec.task["name"],
@@ -173,207 +241,212 @@ def run(
             data=spec.task.get("data"),
             eval_batches=tcfg.eval_batches,
             eval_batch_size=tcfg.eval_batch_size,
-            **opts,
+            **{k: v for k, v in spec.task.items() if k not in ("name", "data")},
         )
-
     if "lengths" in tcfg.probes and not task.has_spans:
         task.held_out_spans(1, 1)  # one line: this task cannot be read at other lengths
+    tokens_per_step = tcfg.batch_size * task.seq_len
+    budget.validate(tokens_per_step)
+
     torch.manual_seed(spec.seed)  # model init (and dropout, if any)
     model = GPT(spec.model).to(device)
     if spec.init_from is not None:
         model.load_state_dict(load_checkpoint(spec.init_from, checkpoint_dir, device))
-    n_params = model.num_params()
-    flops_tok = measure.flops_per_token(
-        model.num_params(non_embedding=True), spec.model.n_layer, spec.model.n_embd, task.seq_len
-    )
     opt = make_optimizer(model, tcfg)
-    train_model = model  # `model` itself is what is evaluated, probed and saved
+    train_model = model
     if world > 1:
         train_model = distributed.wrap(model, device)
         if rank > 0:  # dropout (if any) draws different masks on each rank's rows
             torch.manual_seed(spec.seed + _RANK_STREAM * rank)
-    step_model = torch.compile(train_model) if tcfg.compile else train_model
-    use_amp = tcfg.amp and device.type == "cuda"
+    return _Setup(
+        spec=spec,
+        tcfg=tcfg,
+        budget=budget,
+        device=device,
+        world=world,
+        rank=rank,
+        task=task,
+        model=model,
+        step_model=torch.compile(train_model) if tcfg.compile else train_model,
+        opt=opt,
+        gen=torch.Generator().manual_seed(spec.seed + _DATA_STREAM),
+        tokens_per_step=tokens_per_step,
+        use_amp=tcfg.amp and device.type == "cuda",
+    )
 
-    def amp_ctx():
-        if use_amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
 
-    gen = torch.Generator().manual_seed(spec.seed + _DATA_STREAM)
-    tokens_per_step = tcfg.batch_size * task.seq_len
-    budget.validate(tokens_per_step)
+def _train_step(s: _Setup, loop: _Loop, x, y, weight=None):
+    """Forward, backward (the grad-norm probe at its points), clip, optimizer step."""
+    with s.amp():
+        _, loss = s.step_model(x, y)
+    (loss if weight is None else loss * weight).backward()
+    if "grad_norms" in s.tcfg.probes and (
+        loop.step == 0 or (loop.step + 1) % s.tcfg.eval_every == 0
+    ):
+        loop.grad_history.append({"step": loop.step + 1, "norms": block_grad_norms(s.model)})
+    if s.tcfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.tcfg.grad_clip)
+    s.opt.step()
+    s.opt.zero_grad(set_to_none=True)
+    return loss
 
-    def budget_progress(step: int, elapsed: float) -> float:
-        if budget.mode == "steps":
-            return step / budget.value
-        if budget.mode == "tokens":
-            return step * tokens_per_step / budget.value
-        return elapsed / budget.value
 
-    timer = measure.StepTimer(device, warmup=tcfg.timing_warmup)
-    curve: list[dict] = []
-    status, diverged_at = "ok", None
-    peak_mem = None
-    step, train_time, train_loss = 0, 0.0, None
-    tracked_s = 0.0  # time of the memory-tracked step, left out of tokens/s
+def _tracked_step(s: _Setup, loop: _Loop, x, y, weight):
+    """One (untimed) step under the memory tracker, after compile and allocator warm-up."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        # MemTracker's global module hooks make torch.compile warn that they fire once more
+        # for the compiled wrapper; that wrapper is not among `modules`, and the peak counts
+        # tensors, not hook calls, so the warning is moot here.
+        warnings.filterwarnings("ignore", message=r"Using `torch\.compile\(module\)`")
+        with measure.memory_peak(s.device, modules=[s.model], optimizer=as_list(s.opt)) as mem:
+            loss = _train_step(s, loop, x, y, weight)
+    loop.peak_mem = mem.bytes
+    loop.tracked_s = time.perf_counter() - t0  # the tracker slows this step down
+    return loss
 
-    grad_history: list[dict] = []  # per-block gradient norms at step 1 and every eval point
-    probes: dict = {"grad_norms": grad_history} if "grad_norms" in tcfg.probes else {}
 
-    def train_step(x, y, weight=None):
-        with amp_ctx():
-            _, loss = step_model(x, y)
-        (loss if weight is None else loss * weight).backward()
-        if "grad_norms" in tcfg.probes and (step == 0 or (step + 1) % tcfg.eval_every == 0):
-            grad_history.append({"step": step + 1, "norms": block_grad_norms(model)})
-        if tcfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        return loss
-
-    def add_point(val_loss, acc=None):
-        point = {
-            "step": step,
-            "tokens": step * tokens_per_step,
-            "time_s": round(train_time, 4),
-            "train_loss": train_loss,
-            "val_loss": val_loss,
-            "accuracy": acc,
-        }
-        curve.append(point)
-
-    model.train()
-    add_point(evaluate(model, task, device, amp_ctx))
+def _train(s: _Setup, progress: Callable[[dict], None] | None) -> _Loop:
+    """The loop: until the budget is used, one step and, every eval_every steps, a validation
+    point. A non-finite loss ends it as diverged, keeping what was measured so far."""
+    loop = _Loop()
+    timer = measure.StepTimer(s.device, warmup=s.tcfg.timing_warmup)
+    s.model.train()
+    loop.add_point(s, evaluate(s.model, s.task, s.device, s.amp))
     t_start = time.perf_counter()
     try:
-        while budget_progress(step, train_time) < 1.0:
-            lr = lr_at(budget_progress(step, train_time), tcfg)
-            for g in opt.param_groups:
+        while s.progress(loop.step, loop.train_time) < 1.0:
+            lr = lr_at(s.progress(loop.step, loop.train_time), s.tcfg)
+            for g in s.opt.param_groups:
                 g["lr"] = lr
-            x, y = task.train_batch(tcfg.batch_size, gen)
+            x, y = s.task.train_batch(s.tcfg.batch_size, s.gen)
             weight = share = None
-            if world > 1:  # every rank draws the global batch from the shared stream
+            if s.world > 1:  # every rank draws the global batch from the shared stream
                 x, y, weight, share = _shard_batch(x, y)
             t0 = time.perf_counter()
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if step == tcfg.timing_warmup and peak_mem is None:
-                # one (untimed) step under the memory tracker, after compile/warm-up
-                out: list = []
-                with warnings.catch_warnings():
-                    # MemTracker's global module hooks make torch.compile warn that they fire
-                    # once more for the compiled wrapper; that wrapper is not among `modules`,
-                    # and the peak counts tensors, not hook calls, so the warning is moot here.
-                    warnings.filterwarnings("ignore", message=r"Using `torch\.compile\(module\)`")
-                    peak_mem = measure.peak_memory_bytes(
-                        functools.partial(_call_into, out, train_step, x, y, weight),
-                        device,
-                        modules=[model],
-                        optimizer=as_list(opt),
-                    )
-                loss = out[0]
-                tracked_s = time.perf_counter() - t0  # the tracker slows this step down
+            x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
+            if loop.step == s.tcfg.timing_warmup and loop.peak_mem is None:
+                loss = _tracked_step(s, loop, x, y, weight)
             else:
                 timer.start()
-                loss = train_step(x, y, weight)
+                loss = _train_step(s, loop, x, y, weight)
                 timer.stop()
-            step += 1
-            train_loss = loss.item()  # syncs; the timer already stopped
-            train_time += time.perf_counter() - t0
-            if world > 1:  # the global-batch loss on every rank, so all stop on the same step
-                ranks = distributed.all_gather_floats([train_loss * share, train_time])
-                train_loss = sum(r[0] for r in ranks)
-                if budget.mode == "seconds":  # one clock for the budget and the lr schedule
-                    train_time = max(r[1] for r in ranks)
-            if not math.isfinite(train_loss):
+            loop.step += 1
+            loop.train_loss = loss.item()  # syncs; the timer already stopped
+            loop.train_time += time.perf_counter() - t0
+            if s.world > 1:  # the global-batch loss on every rank, so all stop on the same step
+                ranks = distributed.all_gather_floats([loop.train_loss * share, loop.train_time])
+                loop.train_loss = sum(r[0] for r in ranks)
+                if s.budget.mode == "seconds":  # one clock for the budget and the lr schedule
+                    loop.train_time = max(r[1] for r in ranks)
+            if not math.isfinite(loop.train_loss):
                 raise Diverged()
-            if progress is not None and (step % 10 == 0 or step == 1):
+            if progress is not None and (loop.step % 10 == 0 or loop.step == 1):
                 progress(
                     {
-                        "step": step,
-                        "loss": train_loss,
-                        "progress": budget_progress(step, train_time),
-                        "tokens_per_s": step * tokens_per_step / max(train_time, 1e-9),
+                        "step": loop.step,
+                        "loss": loop.train_loss,
+                        "progress": s.progress(loop.step, loop.train_time),
+                        "tokens_per_s": loop.step * s.tokens_per_step / max(loop.train_time, 1e-9),
                     }
                 )
-            if step % tcfg.eval_every == 0:
-                add_point(evaluate(model, task, device, amp_ctx))
+            if loop.step % s.tcfg.eval_every == 0:
+                loop.add_point(s, evaluate(s.model, s.task, s.device, s.amp))
     except Diverged:
-        status, diverged_at = "diverged", step
-    wall = time.perf_counter() - t_start
-    if world > 1:
-        train_time, wall, peak_mem = _max_over_ranks(train_time, wall, peak_mem)
+        loop.status, loop.diverged_at = "diverged", loop.step
+    loop.wall = time.perf_counter() - t_start
+    if s.world > 1:
+        loop.train_time, loop.wall, loop.peak_mem = _max_over_ranks(
+            loop.train_time, loop.wall, loop.peak_mem
+        )
+    loop.timing = timer.summary()
+    return loop
 
+
+def _final_measurements(s: _Setup, loop: _Loop) -> tuple[dict, dict]:
+    """The record's metrics and probes: sizes, speed, memory, the final val loss and accuracy
+    (finished runs), the forward time, MFU against the measured peak."""
+    spec, model = s.spec, s.model
+    flops_tok = measure.flops_per_token(
+        model.num_params(non_embedding=True), spec.model.n_layer, spec.model.n_embd, s.task.seq_len
+    )
     metrics: dict = {
-        "params": n_params,
+        "params": model.num_params(),
         "flops_per_token": flops_tok,
-        "steps": step,
-        "tokens": step * tokens_per_step,
-        "wall_s": round(wall, 3),
-        "train_loss": train_loss,
-        "peak_mem_mb": None if peak_mem is None else peak_mem / 2**20,
+        "steps": loop.step,
+        "tokens": loop.step * s.tokens_per_step,
+        "wall_s": round(loop.wall, 3),
+        "train_loss": loop.train_loss,
+        "peak_mem_mb": None if loop.peak_mem is None else loop.peak_mem / 2**20,
         # the loss of a token-frequency table: the learning guard's floor (bench.tables)
-        "freq_loss": task.frequency_loss(),
+        "freq_loss": s.task.frequency_loss(),
     }
-    timing = timer.summary()
-    if world > 1:
+    timing = loop.timing
+    if s.world > 1:
         keys = ("median_ms", "p10_ms", "p90_ms")
         timing = dict(zip(keys, _max_over_ranks(*(timing[k] for k in keys)), strict=True))
+    steps_timed = loop.step - (loop.tracked_s > 0)
     metrics.update(
         step_ms=timing["median_ms"],
         step_ms_p10=timing["p10_ms"],
         step_ms_p90=timing["p90_ms"],
-        tokens_per_s=_throughput(step - (tracked_s > 0), tokens_per_step, train_time - tracked_s),
+        tokens_per_s=_throughput(steps_timed, s.tokens_per_step, loop.train_time - loop.tracked_s),
     )
-    if status == "ok":
-        val_loss = evaluate(model, task, device, amp_ctx)
-        acc = task.accuracy(model, device) if task.has_accuracy else None
-        if not curve or curve[-1]["step"] != step:
-            add_point(val_loss, acc)
-        else:
-            curve[-1]["accuracy"] = acc
-        x, _ = task.train_batch(tcfg.batch_size, gen)
-        if world > 1:
-            x = x[distributed.shard(len(x))]  # the forward of one rank's share of the batch
-        x = x.to(device)
-        model.eval()
-        with torch.no_grad():
-            fwd = measure.time_fn(lambda: step_model(x), device, warmup=2, iters=10)
-        model.train()
-        if world > 1:
-            (fwd["median_ms"],) = _max_over_ranks(fwd["median_ms"])
-        metrics.update(val_loss=val_loss, accuracy=acc, fwd_ms=fwd["median_ms"])
-        if "lengths" in tcfg.probes:
-            probes["lengths"] = length_losses(model, task, device, amp_ctx)
+    probes: dict = {"grad_norms": loop.grad_history} if "grad_norms" in s.tcfg.probes else {}
+    if loop.status == "ok":
+        metrics.update(_finished_metrics(s, loop))
+        if "lengths" in s.tcfg.probes:
+            probes["lengths"] = length_losses(model, s.task, s.device, s.amp)
     else:
         metrics.update(val_loss=None, accuracy=None, fwd_ms=None)
-    dtype = torch.bfloat16 if use_amp else torch.float32
-    peak = measure.measured_peak_flops(device, dtype) * world  # tokens/s is the whole group's
-    table = measure.peak_flops(device, dtype)  # the datasheet's, a cross-check on known GPUs
+    dtype = torch.bfloat16 if s.use_amp else torch.float32
+    peak = measure.measured_peak_flops(s.device, dtype) * s.world  # tokens/s: the whole group's
+    table = measure.peak_flops(s.device, dtype)  # the datasheet's, a cross-check on known GPUs
     metrics["peak_flops"] = peak
     metrics["mfu"] = measure.mfu(flops_tok, metrics["tokens_per_s"], peak)
     metrics["mfu_datasheet"] = measure.mfu(
-        flops_tok, metrics["tokens_per_s"], None if table is None else table * world
+        flops_tok, metrics["tokens_per_s"], None if table is None else table * s.world
     )
-    spec_dict = spec.to_dict()
-    if tcfg.save_checkpoint and status == "ok" and rank == 0:
-        save_checkpoint(model, run_id(spec_dict), checkpoint_dir)
-    distributed.barrier()  # a later run may start from that checkpoint on any rank
+    return metrics, probes
+
+
+def _finished_metrics(s: _Setup, loop: _Loop) -> dict:
+    """Final val loss and accuracy (also the curve's last point) and the forward time."""
+    val_loss = evaluate(s.model, s.task, s.device, s.amp)
+    acc = s.task.accuracy(s.model, s.device) if s.task.has_accuracy else None
+    if not loop.curve or loop.curve[-1]["step"] != loop.step:
+        loop.add_point(s, val_loss, acc)
+    else:
+        loop.curve[-1]["accuracy"] = acc
+    x, _ = s.task.train_batch(s.tcfg.batch_size, s.gen)
+    if s.world > 1:
+        x = x[distributed.shard(len(x))]  # the forward of one rank's share of the batch
+    x = x.to(s.device)
+    s.model.eval()
+    with torch.no_grad():
+        fwd = measure.time_fn(lambda: s.step_model(x), s.device, warmup=2, iters=10)
+    s.model.train()
+    if s.world > 1:
+        (fwd["median_ms"],) = _max_over_ranks(fwd["median_ms"])
+    return {"val_loss": val_loss, "accuracy": acc, "fwd_ms": fwd["median_ms"]}
+
+
+def _record(s: _Setup, loop: _Loop, metrics: dict, probes: dict) -> dict:
+    spec_dict = s.spec.to_dict()
     return {
         "run_id": run_id(spec_dict),
-        "variant": spec.variant,
-        "seed": spec.seed,
-        "task": spec.task["name"],
-        "budget": {"mode": budget.mode, "value": budget.value},
+        "variant": s.spec.variant,
+        "seed": s.spec.seed,
+        "task": s.spec.task["name"],
+        "budget": {"mode": s.budget.mode, "value": s.budget.value},
         "spec": spec_dict,
-        "task_info": task.describe(),
-        "status": status,
-        "diverged_at_step": diverged_at,
-        "env": measure.environment(device),
+        "task_info": s.task.describe(),
+        "status": loop.status,
+        "diverged_at_step": loop.diverged_at,
+        "env": measure.environment(s.device),
         "distributed": distributed.info(),  # {"world_size": 1, "backend": None} without DDP
         "metrics": metrics,
-        "curve": curve,
+        "curve": loop.curve,
         "probes": probes,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
