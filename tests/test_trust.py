@@ -271,6 +271,9 @@ def test_records_of_another_machine_are_trained_again(tmp_path):
         "ablations/shakespeare_tiny_1400steps_cpu",
         "ablations/addition_L2-H4-d64-ctx32_3000steps_cpu",
         "ablations/addition_tiny_400steps_cpu",
+        "ablations/speedrun_blocks_shakespeare_tiny_1400steps_cpu",
+        "ablations/lengths_shakespeare_tiny_1400steps_cpu",
+        "ablations/tune_shakespeare_tiny_1400steps_cpu",
         "bench/sweep",
     ],
 )
