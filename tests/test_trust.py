@@ -274,6 +274,7 @@ def test_records_of_another_machine_are_trained_again(tmp_path):
         "ablations/speedrun_blocks_shakespeare_tiny_1400steps_cpu",
         "ablations/lengths_shakespeare_tiny_1400steps_cpu",
         "ablations/tune_shakespeare_tiny_1400steps_cpu",
+        "ablations/muon_shakespeare_tiny_1400steps_cpu",
         "bench/sweep",
     ],
 )
