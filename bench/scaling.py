@@ -94,7 +94,7 @@ def _size_order(frame: pd.DataFrame) -> list:
     return list(base.groupby("size", sort=False)["compute"].mean().sort_values().index)
 
 
-def _estimate(frame: pd.DataFrame, sizes: list, p0=None) -> tuple[PowerLaw, dict]:
+def _estimate(frame: pd.DataFrame, p0=None) -> tuple[PowerLaw, dict]:
     """Fit on the baseline rows; (fit, {(arm, size): multiplier})."""
     base = frame[frame["arm"] == BASELINE]
     fit = fit_power_law(base["compute"], base["loss"], p0)
@@ -140,7 +140,7 @@ def compute_multipliers(
     has COLUMNS; rows with a non-finite loss (diverged runs) are dropped."""
     frame = frame[np.isfinite(frame["loss"].to_numpy(float))]
     sizes = _size_order(frame)
-    fit, point = _estimate(frame, sizes)
+    fit, point = _estimate(frame)
     p0 = (fit.l_inf, fit.a, fit.alpha)
     arms = [a for a in dict.fromkeys(frame["arm"]) if a != BASELINE]
     spent = frame[frame["arm"] == BASELINE].groupby("size")["compute"].mean()
@@ -150,7 +150,7 @@ def compute_multipliers(
     for _ in range(n_boot):
         sample = _resample(frame, rng)
         try:
-            bfit, mult = _estimate(sample, sizes, p0)
+            bfit, mult = _estimate(sample, p0)
         except ValueError:
             continue  # a resample the curve cannot be fitted to: skipped, counted below
         boots["alpha"].append(bfit.alpha)

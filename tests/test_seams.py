@@ -436,3 +436,23 @@ def test_the_example_plugin_file_trains_a_block_in_every_slot(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     for n in names:
         assert f"| {n} |" in summary
+
+
+def test_a_plain_only_kernel_refuses_any_bias_scheme_not_only_alibi():
+    """The check reads the position scheme's bias, so a plugin scheme with one is refused too,
+    and the kernel itself never drops score changes silently."""
+    register("position", "bias-plugin-test")(SLOTS["position"]["alibi"])
+    try:
+        with pytest.raises(ValueError, match="plain causal attention only.*bias-plugin-test"):
+            ModelConfig(attention="triton", position="bias-plugin-test").validate()
+    finally:
+        del SLOTS["position"]["bias-plugin-test"]
+    q = torch.randn(1, 2, 4, 8)
+    with pytest.raises(ValueError, match="plain causal"):
+        SLOTS["attention"]["triton"](q, q, q, 0.0, ScoreMods(window=2))
+
+
+def test_alibi_bias_is_computed_once_per_length():
+    alibi = AlibiBias(ModelConfig(n_head=4, n_embd=32))
+    a, b = alibi(12), alibi(12)
+    assert a is b and alibi(8).shape == (4, 8, 8) and alibi(12) is not a

@@ -119,9 +119,12 @@ def sdpa_attention(q, k, v, dropout_p: float = 0.0, mods: ScoreMods | None = Non
 
 def triton_attention(q, k, v, dropout_p: float = 0.0, mods: ScoreMods | None = None):
     """Our FlashAttention-2 kernel in Triton (variants/kernels/flash_attn.py); plain causal
-    attention only (its `check` refuses score changes before a model is built)."""
+    attention only (`plain_only`: the registry refuses a config with score changes before a
+    model is built, and a call with them is an error, never silently ignored)."""
     from variants.kernels.flash_attn import flash_attention
 
+    if mods is not None:
+        raise ValueError("attention 'triton' computes plain causal attention only")
     return flash_attention(q, repeat_kv(q, k), repeat_kv(q, v), causal=True)
 
 
@@ -131,11 +134,6 @@ def _check_triton(cfg: ModelConfig) -> None:
         raise ValueError(
             f"attention 'triton' has no attention dropout, got dropout={cfg.dropout}; "
             "set dropout=0 or use attention 'sdpa'"
-        )
-    if cfg.attn_window or cfg.attn_softcap or cfg.position == "alibi":
-        raise ValueError(
-            "attention 'triton' computes plain causal attention only (no window, score cap or "
-            "ALiBi bias); use attention 'sdpa' for those"
         )
     try:
         from variants.kernels.flash_attn import triton_available
@@ -147,6 +145,7 @@ def _check_triton(cfg: ModelConfig) -> None:
 
 
 triton_attention.check = _check_triton
+triton_attention.plain_only = True  # no ScoreMods: see registry.check_slots
 
 
 class Attend(nn.Module):

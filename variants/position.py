@@ -113,11 +113,16 @@ class AlibiBias(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)  # (nh,)
+        self._cache: torch.Tensor | None = None  # the last bias: every layer asks for it
 
     def forward(self, T: int):
+        cached = self._cache
+        if cached is not None and cached.size(-1) == T and cached.device == self.slopes.device:
+            return cached  # a constant (no parameters): safe to reuse across layers and steps
         pos = torch.arange(T, device=self.slopes.device, dtype=torch.float32)
         distance = pos[None, :] - pos[:, None]  # (T, T): j - i, <= 0 on the causal side
-        return self.slopes[:, None, None] * distance  # (nh, T, T)
+        self._cache = self.slopes[:, None, None] * distance  # (nh, T, T)
+        return self._cache
 
 
 def _check_rope(cfg: ModelConfig) -> None:

@@ -14,6 +14,7 @@ norm="scalenorm")`. Every builder of a slot takes the same arguments as its sibl
                                and attend(q, k, v, dropout_p) -> (B, nh, T, hs)
   attention                    kernel (q, k, v, dropout_p=0.0, mods=None) -> y, causal; k and v
                                may have fewer heads than q; `mods` is an attention.ScoreMods
+                               (a kernel that takes none sets `plain_only = True`)
   position                     PositionScheme(embedding(cfg), rotary(cfg), optional bias(cfg))
   qk_norm(cfg)                 nn.Module (q, k) -> (q, k), per head, before the rotation
   norm(cfg)                    nn.Module (B, T, C) -> (B, T, C)
@@ -67,10 +68,35 @@ def check_slots(cfg: ModelConfig) -> None:
         value = getattr(cfg, slot)
         if value not in SLOTS[slot]:
             raise ValueError(f"unknown {slot} {value!r}; valid choices: {', '.join(SLOTS[slot])}")
+    _check_score_changes(cfg)  # a config error on any machine: before the hardware checks
     for slot in SLOT_FIELDS:
         check = getattr(SLOTS[slot][getattr(cfg, slot)], "check", None)
         if check is not None:
             check(cfg)
+
+
+def _check_score_changes(cfg: ModelConfig) -> None:
+    """A kernel marked `plain_only` takes no ScoreMods: refuse any config that would give it
+    some (a position scheme with a bias, a window, an attention cap), whatever their source."""
+    if not getattr(SLOTS["attention"][cfg.attention], "plain_only", False):
+        return
+    changes = [
+        what
+        for what, used in (
+            (
+                f"the attention bias of position {cfg.position!r}",
+                SLOTS["position"][cfg.position].bias,
+            ),
+            (f"a window (attn_window={cfg.attn_window})", cfg.attn_window),
+            (f"a score cap (attn_softcap={cfg.attn_softcap})", cfg.attn_softcap),
+        )
+        if used
+    ]
+    if changes:
+        raise ValueError(
+            f"attention {cfg.attention!r} computes plain causal attention only, and this config "
+            f"adds {', '.join(changes)}; use attention 'sdpa'"
+        )
 
 
 config.VALIDATORS.append(check_slots)  # ModelConfig.validate() runs it; config imports nothing
