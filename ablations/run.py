@@ -642,7 +642,7 @@ def sweep(args, plan: Plan, task, out: Path, world: int, argv) -> tuple[int, int
         if args.ci_width is None or args.no_wait:
             return ran_total, skipped_first, notes
         ids = {run_id(s.to_dict()) for s in plan.specs(seeds)}
-        records = [r for r in load_records(out) if r.get("run_id") in ids]
+        records = [r for r in load_records(out) if r.run_id in ids]
         widths = ci_widths(records)  # variant -> (CI width, sd of the paired differences)
         worst = max((w for w, _ in widths.values()), default=math.inf)
         if worst <= args.ci_width or seeds >= args.max_seeds:

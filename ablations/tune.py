@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from bench.records import load_records, run_id
+from bench.records import RunRecord, load_records, run_id
 from bench.spec import RunSpec, TrainConfig
 from bench.tables import arm_label
 from bench.tune import Choice, TuneConfig, beyond, mean_losses
@@ -134,11 +134,11 @@ class Tuner:
 # --------------------------------------------------------------------------- results
 
 
-def _comparison(records: list[dict], ids: set[str], title: str) -> tuple[str, object]:
+def _comparison(records: list[RunRecord], ids: set[str], title: str) -> tuple[str, object]:
     """The standard table (verdicts, MDE, multipliers) of one subset of the runs."""
     from bench import tables
 
-    groups = tables.summaries([r for r in records if r.get("run_id") in ids])
+    groups = tables.summaries([r for r in records if r.run_id in ids])
     (meta, df), *rest = groups
     assert not rest, "one budget, size and device: one group"
     return f"## {title}\n\n" + tables.format_summary(df, meta), df
@@ -164,7 +164,7 @@ def write_results(outcome: Outcome, cfg: TuneConfig, plan, out) -> str:
         f"# Tuned comparison ({', '.join(cfg.keys)})\n\n{tables.markdown_table(frame)}\n\n"
         f"_{tune.footnote(cfg, budget, verdict_seeds)}_\n\n{tuned_md}\n{default_md}"
     )
-    tuning = [r for r in records if r.get("run_id") in outcome.tuning_ids]
+    tuning = [r for r in records if r.run_id in outcome.tuning_ids]
     if plots.lr_sweep(tuning, out / "figures" / "lr_sweep.png") is not None:
         text += "\n![Final loss vs learning rate](figures/lr_sweep.png)\n"
     write_bytes_atomic(out / "tune.md", text.encode("utf-8"))

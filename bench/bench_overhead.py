@@ -138,7 +138,7 @@ def harness(
 
     train = TrainConfig(batch_size=batch, compile=compile_, timing_warmup=warmup, eval_every=10**9)
     spec = RunSpec(variant, cfg, task_spec, Budget("steps", steps), train, 0, device.type)
-    m = run(spec, task=task)["metrics"]
+    m = run(spec, task=task).metrics
     return m["step_ms"], m["tokens_per_s"]
 
 

@@ -55,6 +55,7 @@ import torch
 from bench import claims, distributed, measure
 from bench.records import (
     RUNS_FILE,
+    RunRecord,
     append_record,
     finished_ids,
     load_records,
@@ -113,13 +114,13 @@ def cpu_cores() -> int:
     return measure.usable_cores()
 
 
-def _brief(record: dict) -> dict:
+def _brief(record: RunRecord) -> dict:
     """What the parent prints about a run that finished elsewhere (small to pickle)."""
-    m = record["metrics"]
+    m = record.metrics
     return {
-        "run_id": record["run_id"],
-        "status": record["status"],
-        "diverged_at_step": record["diverged_at_step"],
+        "run_id": record.run_id,
+        "status": record.status,
+        "diverged_at_step": record.diverged_at_step,
         "val_loss": m.get("val_loss"),
         "accuracy": m.get("accuracy"),
         "step_ms": m.get("step_ms"),

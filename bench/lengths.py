@@ -7,29 +7,31 @@ context it was trained at. A table (summary.md and the report) and a figure (the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from bench.records import RunRecord, as_record
 from bench.tables import markdown_table, variant_order
 
 NOT_READ = "n/a: positions end at T"
 
 
-def length_frame(records: list[dict]) -> pd.DataFrame:
+def length_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
     """One row per (run, length) of the finished runs that carry the probe."""
     rows = []
-    for rec in records:
-        probe = (rec.get("probes") or {}).get("lengths")
-        if rec.get("status") != "ok" or not probe:
+    for rec in map(as_record, records):
+        probe = rec.probes.get("lengths")
+        if not rec.ok or not probe:
             continue
         for p in probe["points"]:
             rows.append(
                 {
-                    "variant": rec["variant"],
-                    "seed": rec["seed"],
+                    "variant": rec.variant,
+                    "seed": rec.seed,
                     "context": probe["context"],
                     "tokens": probe["tokens"],
                     "factor": p["factor"],
@@ -46,7 +48,7 @@ def _stats(frame: pd.DataFrame) -> pd.DataFrame:
     return g.agg(mean="mean", sd="std", n="count").reset_index()
 
 
-def length_table(records: list[dict]) -> pd.DataFrame | None:
+def length_table(records: Sequence[RunRecord]) -> pd.DataFrame | None:
     """Variants x eval lengths: mean ± sd over seeds, with the change from L = T; None when no
     record carries the probe."""
     frame = length_frame(records)
@@ -70,7 +72,7 @@ def length_table(records: list[dict]) -> pd.DataFrame | None:
     return out.rename_axis("variant").reset_index()
 
 
-def footnote(records: list[dict]) -> str:
+def footnote(records: Sequence[RunRecord]) -> str:
     frame = length_frame(records)
     contexts = sorted(frame["context"].unique())
     tokens = sorted(frame["tokens"].unique())
@@ -84,7 +86,7 @@ def footnote(records: list[dict]) -> str:
     )
 
 
-def section(records: list[dict]) -> str:
+def section(records: Sequence[RunRecord]) -> str:
     """The summary.md section, or '' when no record carries the probe."""
     table = length_table(records)
     if table is None:
@@ -92,7 +94,7 @@ def section(records: list[dict]) -> str:
     return f"\n## Length generalisation\n\n{markdown_table(table)}\n\n{footnote(records)}\n"
 
 
-def figure(records: list[dict], path) -> Path | None:
+def figure(records: Sequence[RunRecord], path) -> Path | None:
     """Val loss against eval length (log2 axis), one line per variant with ±sd bars."""
     frame = length_frame(records)
     if frame.empty:

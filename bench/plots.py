@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import textwrap
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from bench.records import RunRecord, as_record
 from bench.tables import GROUP_COLS, budget_label, records_frame, variant_order
 
 CURVE_X = {"steps": ("step", "step"), "tokens": ("tokens", "tokens"), "seconds": ("time_s", "s")}
@@ -76,7 +77,7 @@ def _finish(fig: Figure, path, title: str, context: str, caption: str | None = N
     return path
 
 
-def _frame(records: list[dict]) -> pd.DataFrame:
+def _frame(records: Sequence[RunRecord]) -> pd.DataFrame:
     frame = records_frame(records)
     if frame.empty:
         raise ValueError("no records to plot")
@@ -98,19 +99,19 @@ def _empty_panel(ax, text: str) -> None:
 # --------------------------------------------------------------------------- loss curves
 
 
-def _curve_rows(records: list[dict], ok_ids: set, labels: dict) -> pd.DataFrame:
+def _curve_rows(records: Sequence[RunRecord], ok_ids: set, labels: dict) -> pd.DataFrame:
     rows = []
-    for rec in records:
-        if rec.get("run_id") not in ok_ids:
+    for rec in map(as_record, records):
+        if rec.run_id not in ok_ids:
             continue
-        for point in rec.get("curve") or []:
+        for point in rec.curve:
             val = point.get("val_loss")
             if val is None or not math.isfinite(float(val)):
                 continue
             rows.append(
                 {
-                    "label": labels[rec.get("run_id")],
-                    "seed": rec.get("seed"),
+                    "label": labels[rec.run_id],
+                    "seed": rec.seed,
                     "step": point.get("step"),
                     "tokens": point.get("tokens"),
                     "time_s": point.get("time_s"),
@@ -145,7 +146,7 @@ def _align(curves: pd.DataFrame, x: str, n_points: int = 40) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def loss_curves(records: list[dict], path) -> Path:
+def loss_curves(records: Sequence[RunRecord], path) -> Path:
     """Validation loss against training progress, mean over seeds with a ±1 std band.
 
     The x axis follows the budget: steps for a step budget, tokens for a token budget,
@@ -193,7 +194,7 @@ def _lr_sweep_points(frame: pd.DataFrame, min_lrs: int = 3) -> pd.DataFrame:
     return ok[ok.groupby(keys)["lr"].transform("nunique") >= min_lrs]
 
 
-def lr_sweep(records: list[dict], path) -> Path | None:
+def lr_sweep(records: Sequence[RunRecord], path) -> Path | None:
     """Final validation loss against learning rate, one line per arm (mean over seeds; every
     run a dot; a star at each arm's lowest mean). None when no arm was trained at three or
     more learning rates (nothing to draw)."""
@@ -242,7 +243,7 @@ def _bar_panel(ax, ok: pd.DataFrame, col: str, order: list[str], ylabel: str, fm
     ax.tick_params(axis="x", rotation=30 if len(order) > 3 else 0)
 
 
-def throughput_memory(records: list[dict], path) -> Path:
+def throughput_memory(records: Sequence[RunRecord], path) -> Path:
     """Training throughput and peak memory per variant: bars are means, whiskers ±1 std."""
     frame = _frame(records)
     ok = frame[frame["ok"]]
@@ -290,7 +291,7 @@ def _tradeoff_points(ok: pd.DataFrame) -> pd.DataFrame:
     return agg.reindex([lab for lab in _label_order(ok) if lab in agg.index])
 
 
-def tradeoff(records: list[dict], path) -> Path:
+def tradeoff(records: Sequence[RunRecord], path) -> Path:
     """Final validation loss against step time, one point per variant, Pareto front marked.
 
     The front is computed per device: a faster step on a faster machine is not a better variant.

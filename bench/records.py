@@ -1,4 +1,10 @@
-"""Run ids, crash-safe appends to ``runs.jsonl``, and reading records back for resume/analysis.
+"""Run records: their type, run ids, crash-safe appends to ``runs.jsonl``, reading them back.
+
+Every run leaves one :class:`RunRecord` (spec, env, metrics, curve, probes, evals, status),
+written and read only through this module: writers hand it a record, readers get records
+(:func:`load_records`), each validated against the record schema on the way in, so no table
+or study ever meets a half record. Records written before the schema carried a version
+(``schema`` absent: version 1, as committed under ``results/``) load as they are.
 
 A sweep is many independent training runs, possibly in several processes or on several
 machines. Each run appends one JSON line to ``<out_dir>/runs.jsonl``. The design goals:
@@ -25,18 +31,25 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import re
 import sys
 import tempfile
 import warnings
+from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = [
     "RUNS_DIR",
     "RUNS_FILE",
+    "SCHEMA",
+    "RecordError",
     "RecordWarning",
+    "RunRecord",
+    "as_record",
     "append_record",
     "finished_ids",
     "load_records",
@@ -74,19 +87,11 @@ class RecordWarning(UserWarning):
 warnings.filterwarnings("ignore", category=RecordWarning, append=True)
 _told: set[str] = set()
 
-# The keys every record has (what bench.train.run() writes), with their JSON types.
-_REQUIRED = {
-    "run_id": str,
-    "variant": str,
-    "seed": int,
-    "task": str,
-    "budget": dict,
-    "spec": dict,
-    "status": str,
-    "env": dict,
-    "metrics": dict,
-    "curve": list,
-}
+# The layout of a record this code writes. Version 1 is every record written before records
+# carried a version (those committed under results/ among them): the same keys, no `schema`
+# and no `evals`. A record of a newer version than this code knows is skipped with a line that
+# says to update the checkout, rather than read wrong.
+SCHEMA = 2
 _STATUSES = ("ok", "diverged")
 _TYPE_NAMES = {
     bool: "a boolean", str: "a string", int: "an integer", float: "a number", dict: "an object",
@@ -102,23 +107,147 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _num(value: Any) -> float:
+    """A metric as a float: None, strings and booleans are NaN."""
+    return float(value) if _is_number(value) else math.nan
+
+
+class RecordError(ValueError):
+    """A JSON object that is not a complete run record; `str(err)` says what is missing."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished (or diverged) run, as `bench.train.run` writes it and every reader takes it.
+
+    `spec` stays the dict that hashes to `run_id` (`bench.spec.RunSpec.to_dict`), byte for byte,
+    so a record read and written again keeps its id; `run_spec` is its typed form. Keys a
+    record has beyond these fields (written by a later version, or by hand) are kept in
+    `extra` and written back.
+    """
+
+    run_id: str
+    variant: str
+    seed: int
+    task: str
+    budget: dict  # {"mode": "steps" | "tokens" | "seconds", "value": number}
+    spec: dict  # the resolved RunSpec, as hashed into run_id
+    status: str  # "ok" or "diverged"
+    env: dict  # the machine and software it was measured on (bench.measure.environment)
+    metrics: dict  # final numbers: val_loss, step_ms, peak_mem_mb, ... (None where not measured)
+    curve: list  # validation points [{"step", "tokens", "time_s", "val_loss", ...}, ...]
+    probes: dict = field(default_factory=dict)  # extra measurements asked for (TrainConfig.probes)
+    evals: dict = field(default_factory=dict)  # the task's own evaluation (Task.evaluate)
+    task_info: dict = field(default_factory=dict)  # the task's parameters (Task.describe)
+    diverged_at_step: int | None = None
+    distributed: dict = field(default_factory=dict)  # {"world_size", "backend"}
+    created: str | None = None  # ISO time the record was written
+    schema: int = SCHEMA
+    extra: dict = field(default_factory=dict)
+
+    # the fields every record has, with their JSON types; the others have defaults
+    _REQUIRED: ClassVar[dict[str, type]] = {
+        "run_id": str, "variant": str, "seed": int, "task": str, "budget": dict, "spec": dict,
+        "status": str, "env": dict, "metrics": dict, "curve": list,
+    }  # fmt: skip
+    _OPTIONAL: ClassVar[dict[str, tuple[type, ...]]] = {
+        "probes": (dict,), "evals": (dict,), "task_info": (dict,),
+        "diverged_at_step": (int, type(None)), "distributed": (dict,),
+        "created": (str, type(None)), "schema": (int,),
+    }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, d: Any) -> RunRecord:
+        """The record in `d` (a parsed JSON line); RecordError saying why if it is none."""
+        reason = validate_record(d)
+        if reason:
+            raise RecordError(reason)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        given = {k: v for k, v in d.items() if k in known}
+        for key in ("probes", "evals", "task_info", "distributed"):
+            if given.get(key) is None:
+                given.pop(key, None)  # absent, or null by hand: an empty section
+        if given.get("schema") is None:
+            given["schema"] = 1  # written before records carried a version
+        return cls(**given, extra={k: v for k, v in d.items() if k not in known})
+
+    def to_dict(self) -> dict:
+        """The JSON object of this record (the inverse of `from_dict`)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        return {**out, **self.extra}
+
+    # ----------------------------------------------------------------- what readers ask for
+    @property
+    def ok(self) -> bool:
+        """Finished without diverging (the only runs whose numbers enter a comparison)."""
+        return self.status == "ok"
+
+    def metric(self, name: str) -> float:
+        """A final metric as a float; NaN when it was not measured (None, or absent)."""
+        return _num(self.metrics.get(name))
+
+    @property
+    def val_loss(self) -> float:
+        """The final validation loss; NaN for a diverged run."""
+        return self.metric("val_loss") if self.ok else math.nan
+
+    @property
+    def model(self) -> dict:
+        """The model config, as in the spec."""
+        return self.spec.get("model") or {}
+
+    @property
+    def train(self) -> dict:
+        """The training config, as in the spec (fields at their default may be absent)."""
+        return self.spec.get("train") or {}
+
+    @property
+    def device_name(self) -> str:
+        """The machine's name (a CPU model and its cores, or a GPU), else the device kind."""
+        return self.env.get("device_name") or self.env.get("device") or "unknown device"
+
+    @cached_property
+    def run_spec(self):
+        """The spec as a typed `bench.spec.RunSpec`."""
+        from bench.spec import RunSpec  # spec imports variants (and torch-free config) lazily
+
+        return RunSpec.from_dict(self.spec)
+
+
+def as_record(rec: RunRecord | dict) -> RunRecord:
+    """A record, from a RunRecord or from its JSON object (RecordError if it is none)."""
+    return rec if isinstance(rec, RunRecord) else RunRecord.from_dict(rec)
+
+
 def validate_record(rec: Any) -> str | None:
     """Why ``rec`` is not a complete run record, or None if it is one.
 
     Complete means what :func:`bench.train.run` writes, at least: ``run_id``, ``variant``,
     ``task``, ``status`` strings (status ``"ok"`` or ``"diverged"``), an integer ``seed``,
     ``budget`` ``{"mode": str, "value": number}``, ``spec``, ``env`` and ``metrics`` objects
-    (metrics with a ``val_loss`` number or null) and a ``curve`` list. Other keys are free.
+    (metrics with a ``val_loss`` number or null) and a ``curve`` list; the optional sections
+    (``probes``, ``evals``, ...) of the right JSON type when present; and a ``schema`` this
+    code knows. Other keys are free.
     """
     if not isinstance(rec, dict):
         return "not a JSON object"
-    missing = [k for k in _REQUIRED if k not in rec]
+    missing = [k for k in RunRecord._REQUIRED if k not in rec]
     if missing:
         return "record lacks " + ", ".join(repr(k) for k in missing)
-    for key, kind in _REQUIRED.items():
+    for key, kind in RunRecord._REQUIRED.items():
         value = rec[key]
         if not isinstance(value, kind) or isinstance(value, bool):
             return f"{key!r} is {_json_type(value)}, not {_TYPE_NAMES[kind]}"
+    for key, kinds in RunRecord._OPTIONAL.items():
+        value = rec.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            return f"{key!r} is {_json_type(value)}, not {_TYPE_NAMES[kinds[0]]}"
+    schema = rec.get("schema") or 1
+    if schema > SCHEMA:
+        return (
+            f"written by a newer transformer-bench (record schema {schema}; this code reads up "
+            f"to {SCHEMA}): update this checkout to read it"
+        )
     if rec["status"] not in _STATUSES:
         return f"'status' is {rec['status']!r}, not 'ok' or 'diverged'"
     for key in ("mode", "value"):
@@ -157,7 +286,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def append_record(path: str | Path, record: dict) -> None:
+def append_record(path: str | Path, record: RunRecord | dict) -> None:
     """Append ``record`` as one JSON line, atomically with respect to other appenders.
 
     The line is serialised completely before the file is touched (so a serialisation error
@@ -168,6 +297,8 @@ def append_record(path: str | Path, record: dict) -> None:
     readable. Parent directories are created. ``flock`` is advisory and per-host: fine for
     local disks; on network filesystems give each machine its own file and merge by directory.
     """
+    if isinstance(record, RunRecord):
+        record = record.to_dict()
     line = json.dumps(record, separators=(",", ":")) + "\n"
     data = line.encode("utf-8")
     path = Path(path)
@@ -193,13 +324,15 @@ def run_file(out_dir: str | Path, rid: str) -> Path:
     return Path(out_dir) / RUNS_DIR / f"{rid}.json"
 
 
-def write_run_record(out_dir: str | Path, record: dict) -> Path:
+def write_run_record(out_dir: str | Path, record: RunRecord | dict) -> Path:
     """Write ``record`` as its own file ``<out_dir>/runs/<run_id>.json``, atomically.
 
     For writers that cannot rely on :func:`append_record`'s lock (jobs on several machines
     sharing an NFS directory): each run has its own file, written by one job, and the rename
     is atomic on the server, so readers see the whole record or none. A rerun replaces it.
     """
+    if isinstance(record, RunRecord):
+        record = record.to_dict()
     path = run_file(out_dir, record["run_id"])
     write_json_atomic(path, record)
     return path
@@ -236,17 +369,19 @@ def _skipped(where: str, reason: str) -> None:
     warnings.warn(message, RecordWarning, stacklevel=2)
 
 
-def _parse(text: bytes) -> tuple[dict | None, str | None]:
+def _parse(text: bytes) -> tuple[RunRecord | None, str | None]:
     """(record, None) for a complete record, else (None, why it is skipped)."""
     try:
-        rec = json.loads(text.decode("utf-8"))
+        obj = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         return None, f"not valid JSON ({exc})"
-    reason = validate_record(rec)
-    return (None, reason) if reason else (rec, None)
+    try:
+        return RunRecord.from_dict(obj), None
+    except RecordError as err:
+        return None, str(err)
 
 
-def _read_file(path: Path) -> list[dict]:
+def _read_file(path: Path) -> list[RunRecord]:
     if path.suffix == ".json":  # one runs/<run_id>.json
         rec, reason = _parse(path.read_bytes())
         if reason:
@@ -266,7 +401,7 @@ def _read_file(path: Path) -> list[dict]:
     return records
 
 
-def load_records(path_or_dir: str | Path) -> list[dict]:
+def load_records(path_or_dir: str | Path) -> list[RunRecord]:
     """All records from a ``runs.jsonl`` file (or one ``runs/<run_id>.json``), or from every
     ``runs.jsonl`` and every ``runs/<run_id>.json`` below a directory.
 
@@ -278,21 +413,20 @@ def load_records(path_or_dir: str | Path) -> list[dict]:
     they never replace a record, each with one line on stderr naming ``file:line`` and the
     reason (and a :class:`RecordWarning`). A missing path gives an empty list.
     """
-    merged: dict[str, dict] = {}
+    merged: dict[str, RunRecord] = {}
     for f in _iter_files(path_or_dir):
         for rec in _read_file(f):
-            merged.pop(rec["run_id"], None)
-            merged[rec["run_id"]] = rec
+            merged.pop(rec.run_id, None)
+            merged[rec.run_id] = rec
     return list(merged.values())
 
 
-def same_machine(record: dict, machine: dict | None) -> bool:
+def same_machine(record: RunRecord, machine: dict | None) -> bool:
     """Whether ``record`` was measured on ``machine``: every key of ``machine`` that is not
     None (``device_name``, ``hostname``) equals the record's ``env`` entry. ``None``: any."""
     if not machine:
         return True
-    env = record.get("env") or {}
-    return all(env.get(k) == v for k, v in machine.items() if v is not None)
+    return all(record.env.get(k) == v for k, v in machine.items() if v is not None)
 
 
 def finished_ids(path: str | Path, machine: dict | None = None) -> set[str]:
@@ -304,7 +438,7 @@ def finished_ids(path: str | Path, machine: dict | None = None) -> set[str]:
     ``machine`` a record measured elsewhere does not: its speed and memory are another
     machine's, so this machine trains the run itself (see :func:`same_machine`).
     """
-    return {r["run_id"] for r in load_records(path) if same_machine(r, machine)}
+    return {r.run_id for r in load_records(path) if same_machine(r, machine)}
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import lengths, plots, tables
-from bench.records import load_records
+from bench.records import RunRecord, load_records
 
 MICRO_SUBDIR = "micro"
 
@@ -130,7 +130,7 @@ def render_html(blocks: list[Block], title: str) -> str:
 # --------------------------------------------------------------------------- content
 
 
-def _load(run_dir: Path) -> list[dict]:
+def _load(run_dir: Path) -> list[RunRecord]:
     """Every record below run_dir, merged and de-duplicated by the records module."""
     return load_records(run_dir)
 
@@ -206,7 +206,7 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "group"
 
 
-def _group_figures(group_records: list[dict], fig_dir: Path, prefix: str) -> list[Block]:
+def _group_figures(group_records: list[RunRecord], fig_dir: Path, prefix: str) -> list[Block]:
     made = [
         ("Validation loss curves", plots.loss_curves, "loss_curves"),
         ("Throughput and peak memory", plots.throughput_memory, "throughput_memory"),
@@ -222,7 +222,7 @@ def _group_figures(group_records: list[dict], fig_dir: Path, prefix: str) -> lis
     return blocks
 
 
-def _length_blocks(records: list[dict], fig_dir: Path) -> list[Block]:
+def _length_blocks(records: list[RunRecord], fig_dir: Path) -> list[Block]:
     """The length-generalisation table and figure, when runs took the `lengths` probe."""
     table = lengths.length_table(records)
     if table is None:
@@ -236,7 +236,7 @@ def _length_blocks(records: list[dict], fig_dir: Path) -> list[Block]:
     ]
 
 
-def _group_records(records: list[dict], positions: list[int]) -> list[dict]:
+def _group_records(records: list[RunRecord], positions: list[int]) -> list[RunRecord]:
     """The records behind a group's rows (records_frame keeps one row per record, in order)."""
     keep = set(positions)
     return [r for i, r in enumerate(records) if i in keep]

@@ -75,7 +75,9 @@ class TrainConfig:
     LATE_FIELDS: ClassVar[tuple[str, ...]] = ("optimizer", "muon_momentum")
 
     def to_dict(self) -> dict:
-        return drop_late_defaults(self, self.LATE_FIELDS)
+        """The JSON form (probes a list), as stored in a record's spec."""
+        d = drop_late_defaults(self, self.LATE_FIELDS)
+        return {**d, "probes": list(d["probes"])}
 
     def validate(self) -> TrainConfig:
         for name in ("batch_size", "eval_every", "eval_batches", "eval_batch_size"):

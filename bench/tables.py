@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from bench import multiplier, stats
-from bench.records import write_bytes_atomic
+from bench.records import RunRecord, as_record, write_bytes_atomic
 
 BASELINE = "baseline"
 # The learning guard (see `learned`): a run learned when its val loss is at least 20% below
@@ -96,54 +96,53 @@ def _train_cfg_sans_eval(train: dict) -> str:
     return _train_cfg({k: v for k, v in train.items() if k != "eval_every"})
 
 
-def _record_row(rec: dict) -> dict:
-    spec = rec.get("spec") or {}
-    env = rec.get("env") or {}
-    budget = rec.get("budget") or spec.get("budget") or {}
-    task = rec.get("task") or (spec.get("task") or {}).get("name") or "?"
+# the environment's entries a row carries (absent from records older than some of them)
+_ENV_COLS = ("device", "hostname", "workers", "torch_threads", "torch", "triton", "python",
+             "git_commit")  # fmt: skip
+ROW_COLS = [
+    "run_id", "variant", "seed", "task", "budget_mode", "budget_value", "status",
+    "diverged_at_step", "device_name", *_ENV_COLS, "model_size", "optimizer", "lr", "train_cfg",
+    "train_cfg_ladder", "created", *METRIC_COLS,
+]  # fmt: skip
+
+
+def _record_row(rec: RunRecord) -> dict:
     row = {
-        "run_id": rec.get("run_id"),
-        "variant": rec.get("variant") or spec.get("variant") or "?",
-        "seed": rec.get("seed", spec.get("seed")),
-        "task": task,
-        "budget_mode": budget.get("mode", "?"),
-        "budget_value": _num(budget.get("value")),
-        "status": rec.get("status", "ok"),
-        "diverged_at_step": rec.get("diverged_at_step"),
-        "device": env.get("device"),
-        "device_name": env.get("device_name") or env.get("device") or "unknown device",
-        "hostname": env.get("hostname"),
-        "workers": env.get("workers"),  # absent from records before it was recorded
-        "torch_threads": env.get("torch_threads"),
-        "torch": env.get("torch"),
-        "triton": env.get("triton"),
-        "python": env.get("python"),
-        "git_commit": env.get("git_commit"),
-        "model_size": _model_size(spec.get("model") or {}),
-        "optimizer": (spec.get("train") or {}).get("optimizer", DEFAULT_OPTIMIZER),
-        "lr": _num((spec.get("train") or {}).get("lr")),
-        "train_cfg": _train_cfg(spec.get("train") or {}),
-        "train_cfg_ladder": _train_cfg_sans_eval(spec.get("train") or {}),
-        "created": rec.get("created"),
+        "run_id": rec.run_id,
+        "variant": rec.variant,
+        "seed": rec.seed,
+        "task": rec.task,
+        "budget_mode": rec.budget["mode"],
+        "budget_value": float(rec.budget["value"]),
+        "status": rec.status,
+        "diverged_at_step": rec.diverged_at_step,
+        "device_name": rec.device_name,
+        **{key: rec.env.get(key) for key in _ENV_COLS},
+        "model_size": _model_size(rec.model),
+        "optimizer": rec.train.get("optimizer", DEFAULT_OPTIMIZER),
+        "lr": _num(rec.train.get("lr")),
+        "train_cfg": _train_cfg(rec.train),
+        "train_cfg_ladder": _train_cfg_sans_eval(rec.train),
+        "created": rec.created,
     }
-    metrics = rec.get("metrics") or {}
     for key in METRIC_COLS:
-        row[key] = _num(metrics.get(key))
-    for key, value in metrics.items():  # any extra metric the harness adds later
+        row[key] = rec.metric(key)
+    for key in rec.metrics:  # any extra metric the harness adds later
         if key not in row:
-            row[key] = _num(value)
+            row[key] = rec.metric(key)
     return row
 
 
-def records_frame(records: list[dict]) -> pd.DataFrame:
+def records_frame(records: Iterable[RunRecord | dict]) -> pd.DataFrame:
     """One row per run: identity, grouping keys, status, environment and every metric, flat.
 
     Missing metrics (diverged runs, CPU runs without MFU) are NaN so that means can skip them.
+    Records may be given as RunRecords or as their JSON objects (validated: RecordError).
     """
-    rows = [_record_row(r) for r in records]
+    rows = [_record_row(as_record(r)) for r in records]
     df = pd.DataFrame(rows)
     if df.empty:
-        return pd.DataFrame(columns=[*_record_row({}).keys(), "arm"])
+        return pd.DataFrame(columns=[*ROW_COLS, "ok", "arm"])
     df["ok"] = df["status"] == "ok"
     return _label_arms(df)
 
@@ -453,8 +452,9 @@ def summaries(records: list[dict]) -> list[tuple[dict, pd.DataFrame]]:
     """One (meta, summary frame) per comparable group of runs; see the module docstring.
     Baseline-only groups that serve as the budget ladder of a comparison are folded into it
     (meta["ladder_budgets"]) instead of getting a table of their own."""
+    records = [as_record(r) for r in records]
     frame = records_frame(records)
-    curves = {r.get("run_id"): r.get("curve") or [] for r in records}
+    curves = {r.run_id: r.curve for r in records}
     groups = split_groups(frame)
     ladders, used = _ladders(groups)
     out = []

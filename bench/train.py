@@ -23,7 +23,7 @@ import torch
 from bench import distributed, measure
 from bench.optim import as_list, make_optimizer  # noqa: F401  (make_optimizer: re-exported)
 from bench.probes import length_losses
-from bench.records import run_id
+from bench.records import RunRecord, run_id
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tasks import build_task
 from variants.model import GPT, IGNORE_INDEX
@@ -205,7 +205,7 @@ def run(
     progress: Callable[[dict], None] | None = None,
     task=None,
     checkpoint_dir: str | Path | None = None,
-) -> dict:
+) -> RunRecord:
     """Train `spec` and return its record. `progress(info)` is called every few steps for a
     progress bar; `task` may pass an already built task (it must match spec.task).
     `checkpoint_dir` is where `train.save_checkpoint` writes the final weights as
@@ -431,22 +431,22 @@ def _finished_metrics(s: _Setup, loop: _Loop) -> dict:
     return {"val_loss": val_loss, "accuracy": acc, "fwd_ms": fwd["median_ms"]}
 
 
-def _record(s: _Setup, loop: _Loop, metrics: dict, probes: dict) -> dict:
+def _record(s: _Setup, loop: _Loop, metrics: dict, probes: dict) -> RunRecord:
     spec_dict = s.spec.to_dict()
-    return {
-        "run_id": run_id(spec_dict),
-        "variant": s.spec.variant,
-        "seed": s.spec.seed,
-        "task": s.spec.task["name"],
-        "budget": {"mode": s.budget.mode, "value": s.budget.value},
-        "spec": spec_dict,
-        "task_info": s.task.describe(),
-        "status": loop.status,
-        "diverged_at_step": loop.diverged_at,
-        "env": measure.environment(s.device),
-        "distributed": distributed.info(),  # {"world_size": 1, "backend": None} without DDP
-        "metrics": metrics,
-        "curve": loop.curve,
-        "probes": probes,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    return RunRecord(
+        run_id=run_id(spec_dict),
+        variant=s.spec.variant,
+        seed=s.spec.seed,
+        task=s.spec.task["name"],
+        budget={"mode": s.budget.mode, "value": s.budget.value},
+        spec=spec_dict,
+        task_info=s.task.describe(),
+        status=loop.status,
+        diverged_at_step=loop.diverged_at,
+        env=measure.environment(s.device),
+        distributed=distributed.info(),  # {"world_size": 1, "backend": None} without DDP
+        metrics=metrics,
+        curve=loop.curve,
+        probes=probes,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )

@@ -18,12 +18,14 @@ training is `ablations/tune.py`'s).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from bench import tables
+from bench.records import RunRecord, as_record
 
 TUNABLE = ("lr", "weight_decay")  # TrainConfig fields a sweep may tune (multiplicative grids)
 DEFAULT_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -124,9 +126,11 @@ class Choice:
         return out
 
 
-def mean_losses(records: list[dict], ids_by_value: dict[float, list[str]]) -> dict[float, float]:
+def mean_losses(
+    records: Sequence[RunRecord], ids_by_value: dict[float, list[str]]
+) -> dict[float, float]:
     """value -> mean final val loss over its runs (inf if any run diverged or is missing)."""
-    by_id = {r.get("run_id"): r for r in records}
+    by_id = {r.run_id: r for r in map(as_record, records)}
     out = {}
     for value, ids in ids_by_value.items():
         losses = [_final(by_id.get(rid)) for rid in ids]
@@ -134,10 +138,8 @@ def mean_losses(records: list[dict], ids_by_value: dict[float, list[str]]) -> di
     return out
 
 
-def _final(rec: dict | None) -> float:
-    if rec is None or rec.get("status") != "ok":
-        return math.inf
-    loss = tables._num((rec.get("metrics") or {}).get("val_loss"))
+def _final(rec: RunRecord | None) -> float:
+    loss = math.nan if rec is None else rec.val_loss  # NaN for a diverged run
     return loss if math.isfinite(loss) else math.inf
 
 

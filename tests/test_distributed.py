@@ -35,22 +35,22 @@ def test_two_gloo_ranks_match_one_process_and_write_one_record(tmp_path):
     lines = (out / "runs.jsonl").read_text().splitlines()
     assert len(lines) == 1  # rank 0 alone writes
     (rec,) = load_records(out)
-    assert rec["distributed"] == {"world_size": 2, "backend": "gloo"}
-    assert rec["metrics"]["steps"] == 10
-    assert rec["metrics"]["tokens"] == 10 * 8 * 12  # the global batch, every rank counted
+    assert rec.distributed == {"world_size": 2, "backend": "gloo"}
+    assert rec.metrics["steps"] == 10
+    assert rec.metrics["tokens"] == 10 * 8 * 12  # the global batch, every rank counted
 
     # the same spec (so the same run id: world_size is not part of a run's identity) in one
     # process with the whole batch of 8
-    ref = run(RunSpec.from_dict(rec["spec"]))
-    assert ref["run_id"] == rec["run_id"]
-    assert ref["distributed"] == {"world_size": 1, "backend": None}
-    at = {p["step"]: p for p in rec["curve"]}
-    ref_at = {p["step"]: p for p in ref["curve"]}
+    ref = run(RunSpec.from_dict(rec.spec))
+    assert ref.run_id == rec.run_id
+    assert ref.distributed == {"world_size": 1, "backend": None}
+    at = {p["step"]: p for p in rec.curve}
+    ref_at = {p["step"]: p for p in ref.curve}
     assert at[10]["train_loss"] == pytest.approx(ref_at[10]["train_loss"], abs=1e-4)
     for step in (0, 5, 10):  # validation: all-reduced over the ranks' shares of the batches
         assert at[step]["val_loss"] == pytest.approx(ref_at[step]["val_loss"], abs=1e-4)
-    assert rec["metrics"]["val_loss"] == pytest.approx(ref["metrics"]["val_loss"], abs=1e-4)
-    assert rec["metrics"]["accuracy"] == ref["metrics"]["accuracy"]
+    assert rec.metrics["val_loss"] == pytest.approx(ref.metrics["val_loss"], abs=1e-4)
+    assert rec.metrics["accuracy"] == ref.metrics["accuracy"]
 
 
 def test_global_batch_must_divide_by_the_ranks(monkeypatch, capsys):

@@ -18,7 +18,7 @@ from test_records import rec  # a minimal complete record
 from ablations.run import main
 from bench import records
 from bench.executor import cpu_cores
-from bench.records import load_records, run_id
+from bench.records import as_record, load_records, run_id
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ["--model", "micro", "--steps", "10", "--batch-size", "8", "--eval-every", "5"]
@@ -74,12 +74,14 @@ def test_load_records_merges_per_run_files_with_runs_jsonl(tmp_path):
     assert records.run_file(tmp_path, "cccccccccccc") == tmp_path / "runs" / "cccccccccccc.json"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        got = {r["run_id"]: r["v"] for r in load_records(tmp_path)}
+        got = {r.run_id: r.extra["v"] for r in load_records(tmp_path)}
     assert got == {"aaaaaaaaaaaa": 1, "bbbbbbbbbbbb": 2, "cccccccccccc": 2, "dddddddddddd": 3}
     assert records.finished_ids(tmp_path) == set(got)
     # a file path still means that file only
     assert len(load_records(tmp_path / "runs.jsonl")) == 2
-    assert load_records(tmp_path / "runs" / "cccccccccccc.json") == [rec("cccccccccccc", v=2)]
+    assert load_records(tmp_path / "runs" / "cccccccccccc.json") == [
+        as_record(rec("cccccccccccc", v=2))
+    ]
 
 
 def test_submitit_local_executor_runs_a_sweep_for_real(tmp_path, capsys):
@@ -185,10 +187,10 @@ def test_submitit_job_with_two_ranks_trains_one_run_with_ddp(tmp_path):
     assert "1 run(s) trained, 0 skipped" in r.stderr
     (rec,) = load_records(out)
     assert len(list((out / "runs").glob("*.json"))) == 1
-    assert rec["distributed"] == {"world_size": 2, "backend": "gloo"}
-    ref = run(RunSpec.from_dict(rec["spec"]))
-    assert ref["run_id"] == rec["run_id"]
-    assert rec["metrics"]["val_loss"] == pytest.approx(ref["metrics"]["val_loss"], abs=1e-4)
+    assert rec.distributed == {"world_size": 2, "backend": "gloo"}
+    ref = run(RunSpec.from_dict(rec.spec))
+    assert ref.run_id == rec.run_id
+    assert rec.metrics["val_loss"] == pytest.approx(ref.metrics["val_loss"], abs=1e-4)
 
 
 def test_ranks_per_run_without_a_job_executor_is_one_line(capsys):
@@ -220,7 +222,7 @@ def test_two_identical_sweeps_train_each_run_once(tmp_path):
     ]
     errs = [p.communicate(timeout=300)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), errs
-    ids = [r["run_id"] for r in load_records(out / "runs.jsonl")]
+    ids = [r.run_id for r in load_records(out / "runs.jsonl")]
     assert len(ids) == len(set(ids)) == 4
     assert sum(_trained(e) for e in errs) == 4
     assert not list((out / "claims").glob("*.claim"))  # every claim released

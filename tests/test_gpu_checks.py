@@ -21,9 +21,9 @@ def test_dry_run_runs_every_step_and_writes_its_report(tmp_path, capsys):
     assert list(tmp_path.glob("flash_attn_*.csv"))  # the benchmark's table
     for sub, compiled in (("train", False), ("train-compile", True)):
         recs = load_records(tmp_path / sub)
-        assert sorted(r["variant"] for r in recs) == ["baseline", "naive-attention"]
-        assert all(r["spec"]["train"]["compile"] is compiled for r in recs)
-    seams = {r["variant"] for r in load_records(tmp_path / "seams")}
+        assert sorted(r.variant for r in recs) == ["baseline", "naive-attention"]
+        assert all(r.spec["train"]["compile"] is compiled for r in recs)
+    seams = {r.variant for r in load_records(tmp_path / "seams")}
     assert seams == {"baseline", *gpu_checks.SEAM_VARIANTS}
 
 

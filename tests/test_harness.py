@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.records import load_records
+from bench.records import SCHEMA, RunRecord, load_records
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.train import lr_at, run
 from variants import preset
@@ -54,10 +54,10 @@ def tiny_spec(variant="baseline", seed=0, budget=None, **train):
 def test_same_seed_same_run_and_seeds_differ():
     a, b = run(tiny_spec(seed=3)), run(tiny_spec(seed=3))
     c = run(tiny_spec(seed=4))
-    assert a["run_id"] == b["run_id"] != c["run_id"]
-    assert [p["train_loss"] for p in a["curve"]] == [p["train_loss"] for p in b["curve"]]
-    assert a["metrics"]["val_loss"] == b["metrics"]["val_loss"]
-    assert a["metrics"]["val_loss"] != c["metrics"]["val_loss"]
+    assert a.run_id == b.run_id != c.run_id
+    assert [p["train_loss"] for p in a.curve] == [p["train_loss"] for p in b.curve]
+    assert a.metrics["val_loss"] == b.metrics["val_loss"]
+    assert a.metrics["val_loss"] != c.metrics["val_loss"]
 
 
 @pytest.mark.slow
@@ -67,18 +67,18 @@ def test_compile_trains_the_same_model():
     # step under compile (MemTracker's global hooks around a compiled module).
     eager = run(tiny_spec(budget=Budget("steps", 6)))
     compiled = run(tiny_spec(budget=Budget("steps", 6), compile=True))
-    assert eager["run_id"] != compiled["run_id"]  # compile is part of the spec
-    assert compiled["status"] == "ok"
-    assert compiled["metrics"]["peak_mem_mb"] > 0
-    got = [p["train_loss"] for p in compiled["curve"] if p["train_loss"] is not None]
-    want = [p["train_loss"] for p in eager["curve"] if p["train_loss"] is not None]
+    assert eager.run_id != compiled.run_id  # compile is part of the spec
+    assert compiled.status == "ok"
+    assert compiled.metrics["peak_mem_mb"] > 0
+    got = [p["train_loss"] for p in compiled.curve if p["train_loss"] is not None]
+    want = [p["train_loss"] for p in eager.curve if p["train_loss"] is not None]
     assert got == pytest.approx(want, rel=1e-4)
-    assert compiled["metrics"]["val_loss"] == pytest.approx(eager["metrics"]["val_loss"], rel=1e-4)
+    assert compiled.metrics["val_loss"] == pytest.approx(eager.metrics["val_loss"], rel=1e-4)
 
 
 def test_record_has_every_metric_and_the_curve():
     rec = run(tiny_spec())
-    m = rec["metrics"]
+    m = rec.metrics
     for key in (
         "val_loss",
         "accuracy",
@@ -101,20 +101,21 @@ def test_record_has_every_metric_and_the_curve():
         assert m[key] is not None, key
     assert m["steps"] == 15 and m["tokens"] == 15 * 16 * 12
     assert 0 < m["mfu"] < 2 and m["mfu_datasheet"] is None  # measured peak; no table on CPU
-    assert [p["step"] for p in rec["curve"]] == [0, 5, 10, 15]
-    assert rec["curve"][-1]["val_loss"] == m["val_loss"]
-    assert rec["env"]["torch"] == torch.__version__
-    assert rec["spec"]["model"]["n_layer"] == 2
-    json.dumps(rec)  # JSON-serialisable as it stands
+    assert [p["step"] for p in rec.curve] == [0, 5, 10, 15]
+    assert rec.curve[-1]["val_loss"] == m["val_loss"]
+    assert rec.env["torch"] == torch.__version__
+    assert rec.spec["model"]["n_layer"] == 2
+    line = json.loads(json.dumps(rec.to_dict()))  # JSON-serialisable as it stands
+    assert line["schema"] == SCHEMA and RunRecord.from_dict(line) == rec  # read back whole
 
 
 def test_token_and_time_budgets():
     rec = run(tiny_spec(budget=Budget("tokens", 16 * 12 * 7)))
-    assert rec["metrics"]["steps"] == 7
+    assert rec.metrics["steps"] == 7
     rec = run(tiny_spec(budget=Budget("seconds", 1.0)))
-    assert rec["metrics"]["steps"] >= 1
+    assert rec.metrics["steps"] >= 1
     # the budget counts training time only; a step may overshoot it by its own length
-    assert rec["curve"][-1]["time_s"] < 1.0 + 1.0
+    assert rec.curve[-1]["time_s"] < 1.0 + 1.0
     with pytest.raises(ValueError, match="less than one step"):
         run(tiny_spec(budget=Budget("tokens", 10)))
 
@@ -155,10 +156,10 @@ def test_nan_is_recorded_as_diverged():
         rec = run(spec)
     finally:
         del SLOTS["mlp"]["nan-test"]
-    assert rec["status"] == "diverged"
-    assert rec["diverged_at_step"] == 4
-    assert rec["metrics"]["val_loss"] is None
-    assert rec["curve"][0]["step"] == 0  # what was measured before is kept
+    assert rec.status == "diverged"
+    assert rec.diverged_at_step == 4
+    assert rec.metrics["val_loss"] is None
+    assert rec.curve[0]["step"] == 0  # what was measured before is kept
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,7 +172,7 @@ def test_cli_table_resume_and_force(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "4 run(s) trained, 0 skipped" in r.stderr
     records = load_records(out / "runs.jsonl")
-    assert sorted((x["variant"], x["seed"]) for x in records) == [
+    assert sorted((x.variant, x.seed) for x in records) == [
         ("baseline", 0),
         ("baseline", 1),
         ("rope", 0),
@@ -324,25 +325,25 @@ def test_cli_plugin_registers_a_user_variant(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     assert "DIVERGED at step 1" in r.stderr  # recorded, and the sweep went on
-    recs = {x["variant"]: x for x in load_records(out / "runs.jsonl")}
-    assert recs["blowup"]["status"] == "diverged" and recs["blowup"]["diverged_at_step"] == 1
-    assert recs["baseline"]["status"] == "ok"
-    assert math.isfinite(recs["baseline"]["metrics"]["val_loss"])
+    recs = {x.variant: x for x in load_records(out / "runs.jsonl")}
+    assert recs["blowup"].status == "diverged" and recs["blowup"].diverged_at_step == 1
+    assert recs["baseline"].status == "ok"
+    assert math.isfinite(recs["baseline"].metrics["val_loss"])
 
 
 def test_grad_norm_probe_and_checkpoint_round_trip(tmp_path):
     train = dict(probes=("grad_norms",), save_checkpoint=True)
     spec = tiny_spec(**train)
     rec = run(spec, checkpoint_dir=tmp_path)
-    probes = rec["probes"]["grad_norms"]
+    probes = rec.probes["grad_norms"]
     assert [p["step"] for p in probes] == [1, 5, 10, 15]
     assert all(len(p["norms"]) == 2 and min(p["norms"]) > 0 for p in probes)
-    assert (tmp_path / f"{rec['run_id']}.pt").is_file()
+    assert (tmp_path / f"{rec.run_id}.pt").is_file()
     # a run initialised from it starts where the first one ended
-    follow = dataclasses.replace(tiny_spec(), init_from=rec["run_id"])
+    follow = dataclasses.replace(tiny_spec(), init_from=rec.run_id)
     rec2 = run(follow, checkpoint_dir=tmp_path)
-    assert rec2["curve"][0]["val_loss"] == pytest.approx(rec["metrics"]["val_loss"])
-    assert rec2["run_id"] != run_id_of(tiny_spec())
+    assert rec2.curve[0]["val_loss"] == pytest.approx(rec.metrics["val_loss"])
+    assert rec2.run_id != run_id_of(tiny_spec())
     with pytest.raises(ValueError, match="no checkpoint for run"):
         run(dataclasses.replace(tiny_spec(), init_from="0123456789ab"), checkpoint_dir=tmp_path)
 

@@ -4,6 +4,7 @@ table: what it scores, what it refuses, and how it reaches the summary."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from ablations.run import main
 from bench import lengths
 from bench.probes import length_losses
+from bench.records import RunRecord
 from bench.tasks import build_task
 from variants import build_model, preset
 
@@ -62,12 +64,12 @@ def test_learned_positions_are_not_read_past_t(task):
 
 
 def _record(variant, seed, points, context=32):
-    return {
-        "variant": variant,
-        "seed": seed,
-        "status": "ok",
-        "probes": {"lengths": {"context": context, "tokens": 1000, "points": points}},
-    }
+    budget = {"mode": "steps", "value": 10}
+    return RunRecord(
+        run_id=f"{variant}{seed}", variant=variant, seed=seed, task="shakespeare", budget=budget,
+        spec={}, status="ok", env={}, metrics={"val_loss": 1.0}, curve=[],
+        probes={"lengths": {"context": context, "tokens": 1000, "points": points}},
+    )  # fmt: skip
 
 
 def _points(*vals):
@@ -83,7 +85,7 @@ def test_table_means_changes_and_learned_cells():
         _record("baseline", 1, _points(2.2, None, None, None)),
         _record("alibi", 0, _points(1.9, 1.8, 1.8, 1.9)),
         _record("alibi", 1, _points(2.1, 2.0, 2.0, 2.1)),
-        {"variant": "rope", "seed": 0, "status": "ok", "probes": {}},  # no probe: not in the table
+        dataclasses.replace(_record("rope", 0, []), probes={}),  # no probe: not in the table
     ]
     table = lengths.length_table(recs).set_index("variant")
     assert list(table.index) == ["baseline", "alibi"]

@@ -140,13 +140,13 @@ def test_adamw_trains_bit_identically_to_before(monkeypatch):
     with monkeypatch.context() as patch:
         patch.setattr("bench.train.make_optimizer", _old_make_optimizer)
         before = run(spec, task=task)
-    assert now["run_id"] == before["run_id"]
-    losses = [(p["train_loss"], p["val_loss"]) for p in now["curve"]]
-    assert losses == [(p["train_loss"], p["val_loss"]) for p in before["curve"]]
+    assert now.run_id == before.run_id
+    losses = [(p["train_loss"], p["val_loss"]) for p in now.curve]
+    assert losses == [(p["train_loss"], p["val_loss"]) for p in before.curve]
     # ... and the check can fail: Muon trains to other losses under another id
     muon = run(_micro_spec(optimizer="muon"), task=task)
-    assert muon["run_id"] != now["run_id"] and muon["spec"]["train"]["optimizer"] == "muon"
-    assert muon["metrics"]["val_loss"] != now["metrics"]["val_loss"]
+    assert muon.run_id != now.run_id and muon.spec["train"]["optimizer"] == "muon"
+    assert muon.metrics["val_loss"] != now.metrics["val_loss"]
 
 
 def test_schedule_sets_every_group_of_both_optimizers():

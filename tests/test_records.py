@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -12,9 +13,11 @@ import sys
 import warnings
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from bench import records, tables
+from bench.records import SCHEMA, RunRecord, as_record
 from variants.config import LATE_FIELDS
 
 N_PROCS = 8
@@ -44,8 +47,8 @@ def rec(rid: str, **extra) -> dict:
     }
 
 
-def ids(recs: list[dict]) -> list[str]:
-    return [r["run_id"] for r in recs]
+def ids(recs: list[records.RunRecord]) -> list[str]:
+    return [r.run_id for r in recs]
 
 
 def n_lines(path: Path) -> int:
@@ -123,7 +126,7 @@ def test_blank_lines_and_missing_paths(tmp_path):
     path.write_text("\n" + json.dumps(rec("a")) + "\n\n")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert records.load_records(path) == [rec("a")]
+        assert records.load_records(path) == [as_record(rec("a"))]
     assert records.load_records(tmp_path / "nope.jsonl") == []
     assert records.finished_ids(tmp_path / "nope" / "runs.jsonl") == set()
     assert records.load_records(tmp_path / "empty_dir_that_does_not_exist") == []
@@ -135,7 +138,7 @@ def test_load_records_merges_subfolders(tmp_path):
     records.append_record(tmp_path / "machine_a" / "runs.jsonl", rec("a2"))
     records.append_record(tmp_path / "machine_b" / "w0" / "runs.jsonl", rec("b1"))
     (tmp_path / "machine_b" / "notes.jsonl").write_text(json.dumps(rec("ignored")) + "\n")
-    ids = {r["run_id"] for r in records.load_records(tmp_path)}
+    ids = {r.run_id for r in records.load_records(tmp_path)}
     assert ids == {"top", "a1", "a2", "b1"}
     assert records.finished_ids(tmp_path) == ids
 
@@ -146,7 +149,7 @@ def test_last_record_wins_on_duplicate_ids(tmp_path):
     records.append_record(path, rec("y", loss=5.0))
     records.append_record(path, rec("x", loss=0.5))  # --force rerun
     loaded = records.load_records(path)
-    assert loaded == [rec("y", loss=5.0), rec("x", loss=0.5)]
+    assert loaded == [as_record(rec("y", loss=5.0)), as_record(rec("x", loss=0.5))]
 
 
 def test_append_record_rejects_unserialisable_without_writing(tmp_path):
@@ -154,7 +157,7 @@ def test_append_record_rejects_unserialisable_without_writing(tmp_path):
     records.append_record(path, rec("ok"))
     with pytest.raises(TypeError):
         records.append_record(path, rec("bad", obj=object()))
-    assert records.load_records(path) == [rec("ok")]
+    assert records.load_records(path) == [as_record(rec("ok"))]
 
 
 def test_write_json_atomic_leaves_no_temp_files(tmp_path):
@@ -252,7 +255,7 @@ def test_stub_reusing_a_real_run_id_does_not_replace_the_real_record(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         loaded = records.load_records(tmp_path)
-    assert loaded == real
+    assert loaded == [as_record(r) for r in real]
     groups = tables.summaries(loaded)
     assert groups and "baseline" in set(groups[0][1]["variant"])
     assert [str(w.message) for w in caught] == [
@@ -323,8 +326,8 @@ def test_old_records_still_all_load():
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # no line skipped
             loaded = records.load_records(path)
-        last = {r["run_id"]: r for r in lines}
-        assert sorted(ids(loaded)) == sorted(last) and all(r == last[r["run_id"]] for r in loaded)
+        last = {r["run_id"]: records.RunRecord.from_dict(r) for r in lines}
+        assert sorted(ids(loaded)) == sorted(last) and all(r == last[r.run_id] for r in loaded)
     assert n_lines(OLD_RECORDS) == 18 and len(records.load_records(OLD_RECORDS)) == 6
 
 
@@ -337,24 +340,81 @@ def test_committed_records_keep_their_run_ids():
     n = 0
     for path in sorted((REPO / "results" / "reference").rglob("runs.jsonl")):
         for r in records.load_records(path):
-            spec = RunSpec.from_dict(r["spec"])
-            assert records.run_id(spec.to_dict()) == r["run_id"], (path, r["run_id"])
+            spec = RunSpec.from_dict(r.spec)
+            assert records.run_id(spec.to_dict()) == r.run_id, (path, r.run_id)
             n += 1
     assert n > 50
-    spec = RunSpec.from_dict(r["spec"])
+    spec = RunSpec.from_dict(r.spec)
     late = [f for f in dataclasses.fields(spec.model) if f.name in LATE_FIELDS]
     for f in late:
         changed = dataclasses.replace(spec, model=spec.model.replace(**{f.name: _other(f)}))
-        assert records.run_id(changed.to_dict()) != r["run_id"], f.name
+        assert records.run_id(changed.to_dict()) != r.run_id, f.name
     late_train = [f for f in dataclasses.fields(spec.train) if f.name in spec.train.LATE_FIELDS]
     assert {f.name for f in late_train} >= {"optimizer", "muon_momentum"}
     for f in late_train:
         train = dataclasses.replace(spec.train, **{f.name: _other(f)})
         changed = dataclasses.replace(spec, train=train)
-        assert records.run_id(changed.to_dict()) != r["run_id"], f.name
+        assert records.run_id(changed.to_dict()) != r.run_id, f.name
 
 
 def _other(f):
     """A value other than the field's default, of its type."""
     d = f.default
     return (not d) if isinstance(d, bool) else d + 1 if isinstance(d, (int, float)) else d + "x"
+
+
+# --------------------------------------------------------------------------- the typed record
+
+
+def test_run_record_round_trips_and_keeps_unknown_keys():
+    raw = rec("a", extra_key={"x": 1}, probes={"lengths": {"points": []}}, schema=SCHEMA)
+    r = RunRecord.from_dict(raw)
+    assert r.extra == {"extra_key": {"x": 1}} and r.probes == {"lengths": {"points": []}}
+    assert RunRecord.from_dict(r.to_dict()) == r
+    assert r.to_dict()["extra_key"] == {"x": 1} and r.to_dict()["schema"] == SCHEMA
+
+
+def test_version_less_records_load_as_schema_1():
+    """Records written before the schema carried a version (every committed one) load as they
+    are, with empty optional sections."""
+    real = json.loads(REAL_RECORDS.read_text().splitlines()[0])
+    assert "schema" not in real and "evals" not in real
+    r = RunRecord.from_dict(real)
+    assert r.schema == 1 and r.evals == {} and r.ok and r.val_loss == real["metrics"]["val_loss"]
+    assert r.run_spec.seed == real["seed"] and r.device_name == real["env"]["device_name"]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"schema": SCHEMA + 1}, "newer transformer-bench"),
+        ({"probes": [1, 2]}, "'probes' is a list, not an object"),
+        ({"evals": "good"}, "'evals' is a string, not an object"),
+        ({"diverged_at_step": "4"}, "'diverged_at_step' is a string, not an integer"),
+    ],
+)
+def test_records_of_a_newer_schema_or_bad_sections_are_skipped_with_a_line(
+    tmp_path, change, reason
+):
+    path = tmp_path / "runs.jsonl"
+    records.append_record(path, rec("good"))
+    records.append_record(path, rec("bad", **change))
+    with pytest.warns(records.RecordWarning, match=reason):
+        assert ids(records.load_records(path)) == ["good"]
+    with pytest.raises(records.RecordError, match=reason):
+        RunRecord.from_dict(rec("bad", **change))
+
+
+def test_readers_take_records_and_their_json_objects_alike():
+    real = [json.loads(line) for line in REAL_RECORDS.read_text().splitlines()]
+    from_dicts = tables.summary(real)
+    from_records = tables.summary([RunRecord.from_dict(r) for r in real])
+    pd.testing.assert_frame_equal(from_dicts, from_records)
+    with pytest.raises(records.RecordError, match="record lacks"):
+        tables.summary([STUB])
+
+
+def test_metric_accessors_read_missing_and_null_as_nan():
+    r = RunRecord.from_dict(rec("d", status="diverged", metrics={"val_loss": None, "steps": 3}))
+    assert not r.ok and math.isnan(r.val_loss) and math.isnan(r.metric("step_ms"))
+    assert r.metric("steps") == 3.0

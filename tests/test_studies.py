@@ -173,8 +173,8 @@ def test_addition_study_end_to_end(tmp_path):
         assert f"| {label} |" in md
     records = load_records(out / "runs.jsonl")
     assert len(records) == len(labels)
-    assert all(r["task"] == add_study.TASK_NAME for r in records)
-    assert all((out / "checkpoints" / f"{r['run_id']}.pt").is_file() for r in records)
+    assert all(r.task == add_study.TASK_NAME for r in records)
+    assert all((out / "checkpoints" / f"{r.run_id}.pt").is_file() for r in records)
     # rerunning resumes: no new training, the same table
     before = (out / "runs.jsonl").read_text()
     study.run(ctx)
@@ -198,7 +198,7 @@ def test_residual_study_end_to_end(tmp_path):
     assert (
         init.groupby("run_id")["block"].count() == init.groupby("run_id")["depth"].first()
     ).all()
-    spec = load_records(out / "runs.jsonl")[0]["spec"]
+    spec = load_records(out / "runs.jsonl")[0].spec
     steps, every = int(spec["budget"]["value"]), spec["train"]["eval_every"]
     assert steps >= 2 * every  # step 1, then every evaluation point
     assert set(norms["step"]) == {1, *range(every, steps + 1, every)}
@@ -211,8 +211,8 @@ def test_residual_study_end_to_end(tmp_path):
     assert "![gradient norm ratio and loss curves by depth](residual.png)" in md
     assert "| 4 | off |" in md and "--study residual" in md
     records = load_records(out / "runs.jsonl")
-    assert {r["variant"] for r in records} == {"baseline", "no-residual"}
-    assert all(r["spec"]["train"]["probes"] == ["grad_norms"] for r in records)
+    assert {r.variant for r in records} == {"baseline", "no-residual"}
+    assert all(r.spec["train"]["probes"] == ["grad_norms"] for r in records)
 
 
 def test_heads_mapping_makes_outputs_and_gradients_equal():

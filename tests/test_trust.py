@@ -3,7 +3,7 @@ real training, --ci-width, and results that always measure this machine."""
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import math
 import subprocess
@@ -146,10 +146,10 @@ def test_ladder_reads_a_longer_baseline_as_its_budget(ladder_runs):
     """The baseline trained at 1.5x the budget, read against its 0.5x/1x/2x ladder, is worth
     1.5x the steps, within the interval; the 1x runs read against the ladder contain 1."""
     ladder = {
-        s: {f * MAIN: ladder_runs[(f, s)]["metrics"]["val_loss"] for f in (0.5, 1.0, 2.0)}
+        s: {f * MAIN: ladder_runs[(f, s)].metrics["val_loss"] for f in (0.5, 1.0, 2.0)}
         for s in range(SEEDS)
     }
-    longer = {s: ladder_runs[(1.5, s)]["metrics"]["val_loss"] for s in range(SEEDS)}
+    longer = {s: ladder_runs[(1.5, s)].metrics["val_loss"] for s in range(SEEDS)}
     m = multiplier.ladder_multiplier(ladder, longer, MAIN)
     print(f"1.5x baseline against the ladder: {m['multiplier']:.2f}x [{m['ci_low']:.2f}, "
           f"{m['ci_high']:.2f}]")  # fmt: skip
@@ -166,8 +166,8 @@ def test_baseline_against_itself_reads_one_in_the_table(ladder_runs):
     multiplier the table prints, with no significant difference."""
     records = [r for (f, _), r in ladder_runs.items() if f != 1.5]
     for seed in range(SEEDS):
-        twin = copy.deepcopy(ladder_runs[(1.0, seed)])
-        twin["variant"], twin["run_id"] = "baseline-twin", f"twin{seed}"
+        run = ladder_runs[(1.0, seed)]
+        twin = dataclasses.replace(run, variant="baseline-twin", run_id=f"twin{seed}")
         records.append(twin)
     (meta, df), *rest = tables.summaries(records)
     assert not rest  # the 0.5x and 2x baseline-only groups folded in as the ladder
@@ -237,7 +237,7 @@ def test_ci_width_adds_seeds_until_the_cap(tmp_path):
     r = cli(*FAST, "--variant", "rope", "--seeds", "2", "--ci-width", "1e-6", "--max-seeds", "3",
             "--out", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr
-    seeds = sorted({(x["variant"], x["seed"]) for x in load_records(out)})
+    seeds = sorted({(x.variant, x.seed) for x in load_records(out)})
     assert seeds == [(v, s) for v in ("baseline", "rope") for s in range(3)]
     summary = (out / "summary.md").read_text()
     assert "Target not reached at 3 seeds" in summary and "never at the sign" in summary
@@ -254,8 +254,9 @@ def test_records_of_another_machine_are_trained_again(tmp_path):
     out = tmp_path / "m"
     assert cli(*FAST, "--seeds", "1", "--out", str(out)).returncode == 0
     (rec,) = load_records(out)
-    assert finished_ids(out, {"device_name": rec["env"]["device_name"]}) == {rec["run_id"]}
-    foreign = dict(rec, env={**rec["env"], "hostname": "elsewhere", "device_name": "AMD EPYC"})
+    assert finished_ids(out, {"device_name": rec.env["device_name"]}) == {rec.run_id}
+    foreign_env = {**rec.env, "hostname": "elsewhere", "device_name": "AMD EPYC"}
+    foreign = dict(rec.to_dict(), env=foreign_env)
     (out / "runs.jsonl").write_text(json.dumps(foreign) + "\n")
     r = cli(*FAST, "--seeds", "1", "--out", str(out))
     assert r.returncode == 0 and "1 run(s) trained, 0 skipped" in r.stderr

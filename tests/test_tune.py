@@ -69,11 +69,11 @@ def test_a_micro_tune_chooses_on_other_seeds_and_resumes(tmp_path):
     r = cli(*args)
     assert r.returncode == 0, r.stderr
     recs = load_records(out)
-    tuning = [x for x in recs if x["seed"] >= tune.TUNE_SEED_OFFSET]
-    verdict = [x for x in recs if x["seed"] < tune.TUNE_SEED_OFFSET]
-    assert {x["budget"]["value"] for x in tuning} == {10}
-    assert {x["budget"]["value"] for x in verdict} == {20}
-    assert {x["seed"] for x in verdict} == {0, 1} and {x["seed"] for x in tuning} == {1000}
+    tuning = [x for x in recs if x.seed >= tune.TUNE_SEED_OFFSET]
+    verdict = [x for x in recs if x.seed < tune.TUNE_SEED_OFFSET]
+    assert {x.budget["value"] for x in tuning} == {10}
+    assert {x.budget["value"] for x in verdict} == {20}
+    assert {x.seed for x in verdict} == {0, 1} and {x.seed for x in tuning} == {1000}
     choices = json.loads((out / "tune.json").read_text())
     default = 2e-3  # the shakespeare recipe's lr
     for arm in ("baseline", "rope"):
@@ -81,7 +81,7 @@ def test_a_micro_tune_chooses_on_other_seeds_and_resumes(tmp_path):
         tried = [v for v, _ in c["losses"]]
         assert c["default"] == default and len(tried) == 4  # 3 grid points + 1 extension
         assert c["extended"] == "up" and max(tried) == pytest.approx(8e-3)
-        lrs = {x["spec"]["train"]["lr"] for x in verdict if x["variant"] == arm}
+        lrs = {x.spec["train"]["lr"] for x in verdict if x.variant == arm}
         assert lrs == {c["best"], default}  # at its own best and at the shared default
         best_loss = min(loss for _, loss in c["losses"])
         assert dict(c["losses"])[c["best"]] == best_loss

@@ -344,7 +344,7 @@ class AdditionStudy(Study):
             task = build_mixed_task(specs[0])
             records = _execute_with_checkpoints(ctx, specs, task)
             for spec, rec in zip(specs, records, strict=True):
-                for point in rec["curve"]:
+                for point in rec.curve:
                     curves.append({"config": label, "seed": spec.seed, **point})
                 evals = _evaluate_run(ctx, spec, rec, task, n_eval)
                 for d, ev in evals.items():
@@ -352,17 +352,17 @@ class AdditionStudy(Study):
                         {
                             **_describe_config(*conf),
                             "seed": spec.seed,
-                            "run_id": rec["run_id"],
-                            "status": rec["status"],
+                            "run_id": rec.run_id,
+                            "status": rec.status,
                             "digits": int(d),
                             "trained_length": int(d) in TRAIN_DIGITS,
                             "exact_match": ev["exact"],
                             "digit_accuracy": ev["digit"],
                             "n_problems": ev["n"],
-                            "val_loss": rec["metrics"]["val_loss"],
-                            "steps": rec["metrics"]["steps"],
-                            "wall_s": rec["metrics"]["wall_s"],
-                            "device_name": rec["env"]["device_name"],
+                            "val_loss": rec.metrics["val_loss"],
+                            "steps": rec.metrics["steps"],
+                            "wall_s": rec.metrics["wall_s"],
+                            "device_name": rec.device_name,
                         }
                     )
         long = pd.DataFrame(rows)
@@ -438,9 +438,9 @@ def _execute_with_checkpoints(ctx: StudyContext, specs, task) -> list[dict]:
     missing = [
         s
         for s, r in zip(specs, records, strict=True)
-        if r["status"] == "ok"
-        and not (ctx.out / "checkpoints" / f"{r['run_id']}.pt").is_file()
-        and (ctx.force or not any(k.startswith(r["run_id"] + ":") for k in cache))
+        if r.status == "ok"
+        and not (ctx.out / "checkpoints" / f"{r.run_id}.pt").is_file()
+        and (ctx.force or not any(k.startswith(r.run_id + ":") for k in cache))
     ]
     if missing:
         execute(missing, ctx.out, force=True, quiet=ctx.quiet, task=task)
@@ -455,17 +455,15 @@ def _load_cache(out: Path) -> dict:
 
 def _evaluate_run(ctx, spec, record, task, n_eval) -> dict:
     """Per-width accuracies of a finished run (cached in addition_eval.json by run id)."""
-    key = f"{record['run_id']}:{n_eval}"
+    key = f"{record.run_id}:{n_eval}"
     cache = _load_cache(ctx.out)
     if key in cache and not ctx.force:
         return cache[key]
-    if record["status"] != "ok":
+    if record.status != "ok":
         res = {str(d): {"exact": math.nan, "digit": math.nan, "n": 0} for d in TEST_DIGITS}
     else:
         model = GPT(spec.model).to(ctx.device)
-        model.load_state_dict(
-            load_checkpoint(record["run_id"], ctx.out / "checkpoints", ctx.device)
-        )
+        model.load_state_dict(load_checkpoint(record.run_id, ctx.out / "checkpoints", ctx.device))
         res = {str(d): task.evaluate_width(model, ctx.device, d, n_eval) for d in TEST_DIGITS}
     cache = _load_cache(ctx.out)
     cache[key] = res

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from bench.executor import execute
-from bench.records import load_records, run_id
+from bench.records import RunRecord, load_records, run_id
 
 
 @dataclass
@@ -46,10 +47,10 @@ class StudyContext:
         parts.append(f"--device {self.device}")
         return " ".join(parts)
 
-    def execute(self, specs, task=None, jobs: int = 1) -> list[dict]:
+    def execute(self, specs, task=None, jobs: int = 1) -> list[RunRecord]:
         """Run the specs (skipping finished ones) and return their records, in spec order."""
         execute(specs, self.out, force=self.force, quiet=self.quiet, task=task, jobs=jobs)
-        by_id = {r["run_id"]: r for r in load_records(self.out / "runs.jsonl")}
+        by_id = {r.run_id: r for r in load_records(self.out / "runs.jsonl")}
         return [by_id[run_id(s.to_dict())] for s in specs if run_id(s.to_dict()) in by_id]
 
 
@@ -94,7 +95,7 @@ def wall_times(records, wall: float) -> str:
     """Wall time of this invocation and of the runs' training (the latter includes runs
     trained by earlier, resumed invocations)."""
     recs = list(records)
-    train = sum(float(r["metrics"].get("wall_s") or 0.0) for r in recs)
+    train = sum(r.metric("wall_s") for r in recs if math.isfinite(r.metric("wall_s")))
     return (
         f"Training wall time {train:.0f} s over {len(recs)} run(s) (their records'"
         f" wall_s, earlier invocations included); this invocation took {wall:.0f} s"

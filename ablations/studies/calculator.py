@@ -141,7 +141,7 @@ class CalculatorStudy(Study):
             specs = [s for lab, s in labelled if lab == label]
             task = _build(specs[0])
             for rec in _execute_with_checkpoints(ctx, specs, task):
-                records[rec["run_id"]] = rec
+                records[rec.run_id] = rec
 
         n_eval = None
         if self.eval_problems is not None:
@@ -150,7 +150,7 @@ class CalculatorStudy(Study):
         for label, spec in labelled:
             rid = run_id(spec.to_dict())
             rec = records.get(rid)
-            if rec is None or rec["status"] != "ok":
+            if rec is None or rec.status != "ok":
                 continue
             for ev in EVALS[label]:
                 for r in _evaluate(ctx, spec, rid, ev, n_eval):
@@ -163,7 +163,7 @@ class CalculatorStudy(Study):
         table.to_csv(ctx.out / "calculator.csv", index=False)
 
         spec0 = labelled[0][1]
-        n_div = sum(1 for r in records.values() if r["status"] != "ok")
+        n_div = sum(1 for r in records.values() if r.status != "ok")
         context = (
             f"{ctx.device} · model L{spec0.model.n_layer} d{spec0.model.n_embd} ctx"
             f"{spec0.model.block_size} · {spec0.budget.describe()}, batch"
@@ -236,7 +236,7 @@ def _execute_with_checkpoints(ctx: StudyContext, specs: list[RunSpec], task) -> 
     not cached (e.g. results copied without checkpoints/*.pt)."""
     records = ctx.execute(specs, task=task)
     cache = _load_cache(ctx.out)
-    have = {r["run_id"] for r in records}
+    have = {r.run_id for r in records}
     missing = [
         s
         for s in specs

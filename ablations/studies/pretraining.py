@@ -276,13 +276,13 @@ class PretrainingStudy(Study):
                             time.perf_counter() - t0)  # fmt: skip
 
     def table(self, ctx, specs, pre_recs, ft_recs, sc_recs, pre_task) -> pd.DataFrame:
-        by_id = {r["run_id"]: r for r in pre_recs + ft_recs + sc_recs}
+        by_id = {r.run_id: r for r in pre_recs + ft_recs + sc_recs}
 
         def final(spec):
             rec = by_id.get(run_id(spec.to_dict()))
-            if rec is None or rec["status"] != "ok":
+            if rec is None or rec.status != "ok":
                 return math.nan
-            return float(rec["metrics"]["val_loss"])
+            return float(rec.metrics["val_loss"])
 
         rows = []
         for pre, ft, sc in zip(
@@ -290,8 +290,8 @@ class PretrainingStudy(Study):
         ):
             ft_rec = by_id.get(run_id(ft.to_dict()))
             zero = math.nan
-            if ft_rec is not None and ft_rec["curve"] and ft_rec["curve"][0]["step"] == 0:
-                zero = float(ft_rec["curve"][0]["val_loss"])
+            if ft_rec is not None and ft_rec.curve and ft_rec.curve[0]["step"] == 0:
+                zero = float(ft_rec.curve[0]["val_loss"])
             scratch, fine = final(sc), final(ft)
             rows.append(
                 {
@@ -435,13 +435,13 @@ def _checkpoint_loss(ctx: StudyContext, spec: RunSpec, rid: str, task) -> float:
 def curve_frame(records: list[dict]) -> pd.DataFrame:
     rows = []
     for rec in records:
-        if rec["status"] != "ok":
+        if rec.status != "ok":
             continue
-        for p in rec["curve"]:
+        for p in rec.curve:
             rows.append(
                 {
-                    "condition": rec["variant"],
-                    "seed": rec["seed"],
+                    "condition": rec.variant,
+                    "seed": rec.seed,
                     "step": p["step"],
                     "train_loss": p["train_loss"],
                     "val_loss": p["val_loss"],

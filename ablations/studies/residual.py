@@ -25,6 +25,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ablations.studies.base import Study, StudyContext, save_figure
+from bench.records import RunRecord
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
 from bench.tasks import build_task
@@ -85,7 +86,7 @@ class ResidualStudy(Study):
         table.to_csv(ctx.out / "residual.csv", index=False)
         md = markdown_table(_display(table))
         (ctx.out / "residual.md").write_text(md + "\n")
-        device = records[0]["env"]["device_name"] if records else ctx.device
+        device = records[0].device_name if records else ctx.device
         context = (
             f"{device} · n_embd {s0.model.n_embd}, {s0.model.n_head} heads · "
             f"{TASK['n_digits']}-digit addition · {s0.budget.describe()} · {ctx.seeds} seed(s)"
@@ -117,7 +118,7 @@ class ResidualStudy(Study):
                 f"{torch.get_num_threads()} thread(s)) · budget: "
                 f"{s0.budget.describe()} per run, batch {s0.train.batch_size}, lr "
                 f"{s0.train.lr:g}, grad clip {s0.train.grad_clip:g} · training time "
-                f"{sum(r['metrics']['wall_s'] for r in records) / 60:.1f} min summed over "
+                f"{sum(r.metric('wall_s') for r in records) / 60:.1f} min summed over "
                 f"{len(records)} runs (this invocation: {wall / 60:.1f} min; finished runs are "
                 "reused). Per-block norms at every probe point: "
                 "`residual_grad_norms.csv`.",
@@ -126,20 +127,23 @@ class ResidualStudy(Study):
         )
 
 
-def long_frames(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _depth_residual(rec: RunRecord) -> tuple[int, str]:
+    return rec.model["n_layer"], rec.model["residual"]
+
+
+def long_frames(records: list[RunRecord]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-block gradient norms, validation curves), one row per run × probe point × block."""
     norms, curves = [], []
     for rec in records:
-        depth = rec["spec"]["model"]["n_layer"]
-        residual = rec["spec"]["model"]["residual"]
-        ident = {"run_id": rec["run_id"], "depth": depth, "residual": residual, "seed": rec["seed"]}
-        history = (rec.get("probes") or {}).get("grad_norms") or []
+        depth, residual = _depth_residual(rec)
+        ident = {"run_id": rec.run_id, "depth": depth, "residual": residual, "seed": rec.seed}
+        history = rec.probes.get("grad_norms") or []
         for i, point in enumerate(history):
             for block, norm in enumerate(point["norms"]):
                 norms.append(
                     {**ident, "step": point["step"], "probe": i, "block": block, "norm": norm}
                 )
-        for point in rec["curve"]:
+        for point in rec.curve:
             curves.append({**ident, "step": point["step"], "val_loss": point["val_loss"]})
     return pd.DataFrame(norms), pd.DataFrame(curves)
 
@@ -150,24 +154,14 @@ def _geo(values) -> float:
     return float(np.exp(np.log(v).mean())) if len(v) else np.nan
 
 
-def summary_table(records: list[dict], norms: pd.DataFrame) -> pd.DataFrame:
+def summary_table(records: list[RunRecord], norms: pd.DataFrame) -> pd.DataFrame:
     """One row per (depth, residual)."""
     rows = []
-    by_run = {r["run_id"]: r for r in records}
-    keys = []
-    for rec in records:
-        k = (rec["spec"]["model"]["n_layer"], rec["spec"]["model"]["residual"])
-        if k not in keys:
-            keys.append(k)
-    for depth, residual in keys:
-        runs = [
-            r
-            for r in records
-            if r["spec"]["model"]["n_layer"] == depth and r["spec"]["model"]["residual"] == residual
-        ]
+    for depth, residual in dict.fromkeys(map(_depth_residual, records)):
+        runs = [r for r in records if _depth_residual(r) == (depth, residual)]
         first0, last0, ratio0, ratio_end, end_step = [], [], [], [], []
         for r in runs:
-            g = norms[norms["run_id"] == r["run_id"]] if not norms.empty else norms
+            g = norms[norms["run_id"] == r.run_id] if not norms.empty else norms
             if g.empty:
                 continue
             init = g[g["probe"] == 0].sort_values("block")["norm"].to_numpy()
@@ -177,14 +171,14 @@ def summary_table(records: list[dict], norms: pd.DataFrame) -> pd.DataFrame:
             ratio0.append(init[0] / init[-1] if init[-1] > 0 else np.nan)
             ratio_end.append(final[0] / final[-1] if final[-1] > 0 else np.nan)
             end_step.append(int(g["step"].max()))
-        ok = [r for r in runs if r["status"] == "ok"]
-        vl = [by_run[r["run_id"]]["metrics"]["val_loss"] for r in ok]
-        acc = [by_run[r["run_id"]]["metrics"]["accuracy"] for r in ok]
+        ok = [r for r in runs if r.ok]
+        vl = [r.val_loss for r in ok]
+        acc = [r.metric("accuracy") for r in ok]
         rows.append(
             {
                 "depth": depth,
                 "residual": residual,
-                "variant": runs[0]["variant"],
+                "variant": runs[0].variant,
                 "seeds": len(runs),
                 "diverged": len(runs) - len(ok),
                 "grad_first_init": _geo(first0),
@@ -196,7 +190,7 @@ def summary_table(records: list[dict], norms: pd.DataFrame) -> pd.DataFrame:
                 "val_loss_std": np.std(vl, ddof=1) if len(vl) > 1 else np.nan,
                 "accuracy_mean": np.mean(acc) if acc else np.nan,
                 "accuracy_std": np.std(acc, ddof=1) if len(acc) > 1 else np.nan,
-                "step_ms": np.mean([r["metrics"]["step_ms"] for r in runs]),
+                "step_ms": np.mean([r.metric("step_ms") for r in runs]),
             }
         )
     return pd.DataFrame(rows)

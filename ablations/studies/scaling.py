@@ -34,7 +34,7 @@ from matplotlib.figure import Figure
 
 from ablations.studies.base import Study, StudyContext, save_figure, wall_times
 from bench import scaling
-from bench.records import run_id
+from bench.records import RunRecord, run_id
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
 from bench.tasks import build_task
@@ -167,27 +167,26 @@ class ScalingStudy(Study):
         result.multipliers.to_csv(ctx.out / "scaling.csv", index=False)
         table = markdown_table(display(result))
         (ctx.out / "scaling.md").write_text(table + "\n")
-        device = records[0]["env"]["device_name"] if records else ctx.device
+        device = records[0].device_name if records else ctx.device
         tpp = ladder.tokens_per_param * ctx.scale
         context = f"{device} · tiny Shakespeare · {tpp:g} tokens/param"
         figure(frame, result, ctx.out / "scaling.png", context)
         return report(self, ctx, ladder, result, table, records, time.perf_counter() - t0)
 
 
-def points(pairs: list[tuple[Arm, RunSpec]], records: list[dict]) -> pd.DataFrame:
+def points(pairs: list[tuple[Arm, RunSpec]], records: list[RunRecord]) -> pd.DataFrame:
     """One row per finished run: arm, size, seed, training FLOPs, final val loss."""
-    by_id = {r["run_id"]: r for r in records}
+    by_id = {r.run_id: r for r in records}
     rows = []
     for arm, spec in pairs:
         rec = by_id.get(run_id(spec.to_dict()))
         if rec is None:
             continue
-        m = rec["metrics"]
-        loss = m.get("val_loss") if rec["status"] == "ok" else None
         rows.append({
             "arm": arm.label, "size": size_label(spec.model), "seed": spec.seed,
-            "params": m["params"], "compute": float(m["flops_per_token"]) * float(m["tokens"]),
-            "loss": math.nan if loss is None else float(loss),
+            "params": rec.metrics["params"],
+            "compute": rec.metric("flops_per_token") * rec.metric("tokens"),
+            "loss": rec.val_loss,  # NaN for a diverged run
         })  # fmt: skip
     return pd.DataFrame(rows)
 
