@@ -197,17 +197,7 @@ class TextTask(CharWindowsTask):
 
     name = "text"
 
-    def __init__(
-        self,
-        *,
-        context: int,
-        data: str | os.PathLike | None = None,
-        eval_batches: int = 8,
-        eval_batch_size: int = 32,
-    ):
-        super().__init__(
-            context=context, eval_batches=eval_batches, eval_batch_size=eval_batch_size
-        )
+    def _build(self, data: str | os.PathLike | None) -> None:
         if data is None:
             raise TaskError(
                 f"task '{self.name}' needs a data file: pass --data PATH (a UTF-8 text file)"
@@ -348,18 +338,9 @@ class ShakespeareTask(TextTask):
 
     name = "shakespeare"
 
-    def __init__(
-        self,
-        *,
-        context: int,
-        data: str | os.PathLike | None = None,
-        eval_batches: int = 8,
-        eval_batch_size: int = 32,
-    ):
+    def _build(self, data: str | os.PathLike | None) -> None:
         path, self.source = shakespeare_path(data)
-        super().__init__(
-            context=context, data=path, eval_batches=eval_batches, eval_batch_size=eval_batch_size
-        )
+        super()._build(path)
 
     def describe(self) -> dict:
         d = super().describe()
