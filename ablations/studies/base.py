@@ -49,7 +49,7 @@ class StudyContext:
     def execute(self, specs, task=None, jobs: int = 1) -> list[dict]:
         """Run the specs (skipping finished ones) and return their records, in spec order."""
         execute(specs, self.out, force=self.force, quiet=self.quiet, task=task, jobs=jobs)
-        by_id = {r["run_id"]: r for r in load_records(self.out / "runs.jsonl")}
+        by_id = {field(r, "run_id"): r for r in load_records(self.out / "runs.jsonl")}
         return [by_id[run_id(s.to_dict())] for s in specs if run_id(s.to_dict()) in by_id]
 
 
@@ -90,11 +90,20 @@ def cpu_threads(device: str, n: int = 1):
         torch.set_num_threads(before)
 
 
+def field(record, name: str):
+    """A record's top-level field (run_id, variant, seed, spec, status, env, metrics, curve,
+    evals, ...), whether the record is a dict or a typed record with attributes; a dict
+    without `evals` (written before runs kept them) reads as {}."""
+    if isinstance(record, dict):
+        return record.get(name, {} if name == "evals" else None)
+    return getattr(record, name)
+
+
 def wall_times(records, wall: float) -> str:
     """Wall time of this invocation and of the runs' training (the latter includes runs
     trained by earlier, resumed invocations)."""
     recs = list(records)
-    train = sum(float(r["metrics"].get("wall_s") or 0.0) for r in recs)
+    train = sum(float(field(r, "metrics").get("wall_s") or 0.0) for r in recs)
     return (
         f"Training wall time {train:.0f} s over {len(recs)} run(s) (their records'"
         f" wall_s, earlier invocations included); this invocation took {wall:.0f} s"
