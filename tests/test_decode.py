@@ -132,3 +132,20 @@ def test_calculator_scores_are_the_old_decoders():
     # the same numbers land in the run's evals, one list per way of scoring
     evals = task.evaluate(model, "cpu")
     assert evals == {"by_cell": {"generated": generated, "given": given}}
+
+
+def test_a_finished_run_keeps_its_tasks_evaluation_in_its_record():
+    from bench.spec import Budget, RunSpec, TrainConfig
+    from bench.train import run
+
+    train = TrainConfig(batch_size=8, lr=1e-3, eval_every=5, eval_batches=1, timing_warmup=1)
+    cfg = preset("micro", vocab_size=13, block_size=32)
+    task = {"name": "addition", "data": None, "n_digits": 2, "eval_digits": 3,
+            "eval_problems": 7}  # fmt: skip
+    rec = run(RunSpec("baseline", cfg, task, Budget("steps", 3), train, 0, "cpu"))
+    assert list(rec["evals"]["by_digits"]) == ["2", "3"]
+    assert {v["n"] for v in rec["evals"]["by_digits"].values()} == {7}
+    assert list(rec).index("evals") == list(rec).index("probes") + 1
+    cfg = preset("micro", vocab_size=65, block_size=16)
+    text = {"name": "shakespeare", "data": None}
+    assert run(RunSpec("baseline", cfg, text, Budget("steps", 2), train, 0, "cpu"))["evals"] == {}

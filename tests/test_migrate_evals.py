@@ -50,7 +50,7 @@ def test_cached_evals_land_in_their_records_and_nothing_else_changes(tmp_path):
 @pytest.mark.parametrize(
     "name, key, value, evals",
     [
-        ("addition_eval.json", "{rid}:500", {"3": {"exact": 1.0}}, {"by_digits": {"3": {"exact": 1.0}}}),
+        ("addition_eval.json", "{rid}:500", {"3": {"n": 9}}, {"by_digits": {"3": {"n": 9}}}),
         ("pretraining_eval.json", "{rid}", 1.25, {"train_split_loss": 1.25}),
     ],
 )  # fmt: skip

@@ -373,6 +373,7 @@ def check_png(path):
 
 
 def test_calculator_study(tmp_path):
+    from ablations.studies import calculator as calc_study
     from ablations.studies.calculator import CalculatorStudy
 
     study = CalculatorStudy(
@@ -391,7 +392,13 @@ def test_calculator_study(tmp_path):
     cells = pd.read_csv(ctx.out / "calculator_by_cell.csv")
     assert {"condition", "seed", "op", "length", "accuracy", "run_id"} <= set(cells.columns)
     check_png(ctx.out / "calculator.png")
-    assert not list((ctx.out / "checkpoints").glob("*.tmp"))
+    # each run scored itself at its end (evals in its record): no weights saved to reload
+    assert not (ctx.out / "checkpoints").exists() and not list(ctx.out.glob("*_eval.json"))
+    recs = [json.loads(line) for line in (ctx.out / "runs.jsonl").read_text().splitlines()]
+    modes = {r["variant"]: sorted(r["evals"]["by_cell"]) for r in recs}
+    assert modes == {"plain": ["none"], "trace": ["generated", "given"], "trace-masked": ["given"]}
+    assert all(r["spec"]["task"]["eval_problems"] == 40 for r in recs)
+    assert len(cells) == len(calc_study.cell_frame(recs))
     # rerunning resumes: no new records, same table
     n_records = len((ctx.out / "runs.jsonl").read_text().splitlines())
     study.run(ctx)
@@ -439,6 +446,10 @@ def test_pretraining_study(tmp_path, monkeypatch):
     assert len(vocabs) == 1
     ft = [r for r in recs if r["spec"]["init_from"]]
     assert len(ft) == 1 and ft[0]["spec"]["init_from"] in {r["run_id"] for r in recs}
+    # the train-split loss is the pretraining run's own evaluation, read from its record
+    (pre,) = [r for r in recs if r["variant"] == "pretrain"]
+    assert row["pretrain_train_loss"] == pytest.approx(pre["evals"]["train_split_loss"])
+    assert not list(ctx.out.glob("*_eval.json"))
 
 
 def test_pretraining_needs_a_corpus(tmp_path, monkeypatch):
