@@ -5,14 +5,13 @@ the code before the change, on the same seeded model and data)."""
 from __future__ import annotations
 
 import hashlib
-import re
 
 import pytest
 import torch
+from test_studies_calc import Oracle
 
 from bench.tasks import build_task
 from bench.tasks.addition import AdditionTask
-from bench.tasks.calculator import format_problem
 from bench.tasks.decode import greedy_decode
 from variants.config import preset
 from variants.model import GPT
@@ -100,30 +99,9 @@ def test_addition_scores_are_the_old_decoders():
     assert build_task("addition", context=32, n_digits=1).accuracy(model, "cpu") == 0.0
 
 
-class _FlakyOracle(torch.nn.Module):
-    """The true next calculator token, except a digit wherever a hash of the row says so."""
-
-    def __init__(self, task):
-        super().__init__()
-        self.task = task
-
-    def forward(self, idx):
-        B, T = idx.shape
-        logits = torch.zeros(B, T, self.task.vocab_size)
-        for i in range(B):
-            s = self.task.decode(idx[i])
-            a_s, op, b_s = re.match(r"^(\d+)([-+*/])(\d+)=", s).groups()
-            full = format_problem(op, int(a_s), int(b_s), len(a_s), self.task.trace, len(b_s))
-            nxt = full[T] if T < len(full) else "."
-            if nxt.isdigit() and int(hashlib.md5(s.encode()).hexdigest(), 16) % 23 == 0:
-                nxt = str((int(nxt) + 1) % 10)
-            logits[i, -1, self.task.encode(nxt)[0]] = 1.0
-        return logits, None
-
-
 def test_calculator_scores_are_the_old_decoders():
     task = build_task("calculator", context=64, trace=True, n_heldout=30)
-    model = _FlakyOracle(task)
+    model = Oracle(task, flaky=23)  # wrong where a hash of the row says so
     generated = task.accuracy_breakdown(model, "cpu")
     assert [r["correct"] for r in generated] == [10, 29, 25, 5, 25, 26, 8, 25, 21, 9, 24, 25]
     assert [round(30 * r["trace_correct"]) for r in generated[:3]] == [27, 27, 22]

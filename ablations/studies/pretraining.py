@@ -447,12 +447,10 @@ def figure(curves: pd.DataFrame, path: Path, context: str) -> Path:
             ax_ft.set_ylim(lo - 0.05 * (hi - lo), hi)
         for ax in (ax_pre, ax_ft):
             ax.legend(fontsize=8)
-        fig.suptitle(f"Pretraining then finetuning vs from scratch\n{context}", fontsize=10)
-        caption = (
-            "Line: mean over seeds; band: ±1 std. Right panel's y axis is cut at the 90th "
-            "percentile so that the end of training is readable."
-        )
-        return save_figure(fig, path, caption, bottom=0.05)
+        title = f"Pretraining then finetuning vs from scratch\n{context}"
+        caption = "Line: mean over seeds; band: ±1 std. Right panel's y axis is cut at the 90th"
+        caption += " percentile so that the end of training is readable."
+        return save_figure(fig, path, caption, bottom=0.05, title=title)
 
 
 STUDY = PretrainingStudy()

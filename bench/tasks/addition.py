@@ -297,12 +297,6 @@ class AdditionTask(Task):
     def format_problem(self, a: int, b: int) -> str:
         return format_problem(a, b, self.n_digits, self.reverse)
 
-    def encode(self, s: str) -> list[int]:
-        return self.vocab.encode(s)
-
-    def decode(self, ids) -> str:
-        return self.vocab.decode(ids)
-
     def describe(self) -> dict:
         out = {
             "task": self.name,

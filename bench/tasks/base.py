@@ -180,9 +180,9 @@ class Task(abc.ABC):
     """One source of training rows plus a fixed held-out set.
 
     Subclasses declare their options as a frozen dataclass `Options` (fields made with
-    `option`), set `vocab_size` and `seq_len` in `_build`, and implement `train_batch`,
-    `_build_val_batches`, `encode`, `decode`, `describe` (and `accuracy` when
-    `has_accuracy`; `evaluate` for evaluations kept in a run's record).
+    `option`), set `vocab`, `vocab_size` and `seq_len` in `_build`, and implement
+    `train_batch`, `_build_val_batches`, `describe` (and `accuracy` when `has_accuracy`;
+    `evaluate` for evaluations kept in a run's record).
     """
 
     name: str = ""
@@ -287,11 +287,14 @@ class Task(abc.ABC):
             "'lengths' probe needs a text task (shakespeare, text, corpus)"
         )
 
-    @abc.abstractmethod
-    def encode(self, s: str) -> list[int]: ...
+    # every task here is character level: `self.vocab` (a CharVocab) maps text <-> ids
+    vocab: CharVocab
 
-    @abc.abstractmethod
-    def decode(self, ids) -> str: ...
+    def encode(self, s: str) -> list[int]:
+        return self.vocab.encode(s)
+
+    def decode(self, ids) -> str:
+        return self.vocab.decode(ids)
 
     @abc.abstractmethod
     def describe(self) -> dict:

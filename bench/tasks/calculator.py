@@ -518,12 +518,6 @@ class CalculatorTask(Task):
         n = sum(r["n"] for r in rows)
         return sum(r["correct"] for r in rows) / n if n else float("nan")
 
-    def encode(self, s: str) -> list[int]:
-        return self.vocab.encode(s)
-
-    def decode(self, ids) -> str:
-        return self.vocab.decode(ids)
-
     def describe(self) -> dict:
         examples = {
             c.key: self.problem_string(c, *self._heldout[i][0]) for i, c in enumerate(self.cells)

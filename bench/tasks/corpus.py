@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from .base import CharVocab, TaskError, option
-from .text import _VAL_SEED, TRAIN_TENTHS, CharWindowsTask, _id_dtype, _read_chunks
+from .text import TRAIN_TENTHS, CharWindowsTask, _id_dtype, _read_chunks
 
 _TRAIN_EVAL_SEED = 7331  # fixed: the train-split windows of `train_eval_batches`
 
@@ -195,13 +195,6 @@ class CorpusTask(CharWindowsTask):
             "files": [str(p.resolve()) for p in self.paths],
             "sha256": self.sha256,
             "file_chars": self.file_chars,
-            "n_train": int(self.n_train),
-            "n_val": int(self.n_val),
             "vocab": self.vocab.chars,
-            "vocab_size": self.vocab_size,
-            "seq_len": self.seq_len,
-            "context": self.context,
-            "eval_batches": self.eval_batches,
-            "eval_batch_size": self.eval_batch_size,
-            "val_seed": _VAL_SEED,
+            **self._describe_windows(),
         }

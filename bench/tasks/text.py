@@ -170,6 +170,19 @@ class CharWindowsTask(Task):
     def _build_val_batches(self) -> list[tuple[Tensor, Tensor]]:
         return self._fixed_windows(self._val, _VAL_SEED)
 
+    def _describe_windows(self) -> dict:
+        """The part of `describe` every windows task shares: splits, sizes, held-out seed."""
+        return {
+            "n_train": int(self.n_train),
+            "n_val": int(self.n_val),
+            "vocab_size": self.vocab_size,
+            "seq_len": self.seq_len,
+            "context": self.context,
+            "eval_batches": self.eval_batches,
+            "eval_batch_size": self.eval_batch_size,
+            "val_seed": _VAL_SEED,
+        }
+
     has_spans = True
 
     def held_out_spans(self, n_spans: int, span: int) -> Tensor:
@@ -184,12 +197,6 @@ class CharWindowsTask(Task):
         starts = np.arange(n_spans, dtype=np.int64)[:, None] * stride
         ids = self._val[starts + np.arange(span + 1, dtype=np.int64)].astype(np.int64)
         return torch.from_numpy(np.ascontiguousarray(ids))  # (n_spans, span + 1)
-
-    def encode(self, s: str) -> list[int]:
-        return self.vocab.encode(s)
-
-    def decode(self, ids) -> str:
-        return self.vocab.decode(ids)
 
 
 class TextTask(CharWindowsTask):
@@ -228,14 +235,7 @@ class TextTask(CharWindowsTask):
             "path": str(self.path.resolve()),
             "sha256": self.sha256,
             "n_tokens": int(self.tokens.size),
-            "n_train": int(self.n_train),
-            "n_val": int(self.n_val),
-            "vocab_size": self.vocab_size,
-            "seq_len": self.seq_len,
-            "context": self.context,
-            "eval_batches": self.eval_batches,
-            "eval_batch_size": self.eval_batch_size,
-            "val_seed": _VAL_SEED,
+            **self._describe_windows(),
         }
 
 
