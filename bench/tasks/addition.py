@@ -306,12 +306,8 @@ class AdditionTask(Task):
             "n_heldout": self.n_heldout,
             "n_val_problems": sum(len(y) for _, y in self.val_batches()),
             "heldout_seed": _HELDOUT_SEED + self.n_digits,
-            "seq_len": self.seq_len,
-            "context": self.context,
             "vocab": VOCAB,
-            "vocab_size": self.vocab_size,
-            "eval_batches": self.eval_batches,
-            "eval_batch_size": self.eval_batch_size,
+            **self._describe_rows(),
             "example": self.format_problem(12 % self._base, 345 % self._base),
         }
         if self.eval_widths != (self.n_digits,):

@@ -300,5 +300,15 @@ class Task(abc.ABC):
     def describe(self) -> dict:
         """JSON-able description of the task's parameters, recorded beside results."""
 
+    def _describe_rows(self) -> dict:
+        """The part of `describe` every task shares: row length, context, held-out batches."""
+        return {
+            "seq_len": self.seq_len,
+            "context": self.context,
+            "vocab_size": self.vocab_size,
+            "eval_batches": self.eval_batches,
+            "eval_batch_size": self.eval_batch_size,
+        }
+
     def _check_batch_size(self, batch_size: int) -> int:
         return option_int("batch_size", batch_size, lo=1)

@@ -535,11 +535,7 @@ class CalculatorTask(Task):
             "n_heldout": self.n_heldout,
             "n_val_problems": min(self.n_heldout, self.eval_batches * self.eval_batch_size),
             "heldout_seed": _HELDOUT_SEED,
-            "seq_len": self.seq_len,
-            "context": self.context,
             "vocab": VOCAB,
-            "vocab_size": self.vocab_size,
-            "eval_batches": self.eval_batches,
-            "eval_batch_size": self.eval_batch_size,
+            **self._describe_rows(),
             "examples": examples,
         }

@@ -175,11 +175,7 @@ class CharWindowsTask(Task):
         return {
             "n_train": int(self.n_train),
             "n_val": int(self.n_val),
-            "vocab_size": self.vocab_size,
-            "seq_len": self.seq_len,
-            "context": self.context,
-            "eval_batches": self.eval_batches,
-            "eval_batch_size": self.eval_batch_size,
+            **self._describe_rows(),
             "val_seed": _VAL_SEED,
         }
 
