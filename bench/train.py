@@ -217,10 +217,11 @@ def run(
     s = _set_up(spec, task, checkpoint_dir)
     loop = _train(s, progress if s.rank == 0 else None)  # rank 0 alone shows progress
     metrics, probes = _final_measurements(s, loop)
+    evals = _evals(s, loop)
     if spec.train.save_checkpoint and loop.status == "ok" and s.rank == 0:
         save_checkpoint(s.model, run_id(spec.to_dict()), checkpoint_dir)
     distributed.barrier()  # a later run may start from that checkpoint on any rank
-    return _record(s, loop, metrics, probes)
+    return _record(s, loop, metrics, probes, evals)
 
 
 def _set_up(spec: RunSpec, task, checkpoint_dir) -> _Setup:
@@ -431,7 +432,16 @@ def _finished_metrics(s: _Setup, loop: _Loop) -> dict:
     return {"val_loss": val_loss, "accuracy": acc, "fwd_ms": fwd["median_ms"]}
 
 
-def _record(s: _Setup, loop: _Loop, metrics: dict, probes: dict) -> RunRecord:
+def _evals(s: _Setup, loop: _Loop) -> dict:
+    """The task's own evaluations of the final model (exact match by width, per cell, ...),
+    kept in the record so that studies read them instead of reloading saved weights; {} for
+    a diverged run or a task without any."""
+    if loop.status != "ok":
+        return {}
+    return s.task.evaluate(s.model, s.device) or {}
+
+
+def _record(s: _Setup, loop: _Loop, metrics: dict, probes: dict, evals: dict) -> RunRecord:
     spec_dict = s.spec.to_dict()
     return RunRecord(
         run_id=run_id(spec_dict),
@@ -448,5 +458,6 @@ def _record(s: _Setup, loop: _Loop, metrics: dict, probes: dict) -> RunRecord:
         metrics=metrics,
         curve=loop.curve,
         probes=probes,
+        evals=evals,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )

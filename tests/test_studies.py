@@ -15,7 +15,8 @@ from ablations.studies import addition as add_study
 from ablations.studies import heads as heads_study
 from ablations.studies import residual as res_study
 from bench.records import load_records
-from bench.tasks.addition import END, AdditionTask, format_problem
+from bench.tasks import build_task
+from bench.tasks.addition import END, AdditionTask, format_problem, problem_tokens
 from bench.tasks.base import IGNORE_INDEX
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -27,6 +28,11 @@ def _is_png(path) -> bool:
 
 
 # ------------------------------------------------------------------ the mixed-length addition task
+
+
+def _mixed(**kw) -> AdditionTask:
+    """The study's task: the addition task trained on widths 1-3, evaluated on 1-5."""
+    return AdditionTask(context=32, min_digits=1, eval_digits=5, **kw)
 
 
 def _parse_rows(task, x, y):
@@ -45,7 +51,7 @@ def _parse_rows(task, x, y):
 @pytest.mark.parametrize("reverse", [True, False])
 @pytest.mark.parametrize("mask", [True, False])
 def test_mixed_rows_are_well_formed_problems(reverse, mask):
-    task = add_study.LengthMixAddition(context=32, reverse=reverse, mask_prompt=mask)
+    task = _mixed(reverse=reverse, mask_prompt=mask)
     assert task.seq_len == 12
     x, y = task.train_batch(300, torch.Generator().manual_seed(0))
     assert x.shape == y.shape == (300, 12)
@@ -66,14 +72,14 @@ def test_mixed_rows_are_well_formed_problems(reverse, mask):
 
 
 def test_mixed_heldout_is_the_addition_tasks_and_never_trained():
-    task = add_study.LengthMixAddition(context=32)
+    task = _mixed()
     for d in add_study.TEST_DIGITS:
-        a, b = task.heldout(d)
+        a, b = task.heldout_problems(d)
         ra, rb = AdditionTask(context=32, n_digits=d).heldout_problems()
         assert torch.equal(a, ra) and torch.equal(b, rb)
     held = set()
     for d in add_study.TEST_DIGITS:
-        a, b = task.heldout(d)
+        a, b = task.heldout_problems(d)
         held |= set(zip(a.tolist(), b.tolist(), strict=True))
     g = torch.Generator().manual_seed(1)
     seen, per_width = set(), {1: 0, 2: 0, 3: 0}
@@ -93,8 +99,8 @@ def test_mixed_heldout_is_the_addition_tasks_and_never_trained():
 
 
 def test_mixed_task_rejects_a_short_context():
-    with pytest.raises(ValueError, match="5-digit problems need a context of 18"):
-        add_study.LengthMixAddition(context=16)
+    with pytest.raises(ValueError, match="5-digit problems needs rows of 18 tokens"):
+        AdditionTask(context=16, min_digits=1, eval_digits=5)
 
 
 class _Oracle:
@@ -109,7 +115,7 @@ class _Oracle:
         pow_n = 10 ** torch.arange(d - 1, -1, -1)
         a = (idx[:, :d] * pow_n).sum(1)
         b = (idx[:, d + 1 : 2 * d + 1] * pow_n).sum(1)
-        full = add_study.problem_tokens(a, b, d, self.reverse)
+        full = problem_tokens(a, b, d, self.reverse)
         if self.corrupt:
             msd = 2 * d + 2 + (d if self.reverse else 0)
             full[:, msd] = (full[:, msd] + 1) % 10
@@ -121,11 +127,11 @@ class _Oracle:
 
 @pytest.mark.parametrize("reverse", [True, False])
 def test_decode_accuracy_with_an_oracle(reverse):
-    task = add_study.LengthMixAddition(context=32, reverse=reverse)
+    task = _mixed(reverse=reverse)
     for d in add_study.TEST_DIGITS:
-        res = task.evaluate_width(_Oracle(d, reverse), "cpu", d, max_problems=40)
-        assert res == {"exact": 1.0, "digit": 1.0, "n": min(40, task.by_width[d].n_heldout)}
-        bad = task.evaluate_width(_Oracle(d, reverse, corrupt=True), "cpu", d, max_problems=40)
+        res = task.score_width(_Oracle(d, reverse), "cpu", d, max_problems=40)
+        assert res == {"exact": 1.0, "digit": 1.0, "n": min(40, len(task.heldout_problems(d)[0]))}
+        bad = task.score_width(_Oracle(d, reverse, corrupt=True), "cpu", d, max_problems=40)
         assert bad["exact"] == 0.0
         assert bad["digit"] == pytest.approx(d / (d + 1))
     # the same problems and format as the addition task's own accuracy
@@ -173,8 +179,22 @@ def test_addition_study_end_to_end(tmp_path):
         assert f"| {label} |" in md
     records = load_records(out / "runs.jsonl")
     assert len(records) == len(labels)
-    assert all(r.task == add_study.TASK_NAME for r in records)
-    assert all((out / "checkpoints" / f"{r.run_id}.pt").is_file() for r in records)
+    # the addition task, registered like every task; each run evaluated itself: no weights
+    # were saved to evaluate later, and the table is the records' evals
+    assert all(r.task == "addition" and r.spec["task"]["min_digits"] == 1 for r in records)
+    assert not (out / "checkpoints").exists() and not list(out.glob("*_eval.json"))
+    for r in records:
+        by_digits = r.evals["by_digits"]
+        assert list(by_digits) == [str(d) for d in add_study.TEST_DIGITS]
+        assert all(
+            v["n"]
+            == min(
+                20, len(build_task("addition", context=32, n_digits=int(d)).heldout_problems()[0])
+            )
+            for d, v in by_digits.items()
+        )
+    rebuilt, _ = add_study.frames(records)
+    pd.testing.assert_frame_equal(rebuilt, long, check_dtype=False)
     # rerunning resumes: no new training, the same table
     before = (out / "runs.jsonl").read_text()
     study.run(ctx)
@@ -290,7 +310,8 @@ def test_toy_budgets_scale_down():
     specs = add_study.AdditionStudy().specs(ctx)
     assert [c[0] for c, _ in specs] == [c[0] for c in add_study.CONFIGS]
     s = specs[0][1][0]
-    assert s.budget.value == 30 and s.train.save_checkpoint
+    assert s.budget.value == 30 and not s.train.save_checkpoint
+    assert s.task["eval_problems"] == 20 and s.task["name"] == "addition"
     full = add_study.AdditionStudy().specs(dataclasses.replace(ctx, scale=1.0))
     assert full[0][1][0].budget.value == add_study.STEPS
     res = res_study.ResidualStudy().specs(dataclasses.replace(ctx, scale=1.0))

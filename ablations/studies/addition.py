@@ -26,6 +26,10 @@ What "length generalisation" can mean for each position scheme:
   * `none` (NoPE): a causal model can still infer positions (e.g. by counting); it has no
     per-position table to run out of.
 
+The task is the `addition` task itself with min_digits=1, n_digits=3, eval_digits=5 (see
+bench/tasks/addition.py), so each run evaluates itself at the end and keeps exact match and
+digit accuracy per width in its record (`evals`); the table is read from the records alone.
+
 Held-out problems: for each width d the held-out set is exactly the `addition` task's own
 held-out set for n_digits=d (fixed seed, the same for every run). Training redraws any pair
 (a, b) that is held out at ANY width, compared by value, so neither a held-out string nor the
@@ -42,7 +46,6 @@ d+1 answer digits right at their position), on up to 500 held-out problems per w
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -52,219 +55,33 @@ import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.figure import Figure
-from torch import Tensor
 
 from ablations.studies.base import Study, StudyContext, save_figure
-from bench.executor import execute
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
-from bench.tasks.addition import END, EQUALS, PLUS, VOCAB, AdditionTask
-from bench.tasks.base import IGNORE_INDEX, CharVocab, Task, TaskError
-from bench.train import load_checkpoint
+from bench.tasks.addition import VOCAB
 from variants.config import preset
-from variants.model import GPT
 from variants.registry import get_variant
 
-TASK_NAME = "addition-lengths"
 TRAIN_DIGITS = (1, 2, 3)
 TEST_DIGITS = (1, 2, 3, 4, 5)
 N_HELDOUT = 1000  # per width, as in the addition task (capped at 10% of the width's problems)
 EVAL_PROBLEMS = 500  # held-out problems decoded per width at scale 1
-_DECODE_BATCH = 256
 
 
-# ----------------------------------------------------------------------------------------------
-# the mixed-length addition task
-
-
-def problem_tokens(a: Tensor, b: Tensor, d: int, reverse: bool) -> Tensor:
-    """(B,) operands below 10^d -> (B, 3d+4) token ids of "a+b=c$" in the addition format."""
-    B = a.shape[0]
-    pow_n = 10 ** torch.arange(d - 1, -1, -1, dtype=torch.int64)  # (d,) most significant first
-    pow_c = 10 ** torch.arange(d, -1, -1, dtype=torch.int64)  # (d+1,)
-    da = (a[:, None] // pow_n) % 10
-    db = (b[:, None] // pow_n) % 10
-    dc = ((a + b)[:, None] // pow_c) % 10
-    if reverse:
-        dc = dc.flip(1)
-
-    def col(v):
-        return torch.full((B, 1), v, dtype=torch.int64)
-
-    return torch.cat([da, col(PLUS), db, col(EQUALS), dc, col(END)], dim=1)
-
-
-class LengthMixAddition(Task):
-    """Addition with operand widths mixed in training (`train_digits`) and tested per width
-    (`test_digits`, which may be longer). See the module docstring for the format and the
-    held-out guarantee. `seq_len` is the longest training row (3·max(train_digits)+3)."""
-
-    name = TASK_NAME
-    has_accuracy = True
-
-    def __init__(
-        self,
-        *,
-        context: int,
-        data: str | None = None,
-        eval_batches: int = 8,
-        eval_batch_size: int = 64,
-        train_digits=TRAIN_DIGITS,
-        test_digits=TEST_DIGITS,
-        reverse: bool = True,
-        mask_prompt: bool = True,
-        n_heldout: int = N_HELDOUT,
-    ):
-        super().__init__(
-            context=context, eval_batches=eval_batches, eval_batch_size=eval_batch_size
-        )
-        if data is not None:
-            raise TaskError(f"task {TASK_NAME!r} generates its own problems (got data={data!r})")
-        self.train_digits = tuple(sorted({int(d) for d in train_digits}))
-        self.test_digits = tuple(sorted({int(d) for d in test_digits}))
-        widths = sorted(set(self.train_digits) | set(self.test_digits))
-        if not self.train_digits or widths[0] < 1 or widths[-1] > 9:
-            raise TaskError(f"digit counts must be in [1, 9], got {widths}")
-        self.reverse, self.mask_prompt = bool(reverse), bool(mask_prompt)
-        need = 3 * widths[-1] + 3
-        if need > self.context:
-            raise TaskError(
-                f"{widths[-1]}-digit problems need a context of {need} tokens, got {self.context}"
-            )
-        self.vocab = CharVocab(VOCAB)
-        self.vocab_size = len(self.vocab)
-        self.seq_len = 3 * self.train_digits[-1] + 3
-        self._key_base = 10 ** widths[-1]  # a*base + b identifies a pair by value at any width
-        # one plain addition task per width: its held-out set is ours for that width
-        self.by_width = {
-            d: AdditionTask(
-                context=self.context, n_digits=d, reverse=self.reverse, n_heldout=n_heldout
-            )
-            for d in widths
-        }
-        keys = []
-        for sub in self.by_width.values():
-            a, b = sub.heldout_problems()
-            keys.append(a * self._key_base + b)
-        self._heldout_keys = torch.unique(torch.cat(keys))  # sorted, every width together
-
-    def heldout(self, d: int) -> tuple[Tensor, Tensor]:
-        return self.by_width[d].heldout_problems()
-
-    def is_heldout(self, a: Tensor, b: Tensor) -> Tensor:
-        return torch.isin(a * self._key_base + b, self._heldout_keys)
-
-    def _sample(self, d: int, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        base = 10**d
-        a = torch.randint(0, base, (n,), generator=g)
-        b = torch.randint(0, base, (n,), generator=g)
-        bad = self.is_heldout(a, b)
-        while bad.any():
-            m = int(bad.sum())
-            a[bad] = torch.randint(0, base, (m,), generator=g)
-            b[bad] = torch.randint(0, base, (m,), generator=g)
-            bad = self.is_heldout(a, b)
-        return a, b
-
-    def _rows(self, a: Tensor, b: Tensor, d: int, mask_prompt: bool) -> tuple[Tensor, Tensor]:
-        """Next-token rows of width-d problems, padded at the end to seq_len."""
-        tok = problem_tokens(a, b, d, self.reverse)
-        x, y = tok[:, :-1], tok[:, 1:].clone()
-        if mask_prompt:
-            y[:, : 2 * d + 1] = IGNORE_INDEX  # targets inside "a+b=" (prompt_len - 1 of them)
-        pad = self.seq_len - x.shape[1]
-        if pad > 0:
-            x = torch.cat([x, torch.full((x.shape[0], pad), END, dtype=torch.int64)], dim=1)
-            y = torch.cat([y, torch.full((y.shape[0], pad), IGNORE_INDEX, dtype=torch.int64)], 1)
-        return x.contiguous(), y
-
-    def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        n = self._check_batch_size(batch_size)
-        pick = torch.randint(0, len(self.train_digits), (n,), generator=generator)
-        xs = torch.empty(n, self.seq_len, dtype=torch.int64)
-        ys = torch.empty_like(xs)
-        for i, d in enumerate(self.train_digits):
-            where = (pick == i).nonzero().flatten()
-            if len(where):
-                a, b = self._sample(d, len(where), generator)
-                xs[where], ys[where] = self._rows(a, b, d, self.mask_prompt)
-        return xs, ys
-
-    def _build_val_batches(self) -> list[tuple[Tensor, Tensor]]:
-        """Held-out problems of the training widths, answer-only loss, one width per batch."""
-        per_width = max(1, self.eval_batches * self.eval_batch_size // len(self.train_digits))
-        out = []
-        for d in self.train_digits:
-            a, b = self.heldout(d)
-            a, b = a[:per_width], b[:per_width]
-            for i in range(0, len(a), self.eval_batch_size):
-                sl = slice(i, i + self.eval_batch_size)
-                out.append(self._rows(a[sl], b[sl], d, mask_prompt=True))
-        return out
-
-    def evaluate_width(self, model, device, d: int, max_problems: int | None = None) -> dict:
-        """Greedy-decode held-out width-d problems: exact-match and per-digit accuracy."""
-        return decode_accuracy(model, device, *self.heldout(d), d, self.reverse, max_problems)
-
-    def accuracy(self, model, device, max_problems: int | None = None) -> float:
-        """Exact match averaged over the training widths (each width weighs the same)."""
-        accs = [
-            self.evaluate_width(model, device, d, max_problems)["exact"] for d in self.train_digits
-        ]
-        return float(np.mean(accs))
-
-    def encode(self, s: str) -> list[int]:
-        return self.vocab.encode(s)
-
-    def decode(self, ids) -> str:
-        return self.vocab.decode(ids)
-
-    def describe(self) -> dict:
-        return {
-            "task": self.name,
-            "train_digits": list(self.train_digits),
-            "test_digits": list(self.test_digits),
-            "reverse": self.reverse,
-            "mask_prompt": self.mask_prompt,
-            "n_heldout": {d: sub.n_heldout for d, sub in self.by_width.items()},
-            "heldout": "the addition task's held-out set per width; excluded from training by "
-            "value at every width",
-            "seq_len": self.seq_len,
-            "context": self.context,
-            "vocab": VOCAB,
-            "example": self.by_width[self.train_digits[-1]].format_problem(12, 345 % 10**3),
-        }
-
-
-@torch.no_grad()
-def decode_accuracy(model, device, a, b, d, reverse, max_problems=None) -> dict:
-    """Exact-match and digit accuracy of greedy answers to the problems (a, b) of width d.
-
-    `model(idx)` returns logits (or a tuple whose first item is logits). Exact match needs all
-    d+1 digits and the end marker; digit accuracy counts the d+1 digits position by position.
-    """
-    n = len(a) if max_problems is None else min(len(a), int(max_problems))
-    prompt_len, answer_len = 2 * d + 2, d + 2
-    was_training = getattr(model, "training", False)
-    if hasattr(model, "eval"):
-        model.eval()
-    exact = digits = 0
-    try:
-        for i in range(0, n, _DECODE_BATCH):
-            j = min(i + _DECODE_BATCH, n)
-            tok = problem_tokens(a[i:j], b[i:j], d, reverse).to(device)
-            idx = tok[:, :prompt_len]
-            for _ in range(answer_len):
-                out = model(idx)
-                logits = out[0] if isinstance(out, (tuple, list)) else out
-                idx = torch.cat([idx, logits[:, -1, :].argmax(-1, keepdim=True)], dim=1)
-            right = idx[:, prompt_len:] == tok[:, prompt_len:]  # (b, d+2)
-            exact += int(right.all(dim=1).sum())
-            digits += int(right[:, : d + 1].sum())
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
-    return {"exact": exact / max(n, 1), "digit": digits / max(n * (d + 1), 1), "n": n}
+def task_dict(reverse: bool, mask: bool, eval_problems: int) -> dict:
+    """The runs' task: the addition task trained on widths 1-3 and evaluated on 1-5."""
+    return {
+        "name": "addition",
+        "data": None,
+        "n_digits": TRAIN_DIGITS[-1],
+        "min_digits": TRAIN_DIGITS[0],
+        "eval_digits": TEST_DIGITS[-1],
+        "reverse": reverse,
+        "mask_prompt": mask,
+        "n_heldout": N_HELDOUT,
+        "eval_problems": eval_problems,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,9 +97,7 @@ CONFIGS = (
 )
 MODEL = dict(n_layer=2, n_head=4, n_embd=64, block_size=32)  # `micro` depth, 2x its width
 STEPS = 1500
-TRAIN = TrainConfig(
-    batch_size=64, lr=3e-3, eval_every=100, timing_warmup=5, eval_batches=6, save_checkpoint=True
-)
+TRAIN = TrainConfig(batch_size=64, lr=3e-3, eval_every=100, timing_warmup=5, eval_batches=6)
 
 
 def _describe_config(label: str, variant: str, reverse: bool, mask: bool) -> dict:
@@ -313,19 +128,12 @@ class AdditionStudy(Study):
         base = preset("micro", **self.model, vocab_size=len(VOCAB))
         budget = Budget("steps", ctx.steps(self.steps, minimum=20))
         every = max(5, round(self.train.eval_every * min(1.0, ctx.scale)))
-        train = dataclasses.replace(self.train, eval_every=every, save_checkpoint=True)
+        train = dataclasses.replace(self.train, eval_every=every)
+        n_eval = max(20, round(self.eval_problems * min(1.0, ctx.scale)))
         out = []
         for conf in self.configs:
             label, variant, reverse, mask = conf
-            task = {
-                "name": TASK_NAME,
-                "data": None,
-                "train_digits": list(TRAIN_DIGITS),
-                "test_digits": list(TEST_DIGITS),
-                "reverse": reverse,
-                "mask_prompt": mask,
-                "n_heldout": N_HELDOUT,
-            }
+            task = task_dict(reverse, mask, n_eval)
             cfg = get_variant(variant).apply(base).validate()
             specs = [
                 RunSpec(variant, cfg, task, budget, train, seed, ctx.device, None)
@@ -337,46 +145,17 @@ class AdditionStudy(Study):
     def _run(self, ctx: StudyContext) -> str:
         t0 = time.perf_counter()
         ctx.out.mkdir(parents=True, exist_ok=True)
-        n_eval = max(20, round(self.eval_problems * min(1.0, ctx.scale)))
-        rows, curves = [], []
-        for conf, specs in self.specs(ctx):
-            label, _, reverse, mask = conf
-            task = build_mixed_task(specs[0])
-            records = _execute_with_checkpoints(ctx, specs, task)
-            for spec, rec in zip(specs, records, strict=True):
-                for point in rec.curve:
-                    curves.append({"config": label, "seed": spec.seed, **point})
-                evals = _evaluate_run(ctx, spec, rec, task, n_eval)
-                for d, ev in evals.items():
-                    rows.append(
-                        {
-                            **_describe_config(*conf),
-                            "seed": spec.seed,
-                            "run_id": rec.run_id,
-                            "status": rec.status,
-                            "digits": int(d),
-                            "trained_length": int(d) in TRAIN_DIGITS,
-                            "exact_match": ev["exact"],
-                            "digit_accuracy": ev["digit"],
-                            "n_problems": ev["n"],
-                            "val_loss": rec.metrics["val_loss"],
-                            "steps": rec.metrics["steps"],
-                            "wall_s": rec.metrics["wall_s"],
-                            "device_name": rec.device_name,
-                        }
-                    )
-        long = pd.DataFrame(rows)
-        long.to_csv(ctx.out / "addition_by_digits.csv", index=False)
-        table = summary_table(long)
-        table.to_csv(ctx.out / "addition.csv", index=False)
+        labelled = self.specs(ctx)
+        records = ctx.execute([s for _, specs in labelled for s in specs])
+        long, curves = frames(records, self.configs)
+        table = write_tables(long, ctx.out)
         md_table = markdown_table(_display(table))
-        (ctx.out / "addition.md").write_text(md_table + "\n")
-        spec0 = self.specs(ctx)[0][1][0]
+        spec0 = labelled[0][1][0]
         context = (
             f"{long['device_name'].iloc[0]} · {spec0.model.n_layer} layers, n_embd "
             f"{spec0.model.n_embd} · {spec0.budget.describe()} · {ctx.seeds} seed(s)"
         )
-        figure(long, pd.DataFrame(curves), ctx.out / "addition.png", context, self.configs)
+        figure(long, curves, ctx.out / "addition.png", context, self.configs)
         dev = f"{long['device_name'].iloc[0]} ({ctx.device}, {torch.get_num_threads()} thread(s))"
         return self.section(ctx, table, long, md_table, spec0, dev, time.perf_counter() - t0)
 
@@ -418,57 +197,60 @@ class AdditionStudy(Study):
         )
 
 
-def build_mixed_task(spec: RunSpec) -> LengthMixAddition:
-    opts = {k: v for k, v in spec.task.items() if k not in ("name", "data")}
-    return LengthMixAddition(
-        context=spec.model.block_size,
-        eval_batches=spec.train.eval_batches,
-        eval_batch_size=spec.train.eval_batch_size,
-        **opts,
+def frames(records, configs=CONFIGS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """From the runs' records alone: one row per (run, width) with its evaluation, and the
+    validation curves. A record's configuration is its variant, answer order and loss mask;
+    records of no configuration here are left out. Rows come in configuration, then seed order."""
+    index = {(v, r, m): i for i, (_, v, r, m) in enumerate(configs)}
+
+    def conf_of(rec):
+        task = rec.spec["task"]
+        return index.get((rec.variant, task["reverse"], task["mask_prompt"]))
+
+    mine = sorted(
+        (r for r in records if conf_of(r) is not None),
+        key=lambda r: (conf_of(r), r.seed),
     )
+    rows, curves = [], []
+    for rec in mine:
+        conf = configs[conf_of(rec)]
+        metrics, seed = rec.metrics, rec.seed
+        for point in rec.curve:
+            curves.append({"config": conf[0], "seed": seed, **point})
+        by_digits = (rec.evals or {}).get("by_digits")
+        if rec.status != "ok" or not by_digits:
+            by_digits = {
+                str(d): {"exact": math.nan, "digit": math.nan, "n": 0} for d in TEST_DIGITS
+            }
+        for d, ev in sorted(by_digits.items(), key=lambda kv: int(kv[0])):
+            rows.append(
+                {
+                    **_describe_config(*conf),
+                    "seed": seed,
+                    "run_id": rec.run_id,
+                    "status": rec.status,
+                    "digits": int(d),
+                    "trained_length": int(d) in TRAIN_DIGITS,
+                    "exact_match": ev["exact"],
+                    "digit_accuracy": ev["digit"],
+                    "n_problems": ev["n"],
+                    "val_loss": metrics["val_loss"],
+                    "steps": metrics["steps"],
+                    "wall_s": metrics["wall_s"],
+                    "device_name": rec.env["device_name"],
+                }
+            )
+    return pd.DataFrame(rows), pd.DataFrame(curves)
 
 
-def _execute_with_checkpoints(ctx: StudyContext, specs, task) -> list[dict]:
-    """Run the specs (their final weights are saved); a finished run whose checkpoint is gone
-    and whose evaluation is not cached either is trained again."""
-    records = ctx.execute(specs, task=task)
-    if len(records) != len(specs):
-        raise RuntimeError("some addition runs left no record")
-    cache = _load_cache(ctx.out)
-    missing = [
-        s
-        for s, r in zip(specs, records, strict=True)
-        if r.status == "ok"
-        and not (ctx.out / "checkpoints" / f"{r.run_id}.pt").is_file()
-        and (ctx.force or not any(k.startswith(r.run_id + ":") for k in cache))
-    ]
-    if missing:
-        execute(missing, ctx.out, force=True, quiet=ctx.quiet, task=task)
-        records = ctx.execute(specs, task=task)
-    return records
-
-
-def _load_cache(out: Path) -> dict:
-    path = out / "addition_eval.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _evaluate_run(ctx, spec, record, task, n_eval) -> dict:
-    """Per-width accuracies of a finished run (cached in addition_eval.json by run id)."""
-    key = f"{record.run_id}:{n_eval}"
-    cache = _load_cache(ctx.out)
-    if key in cache and not ctx.force:
-        return cache[key]
-    if record.status != "ok":
-        res = {str(d): {"exact": math.nan, "digit": math.nan, "n": 0} for d in TEST_DIGITS}
-    else:
-        model = GPT(spec.model).to(ctx.device)
-        model.load_state_dict(load_checkpoint(record.run_id, ctx.out / "checkpoints", ctx.device))
-        res = {str(d): task.evaluate_width(model, ctx.device, d, n_eval) for d in TEST_DIGITS}
-    cache = _load_cache(ctx.out)
-    cache[key] = res
-    (ctx.out / "addition_eval.json").write_text(json.dumps(cache, indent=1))
-    return res
+def write_tables(long: pd.DataFrame, out: Path) -> pd.DataFrame:
+    """addition_by_digits.csv (per run and width), addition.csv and addition.md (per
+    configuration); returns the per-configuration table."""
+    long.to_csv(out / "addition_by_digits.csv", index=False)
+    table = summary_table(long)
+    table.to_csv(out / "addition.csv", index=False)
+    (out / "addition.md").write_text(markdown_table(_display(table)) + "\n")
+    return table
 
 
 # ----------------------------------------------------------------------------------------------

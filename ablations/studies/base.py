@@ -102,9 +102,14 @@ def wall_times(records, wall: float) -> str:
     )
 
 
-def save_figure(fig, path: Path, caption: str, bottom: float = 0.03) -> Path:
-    """A study figure's tail: the caption in small grey type under the panels, the panels laid
-    out above it (`bottom` = the figure fraction left for the caption), PNG at 120 dpi."""
+def save_figure(
+    fig, path: Path, caption: str, bottom: float = 0.03, title: str | None = None
+) -> Path:
+    """A study figure's tail: its `title` on top, the caption in small grey type under the
+    panels, the panels laid out between (`bottom` = the figure fraction left for the caption),
+    PNG at 120 dpi."""
+    if title is not None:
+        fig.suptitle(title, fontsize=10)
     fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=8, color="0.35")
     fig.tight_layout(rect=(0, bottom, 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,6 @@ the spread over seeds, plus each condition's overall accuracy (micro-average ove
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -40,14 +39,10 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from ablations.studies.base import Study, StudyContext, save_figure, wall_times
-from bench.executor import execute
-from bench.records import run_id
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
 from bench.tasks import build_task
-from bench.train import load_checkpoint
 from variants.config import preset
-from variants.model import GPT
 
 # (label, trace, mask_trace)
 CONDITIONS = (("plain", False, False), ("trace", True, False), ("trace-masked", True, True))
@@ -62,7 +57,6 @@ COLUMN = {
 CSV_COLUMNS = [
     "condition", "trace_eval", "op", "length", "n", "seeds", "accuracy_mean", "accuracy_std",
 ]  # fmt: skip
-EVAL_FILE = "calculator_eval.json"
 # the full-scale model: the `micro` preset widened to d=64 (about 0.1M parameters). In 1500-step
 # pilots the d=32 preset got 5% of the answers right with a generated trace, d=64 42%.
 MODEL = {"n_embd": 64, "n_head": 4}
@@ -98,7 +92,7 @@ class CalculatorStudy(Study):
     # --- specs ----------------------------------------------------------------------------------
 
     def task_dict(self, trace: bool, mask_trace: bool) -> dict:
-        return {
+        task = {
             "name": "calculator",
             "data": None,
             "ops": self.ops,
@@ -107,6 +101,9 @@ class CalculatorStudy(Study):
             "mask_trace": mask_trace,
             "n_heldout": self.n_heldout,
         }
+        if self.eval_problems is not None:  # only then: at its default it is not in the id
+            task["eval_problems"] = max(1, round(self.eval_problems))
+        return task
 
     def specs(self, ctx: StudyContext) -> list[tuple[str, RunSpec]]:
         # one model config for every condition: the block size of the longest (trace) row
@@ -120,9 +117,7 @@ class CalculatorStudy(Study):
         cfg = cfg.validate()
         budget = Budget("steps", ctx.steps(self.full_steps, minimum=20))
         every = max(5, round(self.eval_every * min(1.0, ctx.scale)))
-        train = TrainConfig(
-            batch_size=self.batch_size, lr=self.lr, eval_every=every, save_checkpoint=True
-        ).validate()
+        train = TrainConfig(batch_size=self.batch_size, lr=self.lr, eval_every=every).validate()
         out = []
         for label, trace, mask in self.conditions:
             task = self.task_dict(trace, mask)
@@ -136,34 +131,14 @@ class CalculatorStudy(Study):
         t0 = time.perf_counter()
         ctx.out.mkdir(parents=True, exist_ok=True)
         labelled = self.specs(ctx)
-        records = {}
-        for label, _, _ in self.conditions:
-            specs = [s for lab, s in labelled if lab == label]
-            task = _build(specs[0])
-            for rec in _execute_with_checkpoints(ctx, specs, task):
-                records[rec.run_id] = rec
-
-        n_eval = None
-        if self.eval_problems is not None:
-            n_eval = max(1, round(self.eval_problems))
-        rows = []
-        for label, spec in labelled:
-            rid = run_id(spec.to_dict())
-            rec = records.get(rid)
-            if rec is None or rec.status != "ok":
-                continue
-            for ev in EVALS[label]:
-                for r in _evaluate(ctx, spec, rid, ev, n_eval):
-                    rows.append({"condition": label, "seed": spec.seed, "run_id": rid, **r})
-        cells = pd.DataFrame(rows)
-        if cells.empty:
-            raise ValueError("calculator study: no run finished (every run diverged)")
+        records = ctx.execute([spec for _, spec in labelled])
+        cells = cell_frame(records, self.conditions)
         cells.to_csv(ctx.out / "calculator_by_cell.csv", index=False)
         table = summary_table(cells, self.conditions)
         table.to_csv(ctx.out / "calculator.csv", index=False)
 
         spec0 = labelled[0][1]
-        n_div = sum(1 for r in records.values() if r.status != "ok")
+        n_div = sum(1 for r in records if r.status != "ok")
         context = (
             f"{ctx.device} · model L{spec0.model.n_layer} d{spec0.model.n_embd} ctx"
             f"{spec0.model.block_size} · {spec0.budget.describe()}, batch"
@@ -204,7 +179,7 @@ class CalculatorStudy(Study):
             "![calculator](calculator.png)",
             "",
             f"Files: `calculator.csv` (this table, long form), `calculator_by_cell.csv` (per"
-            f" seed and run), `calculator.png`, `runs.jsonl`. {wall_times(records.values(), wall)}"
+            f" seed and run), `calculator.png`, `runs.jsonl`. {wall_times(records, wall)}"
             + (f"; {n_div} diverged run(s) left out." if n_div else "."),
             "",
         ]
@@ -220,60 +195,31 @@ def _opts(task: dict) -> dict:
     return {k: v for k, v in task.items() if k not in ("name", "data")}
 
 
-def _build(spec: RunSpec):
-    tcfg = spec.train
-    return build_task(
-        spec.task["name"],
-        context=spec.model.block_size,
-        eval_batches=tcfg.eval_batches,
-        eval_batch_size=tcfg.eval_batch_size,
-        **_opts(spec.task),
+def cell_frame(records, conditions=CONDITIONS) -> pd.DataFrame:
+    """From the runs' records alone: one row per (finished run, way of scoring, cell), read
+    from the `evals` each run wrote; rows in condition, then seed order."""
+    rank = {c[0]: i for i, c in enumerate(conditions)}
+    mine = sorted(
+        (r for r in records if r.variant in rank and r.status == "ok"),
+        key=lambda r: (rank[r.variant], r.seed),
     )
-
-
-def _execute_with_checkpoints(ctx: StudyContext, specs: list[RunSpec], task) -> list[dict]:
-    """ctx.execute, then rerun finished runs whose checkpoint is gone and whose evaluation is
-    not cached (e.g. results copied without checkpoints/*.pt)."""
-    records = ctx.execute(specs, task=task)
-    cache = _load_cache(ctx.out)
-    have = {r.run_id for r in records}
-    missing = [
-        s
-        for s in specs
-        if run_id(s.to_dict()) in have
-        and not (ctx.out / "checkpoints" / f"{run_id(s.to_dict())}.pt").is_file()
-        and (ctx.force or not any(k.startswith(run_id(s.to_dict()) + ":") for k in cache))
-    ]
-    if missing:
-        execute(missing, ctx.out, force=True, quiet=ctx.quiet, task=task)
-        records = ctx.execute(specs, task=task)
-    return records
-
-
-def _load_cache(out: Path) -> dict:
-    path = out / EVAL_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _evaluate(ctx: StudyContext, spec: RunSpec, rid: str, trace_eval: str, n_eval) -> list[dict]:
-    """Per-cell accuracy of a finished run (from its checkpoint), cached in calculator_eval.json
-    by run id, trace setting and number of problems."""
-    key = f"{rid}:{trace_eval}:{n_eval}"
-    cache = _load_cache(ctx.out)
-    if key in cache and not ctx.force:
-        return cache[key]
-    task = _build(spec)
-    model = GPT(spec.model).to(ctx.device)
-    model.load_state_dict(load_checkpoint(rid, ctx.out / "checkpoints", ctx.device))
-    rows = task.accuracy_breakdown(
-        model, ctx.device, max_problems=n_eval, trace_given=trace_eval == "given"
-    )
-    cache = _load_cache(ctx.out)
-    cache[key] = rows
-    tmp = ctx.out / (EVAL_FILE + ".tmp")
-    tmp.write_text(json.dumps(cache, indent=1))
-    tmp.replace(ctx.out / EVAL_FILE)
-    return rows
+    rows = []
+    for rec in mine:
+        label, by_cell = rec.variant, rec.evals.get("by_cell", {})
+        for ev in EVALS[label]:
+            for r in by_cell.get(ev, []):
+                rows.append(
+                    {
+                        "condition": label,
+                        "seed": rec.seed,
+                        "run_id": rec.run_id,
+                        **r,
+                    }
+                )
+    cells = pd.DataFrame(rows)
+    if cells.empty:
+        raise ValueError("calculator study: no run finished with its evaluation (all diverged?)")
+    return cells
 
 
 def _over_seeds(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -394,12 +340,10 @@ def figure(table: pd.DataFrame, path: Path, context: str) -> Path:
             ax.set_xlabel("operand digits")
             ax.set_ylabel("operator" if i == 0 else "")
             ax.tick_params(axis="y", rotation=0)
-        fig.suptitle(f"Calculator: held-out exact match per cell\n{context}", fontsize=10)
-        caption = (
-            "Mean over seeds. 'generated': the model writes its own trace; 'given': the true "
-            "trace is part of the prompt."
-        )
-        return save_figure(fig, path, caption, bottom=0.05)
+        title = f"Calculator: held-out exact match per cell\n{context}"
+        caption = "Mean over seeds. 'generated': the model writes its own trace; 'given': the"
+        caption += " true trace is part of the prompt."
+        return save_figure(fig, path, caption, bottom=0.05, title=title)
 
 
 STUDY = CalculatorStudy()

@@ -47,7 +47,6 @@ give --out to keep the results of different corpora apart.
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import os
 import time
@@ -56,7 +55,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
 from matplotlib.figure import Figure
 
 from ablations.studies.base import Study, StudyContext, save_figure, wall_times
@@ -67,9 +65,7 @@ from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
 from bench.tasks import build_task
 from bench.tasks.corpus import corpus_vocab
-from bench.train import load_checkpoint
 from variants.config import preset
-from variants.model import GPT
 
 PRETRAIN_ENV = "TRANSFORMER_BENCH_PRETRAIN"
 FINETUNE_ENV = "TRANSFORMER_BENCH_FINETUNE"
@@ -84,7 +80,6 @@ CSV_COLUMNS = [
     "scratch_val_loss", "finetuned_val_loss", "difference",
 ]  # fmt: skip
 CORPUS_SUFFIXES = (".txt", ".md")
-EVAL_FILE = "pretraining_eval.json"
 # the full-scale model: the `micro` preset widened to d=64 with a 64-character context
 MODEL = {"n_embd": 64, "n_head": 4, "block_size": 64}
 
@@ -262,7 +257,7 @@ class PretrainingStudy(Study):
         ft_recs = ctx.execute(specs["finetuned"], task=ft_task)
         sc_recs = ctx.execute(specs["scratch"], task=ft_task)
 
-        table = self.table(ctx, specs, pre_recs, ft_recs, sc_recs, pre_task)
+        table = seed_table(pre_recs + ft_recs + sc_recs)
         table.to_csv(ctx.out / "pretraining.csv", index=False)
         self._records = pre_recs + ft_recs + sc_recs
         curves = curve_frame(self._records)
@@ -274,37 +269,6 @@ class PretrainingStudy(Study):
         figure(curves, ctx.out / "pretraining.png", context)
         return self.section(ctx, specs, table, source, pre_task, ft_task, context,
                             time.perf_counter() - t0)  # fmt: skip
-
-    def table(self, ctx, specs, pre_recs, ft_recs, sc_recs, pre_task) -> pd.DataFrame:
-        by_id = {r.run_id: r for r in pre_recs + ft_recs + sc_recs}
-
-        def final(spec):
-            rec = by_id.get(run_id(spec.to_dict()))
-            if rec is None or rec.status != "ok":
-                return math.nan
-            return float(rec.metrics["val_loss"])
-
-        rows = []
-        for pre, ft, sc in zip(
-            specs["pretrain"], specs["finetuned"], specs["scratch"], strict=True
-        ):
-            ft_rec = by_id.get(run_id(ft.to_dict()))
-            zero = math.nan
-            if ft_rec is not None and ft_rec.curve and ft_rec.curve[0]["step"] == 0:
-                zero = float(ft_rec.curve[0]["val_loss"])
-            scratch, fine = final(sc), final(ft)
-            rows.append(
-                {
-                    "seed": pre.seed,
-                    "pretrain_train_loss": _train_split_loss(ctx, pre, pre_task),
-                    "pretrain_val_loss": final(pre),
-                    "zero_shot_val_loss": zero,
-                    "scratch_val_loss": scratch,
-                    "finetuned_val_loss": fine,
-                    "difference": fine - scratch,
-                }
-            )
-        return pd.DataFrame(rows, columns=CSV_COLUMNS)
 
     def section(self, ctx, specs, table, source, pre_task, ft_task, context, wall) -> str:
         pre, ft, sc = specs["pretrain"][0], specs["finetuned"][0], specs["scratch"][0]
@@ -398,56 +362,53 @@ def _build(spec: RunSpec):
     )
 
 
-def _train_split_loss(ctx: StudyContext, spec: RunSpec, task) -> float:
-    """The pretrained model's loss on fixed windows of the pretraining *train* split, from
-    its checkpoint; cached by run id in pretraining_eval.json (checkpoints are not kept with
-    the results). NaN when neither exists."""
-    rid = run_id(spec.to_dict())
-    cache_path = ctx.out / EVAL_FILE
-    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
-    if rid in cache and not ctx.force:
-        return float(cache[rid])
-    path = ctx.out / "checkpoints" / f"{rid}.pt"
-    if not path.is_file():
-        return math.nan
-    loss = _checkpoint_loss(ctx, spec, rid, task)
-    cache[rid] = loss
-    tmp = cache_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(cache, indent=1))
-    tmp.replace(cache_path)
-    return loss
+def seed_table(records) -> pd.DataFrame:
+    """From the runs' records alone, one row per seed: the pretraining run's train-split loss
+    (its `evals`) and val loss, the zero-shot target loss (step 0 of the finetuning run), the
+    final target val loss of scratch and finetuned, and their difference. NaN where a run is
+    missing, diverged or (train-split loss) recorded no evaluation."""
+    runs = {(r.variant, r.seed): r for r in records}
 
+    def final(kind, seed):
+        rec = runs.get((kind, seed))
+        if rec is None or rec.status != "ok":
+            return math.nan
+        return float(rec.metrics["val_loss"])
 
-def _checkpoint_loss(ctx: StudyContext, spec: RunSpec, rid: str, task) -> float:
-    """Mean per-character loss of a saved model on the train split's fixed windows."""
-    model = GPT(spec.model).to(ctx.device)
-    model.load_state_dict(load_checkpoint(rid, ctx.out / "checkpoints", ctx.device))
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for x, y in task.train_eval_batches():
-            _, loss = model(x.to(ctx.device), y.to(ctx.device))
-            total += float(loss) * y.numel()
-            count += y.numel()
-    return total / count
-
-
-def curve_frame(records: list[dict]) -> pd.DataFrame:
     rows = []
-    for rec in records:
-        if rec.status != "ok":
-            continue
-        for p in rec.curve:
-            rows.append(
-                {
-                    "condition": rec.variant,
-                    "seed": rec.seed,
-                    "step": p["step"],
-                    "train_loss": p["train_loss"],
-                    "val_loss": p["val_loss"],
-                }
-            )
-    return pd.DataFrame(rows, columns=["condition", "seed", "step", "train_loss", "val_loss"])
+    for seed in sorted({s for kind, s in runs if kind == "pretrain"}):
+        pre, ft = runs[("pretrain", seed)], runs.get(("finetuned", seed))
+        curve = ft.curve if ft is not None else None
+        zero = float(curve[0]["val_loss"]) if curve and curve[0]["step"] == 0 else math.nan
+        train_loss = pre.evals.get("train_split_loss", math.nan)
+        scratch, fine = final("scratch", seed), final("finetuned", seed)
+        rows.append(
+            {
+                "seed": seed,
+                "pretrain_train_loss": float(train_loss),
+                "pretrain_val_loss": final("pretrain", seed),
+                "zero_shot_val_loss": zero,
+                "scratch_val_loss": scratch,
+                "finetuned_val_loss": fine,
+                "difference": fine - scratch,
+            }
+        )
+    return pd.DataFrame(rows, columns=CSV_COLUMNS)
+
+
+def curve_frame(records) -> pd.DataFrame:
+    """Every validation point of the finished runs: condition (the variant), seed, step and
+    the train and val losses."""
+    columns = ["condition", "seed", "step", "train_loss", "val_loss"]
+    ok = [
+        {"condition": r.variant, "seed": r.seed, "curve": r.curve}
+        for r in records
+        if r.status == "ok"
+    ]
+    if not ok:
+        return pd.DataFrame(columns=columns)
+    frame = pd.json_normalize(ok, record_path="curve", meta=["condition", "seed"])
+    return frame[columns]
 
 
 def figure(curves: pd.DataFrame, path: Path, context: str) -> Path:
@@ -486,12 +447,10 @@ def figure(curves: pd.DataFrame, path: Path, context: str) -> Path:
             ax_ft.set_ylim(lo - 0.05 * (hi - lo), hi)
         for ax in (ax_pre, ax_ft):
             ax.legend(fontsize=8)
-        fig.suptitle(f"Pretraining then finetuning vs from scratch\n{context}", fontsize=10)
-        caption = (
-            "Line: mean over seeds; band: ±1 std. Right panel's y axis is cut at the 90th "
-            "percentile so that the end of training is readable."
-        )
-        return save_figure(fig, path, caption, bottom=0.05)
+        title = f"Pretraining then finetuning vs from scratch\n{context}"
+        caption = "Line: mean over seeds; band: ±1 std. Right panel's y axis is cut at the 90th"
+        caption += " percentile so that the end of training is readable."
+        return save_figure(fig, path, caption, bottom=0.05, title=title)
 
 
 STUDY = PretrainingStudy()

@@ -29,22 +29,31 @@ eval_batches * eval_batch_size held-out problems; its loss is always taken on th
 (whatever `mask_prompt` is), so validation losses stay comparable between masking settings.
 `accuracy()` greedy-decodes the n+2 answer tokens for held-out prompts and counts a problem
 right only if all of them (digits and '$') are exact.
+
+Mixed widths (the addition study): `min_digits` < n_digits trains on every width from
+min_digits to n_digits, drawn uniformly per row; a d-digit problem is the n_digits=d format,
+padded at the END with '$' tokens whose targets are ignored (a causal model cannot see them from
+earlier positions), so `seq_len` is the widest row's. `eval_digits` > n_digits also evaluates
+wider problems than any trained (length generalisation). Every width has its own held-out set,
+the one the plain task with n_digits=d holds out, and training redraws a pair held out at ANY
+width (compared by value), so the same sum is never trained on at another width.
+
+Evaluations (`evaluate`, kept in a run's record under "evals"): for each width from
+min_digits to max(n_digits, eval_digits), on the first `eval_problems` held-out problems (all
+by default), exact match (every answer digit and '$') and digit accuracy (answer digits right
+at their position): {"by_digits": {"3": {"exact": 1.0, "digit": 1.0, "n": 1000}, ...}}.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..spec import Recipe
-from .base import (
-    IGNORE_INDEX,
-    CharVocab,
-    Task,
-    TaskError,
-    option_bool,
-    option_int,
-)
+from .base import IGNORE_INDEX, CharVocab, Task, TaskError, option, option_int
+from .decode import greedy_decode
 
 VOCAB = "0123456789+=$"
 PLUS, EQUALS, END = 10, 11, 12
@@ -72,11 +81,43 @@ def answer_decode(text: str, reverse: bool = True) -> int | None:
     return int(digits[::-1] if reverse else digits)
 
 
+def problem_tokens(a: Tensor, b: Tensor, d: int, reverse: bool) -> Tensor:
+    """(B,) operands below 10^d -> (B, 3d+4) token ids of the full problems "a+b=c$"."""
+    B = a.shape[0]
+    pow_n = 10 ** torch.arange(d - 1, -1, -1, dtype=torch.int64)  # (d,) most significant first
+    pow_c = 10 ** torch.arange(d, -1, -1, dtype=torch.int64)  # (d+1,)
+    da = (a[:, None] // pow_n) % 10  # (B, d)
+    db = (b[:, None] // pow_n) % 10  # (B, d)
+    dc = ((a + b)[:, None] // pow_c) % 10  # (B, d+1), most significant first
+    if reverse:
+        dc = dc.flip(1)
+    plus = torch.full((B, 1), PLUS, dtype=torch.int64)
+    eq = torch.full((B, 1), EQUALS, dtype=torch.int64)
+    end = torch.full((B, 1), END, dtype=torch.int64)
+    return torch.cat([da, plus, db, eq, dc, end], dim=1)
+
+
+def _width(name: str, value) -> int:
+    return option_int(name, value, lo=1, hi=MAX_DIGITS)
+
+
+@dataclass(frozen=True)
+class AdditionOptions:
+    n_digits: int = option(3, lo=1, hi=MAX_DIGITS)  # operand width (the widest trained)
+    reverse: bool = option(True)  # answer least significant digit first
+    mask_prompt: bool = option(True)  # loss on the answer only
+    n_heldout: int = option(1000, lo=1)  # per width, capped at 10% of its problems
+    min_digits: int | None = option(None, parse=_width)  # narrowest trained width (n_digits)
+    eval_digits: int | None = option(None, parse=_width)  # widest evaluated width (n_digits)
+    eval_problems: int | None = option(None, lo=1)  # decoded per width by evaluate (all)
+
+
 class AdditionTask(Task):
     """a + b = c with n-digit operands; see the module docstring for the exact format."""
 
     name = "addition"
     has_accuracy = True
+    Options = AdditionOptions
     # The addition study's model and lr. Trained on 3-digit problems only (the study mixes 1-3
     # digits), 1,500 steps left one seed in three on a plateau (exact match 0.69 ± 0.53 over
     # seeds 0-2); 3,000 steps reach 100% on all three (`--task addition --steps 3000`).
@@ -89,64 +130,56 @@ class AdditionTask(Task):
         note="2 layers, d=64: 100% exact match on held-out problems (3 seeds)",
     )
 
-    def __init__(
-        self,
-        *,
-        context: int,
-        data: str | None = None,
-        eval_batches: int = 8,
-        eval_batch_size: int = 32,
-        n_digits: int = 3,
-        reverse: bool = True,
-        mask_prompt: bool = True,
-        n_heldout: int = 1000,
-    ):
-        super().__init__(
-            context=context, eval_batches=eval_batches, eval_batch_size=eval_batch_size
-        )
-        if data is not None:
+    def _build(self, data) -> None:
+        self._no_data(data)
+        o = self.options
+        self.n_digits = n = o.n_digits
+        self.reverse, self.mask_prompt = o.reverse, o.mask_prompt
+        lo = n if o.min_digits is None else o.min_digits
+        hi = n if o.eval_digits is None else o.eval_digits
+        if lo > n or hi < n:
             raise TaskError(
-                f"task 'addition' generates its own problems and takes no data file (got {data!r});"
-                " drop --data or use --task text"
+                f"addition widths must satisfy min_digits <= n_digits <= eval_digits, got"
+                f" {lo} <= {n} <= {hi}; n_digits is the widest trained width"
             )
-        self.n_digits = n = option_int("n_digits", n_digits, lo=1, hi=MAX_DIGITS)
-        self.reverse = option_bool("reverse", reverse)
-        self.mask_prompt = option_bool("mask_prompt", mask_prompt)
-        requested = option_int("n_heldout", n_heldout, lo=1)
+        self.train_digits = tuple(range(lo, n + 1))
+        self.eval_widths = tuple(range(lo, hi + 1))
 
         self.vocab = CharVocab(VOCAB)
         self.vocab_size = len(self.vocab)
         self.prompt_len = 2 * n + 2  # "a+b="
         self.answer_len = n + 2  # n+1 digits and '$'
         self.seq_len = self.prompt_len + self.answer_len - 1  # 3n+3
-        if self.seq_len > self.context:
+        need = 3 * hi + 3  # a decoded problem of the widest evaluated width
+        if need > self.context:
             raise TaskError(
-                f"addition with n_digits={n} needs rows of {self.seq_len} tokens but the model"
-                f" context is {self.context}; raise the context to >= {self.seq_len}"
-                f" or lower n_digits"
+                f"addition with {hi}-digit problems needs rows of {need} tokens but the model"
+                f" context is {self.context}; raise the context to >= {need}"
+                f" or lower n_digits (eval_digits)"
             )
 
         self._base = 10**n
-        total = self._base * self._base
-        # keep at least 90% of all problems for training (matters only for n_digits=1)
-        self.n_heldout = min(requested, max(1, total // 10))
-        a, b = self._draw_heldout(self.n_heldout)
-        self._heldout_a, self._heldout_b = a, b  # (H,) int64 each
-        self._heldout_keys = torch.sort(a * self._base + b).values  # (H,) for isin lookups
-
-        # powers of ten, most significant first, for vectorised digit extraction
-        self._pow_n = 10 ** torch.arange(n - 1, -1, -1, dtype=torch.int64)  # (n,)
-        self._pow_c = 10 ** torch.arange(n, -1, -1, dtype=torch.int64)  # (n+1,)
+        # one held-out set per width: the plain n_digits=d task's (fixed seed, prefix-stable)
+        self._heldout = {d: self._draw_heldout(d, o.n_heldout) for d in self.eval_widths}
+        self._heldout_a, self._heldout_b = self._heldout[n]  # (H,) int64 each
+        self.n_heldout = len(self._heldout_a)
+        # a pair held out at any width, by value: key a * 10^widest + b, sorted for isin
+        self._key_base = 10**hi
+        keys = [a * self._key_base + b for a, b in self._heldout.values()]
+        self._heldout_keys = torch.unique(torch.cat(keys))
 
     # --- problem generation -------------------------------------------------------------------
 
-    def _draw_heldout(self, k: int) -> tuple[Tensor, Tensor]:
-        """k distinct (a, b) pairs from the fixed seed, in draw order."""
-        g = torch.Generator().manual_seed(_HELDOUT_SEED + self.n_digits)
+    def _draw_heldout(self, d: int, requested: int) -> tuple[Tensor, Tensor]:
+        """Distinct width-d (a, b) pairs from the fixed seed, in draw order; at most 10% of the
+        width's problems (matters only for d = 1), so 90% are left for training."""
+        base = 10**d
+        k = min(requested, max(1, base * base // 10))
+        g = torch.Generator().manual_seed(_HELDOUT_SEED + d)
         seen: set[int] = set()
         keys: list[int] = []
         while len(keys) < k:
-            draw = torch.randint(0, self._base * self._base, (2 * k,), generator=g).tolist()
+            draw = torch.randint(0, base * base, (2 * k,), generator=g).tolist()
             for key in draw:
                 if key not in seen:
                     seen.add(key)
@@ -154,90 +187,108 @@ class AdditionTask(Task):
                     if len(keys) == k:
                         break
         kt = torch.tensor(keys, dtype=torch.int64)
-        return kt // self._base, kt % self._base
+        return kt // base, kt % base
 
-    def _sample_pairs(self, batch_size: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
-        """batch_size training pairs, none of them held out (collisions are redrawn)."""
-        a = torch.randint(0, self._base, (batch_size,), generator=g)
-        b = torch.randint(0, self._base, (batch_size,), generator=g)
-        bad = torch.isin(a * self._base + b, self._heldout_keys)
+    def _is_heldout(self, a: Tensor, b: Tensor) -> Tensor:
+        return torch.isin(a * self._key_base + b, self._heldout_keys)
+
+    def _sample_pairs(self, d: int, n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+        """n width-d training pairs, none of them held out (collisions are redrawn)."""
+        base = 10**d
+        a = torch.randint(0, base, (n,), generator=g)
+        b = torch.randint(0, base, (n,), generator=g)
+        bad = self._is_heldout(a, b)
         while bad.any():
             m = int(bad.sum())
-            a[bad] = torch.randint(0, self._base, (m,), generator=g)
-            b[bad] = torch.randint(0, self._base, (m,), generator=g)
-            bad = torch.isin(a * self._base + b, self._heldout_keys)
+            a[bad] = torch.randint(0, base, (m,), generator=g)
+            b[bad] = torch.randint(0, base, (m,), generator=g)
+            bad = self._is_heldout(a, b)
         return a, b
 
     def _tokens(self, a: Tensor, b: Tensor) -> Tensor:
-        """(B,) operands -> (B, 3n+4) token ids of the full problems."""
-        B = a.shape[0]
-        da = (a[:, None] // self._pow_n) % 10  # (B, n)
-        db = (b[:, None] // self._pow_n) % 10  # (B, n)
-        dc = ((a + b)[:, None] // self._pow_c) % 10  # (B, n+1), most significant first
-        if self.reverse:
-            dc = dc.flip(1)
-        plus = torch.full((B, 1), PLUS, dtype=torch.int64)
-        eq = torch.full((B, 1), EQUALS, dtype=torch.int64)
-        end = torch.full((B, 1), END, dtype=torch.int64)
-        return torch.cat([da, plus, db, eq, dc, end], dim=1)
+        """(B,) operands -> (B, 3n+4) token ids of the full n_digits problems."""
+        return problem_tokens(a, b, self.n_digits, self.reverse)
 
-    def _rows(self, a: Tensor, b: Tensor, mask_prompt: bool) -> tuple[Tensor, Tensor]:
-        tok = self._tokens(a, b)  # (B, 3n+4)
-        x = tok[:, :-1].contiguous()  # (B, T)
-        y = tok[:, 1:].clone()  # (B, T)
+    def _rows(self, a: Tensor, b: Tensor, d: int, mask_prompt: bool) -> tuple[Tensor, Tensor]:
+        """Next-token rows of width-d problems, padded at the end to seq_len."""
+        tok = problem_tokens(a, b, d, self.reverse)  # (B, 3d+4)
+        x = tok[:, :-1].contiguous()  # (B, 3d+3)
+        y = tok[:, 1:].clone()  # (B, 3d+3)
         if mask_prompt:
-            # y[t] = tok[t+1] is a prompt token for t+1 < prompt_len
-            y[:, : self.prompt_len - 1] = IGNORE_INDEX
+            y[:, : 2 * d + 1] = IGNORE_INDEX  # y[t] = tok[t+1] is in the prompt "a+b="
+        pad = self.seq_len - x.shape[1]
+        if pad > 0:
+            x = torch.cat([x, torch.full((x.shape[0], pad), END, dtype=torch.int64)], dim=1)
+            y = torch.cat([y, torch.full((y.shape[0], pad), IGNORE_INDEX, dtype=torch.int64)], 1)
         return x, y
 
     # --- Task API -----------------------------------------------------------------------------
 
     def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        a, b = self._sample_pairs(self._check_batch_size(batch_size), generator)
-        return self._rows(a, b, self.mask_prompt)
+        n = self._check_batch_size(batch_size)
+        if len(self.train_digits) == 1:  # one width: no draw of widths (the plain stream)
+            a, b = self._sample_pairs(self.n_digits, n, generator)
+            return self._rows(a, b, self.n_digits, self.mask_prompt)
+        pick = torch.randint(0, len(self.train_digits), (n,), generator=generator)
+        xs = torch.empty(n, self.seq_len, dtype=torch.int64)
+        ys = torch.empty_like(xs)
+        for i, d in enumerate(self.train_digits):
+            where = (pick == i).nonzero().flatten()
+            if len(where):
+                a, b = self._sample_pairs(d, len(where), generator)
+                xs[where], ys[where] = self._rows(a, b, d, self.mask_prompt)
+        return xs, ys
 
     def _build_val_batches(self) -> list[tuple[Tensor, Tensor]]:
-        n_val = min(self.n_heldout, self.eval_batches * self.eval_batch_size)
+        """Held-out problems of the trained widths, answer-only loss, one width per batch."""
+        per_width = max(1, self.eval_batches * self.eval_batch_size // len(self.train_digits))
         out = []
-        for i in range(0, n_val, self.eval_batch_size):
-            j = min(i + self.eval_batch_size, n_val)
-            out.append(self._rows(self._heldout_a[i:j], self._heldout_b[i:j], mask_prompt=True))
+        for d in self.train_digits:
+            a, b = (t[:per_width] for t in self._heldout[d])
+            for i in range(0, len(a), self.eval_batch_size):
+                j = i + self.eval_batch_size
+                out.append(self._rows(a[i:j], b[i:j], d, mask_prompt=True))
         return out
 
-    def heldout_problems(self) -> tuple[Tensor, Tensor]:
-        """The held-out operands (a, b), each (n_heldout,) int64, in their fixed order."""
-        return self._heldout_a.clone(), self._heldout_b.clone()
+    def heldout_problems(self, d: int | None = None) -> tuple[Tensor, Tensor]:
+        """The held-out operands (a, b) of width d (n_digits by default), each (H,) int64,
+        in their fixed order."""
+        a, b = self._heldout[self.n_digits if d is None else d]
+        return a.clone(), b.clone()
 
-    @torch.no_grad()
-    def accuracy(self, model, device, max_problems: int | None = None) -> float:
-        """Fraction of held-out problems whose greedily decoded answer (n+1 digits and '$')
-        is exactly right. Uses the first `max_problems` held-out problems (all by default)."""
+    def score_width(self, model, device, d: int, max_problems: int | None = None) -> dict:
+        """Greedy answers to the first `max_problems` held-out width-d problems: exact match
+        (all d+1 digits and '$'), digit accuracy (the d+1 digits at their position), n."""
+        a, b = self._heldout[d]
         n = (
-            self.n_heldout
+            len(a)
             if max_problems is None
-            else option_int("max_problems", max_problems, lo=1)
+            else min(len(a), option_int("max_problems", max_problems, lo=1))
         )
-        n = min(n, self.n_heldout)
-        was_training = getattr(model, "training", False)
-        if hasattr(model, "eval"):
-            model.eval()
-        try:
-            correct = 0
-            for i in range(0, n, _DECODE_BATCH):
-                j = min(i + _DECODE_BATCH, n)
-                tok = self._tokens(self._heldout_a[i:j], self._heldout_b[i:j]).to(device)
-                idx = tok[:, : self.prompt_len]  # (b, 2n+2) prompts
-                for _ in range(self.answer_len):
-                    out = model(idx)
-                    logits = out[0] if isinstance(out, (tuple, list)) else out  # (b, t, V)
-                    nxt = logits[:, -1, :].argmax(dim=-1, keepdim=True)  # (b, 1)
-                    idx = torch.cat([idx, nxt.to(idx.dtype)], dim=1)
-                right = (idx[:, self.prompt_len :] == tok[:, self.prompt_len :]).all(dim=1)
-                correct += int(right.sum())
-        finally:
-            if was_training and hasattr(model, "train"):
-                model.train()
-        return correct / n
+        exact = digits = 0
+        for i in range(0, n, _DECODE_BATCH):
+            j = min(i + _DECODE_BATCH, n)
+            tok = problem_tokens(a[i:j], b[i:j], d, self.reverse).to(device)  # (b, 3d+4)
+            gen = greedy_decode(model, tok[:, : 2 * d + 2], max_new=d + 2)  # (b, d+2)
+            right = gen == tok[:, 2 * d + 2 :]  # (b, d+2)
+            exact += int(right.all(dim=1).sum())
+            digits += int(right[:, : d + 1].sum())
+        return {"exact": exact / max(n, 1), "digit": digits / max(n * (d + 1), 1), "n": n}
+
+    def accuracy(self, model, device, max_problems: int | None = None) -> float:
+        """Exact match on the first `max_problems` held-out problems (all by default) of each
+        trained width, averaged over those widths (each weighs the same)."""
+        accs = [
+            self.score_width(model, device, d, max_problems)["exact"] for d in self.train_digits
+        ]
+        return sum(accs) / len(accs)
+
+    def evaluate(self, model, device) -> dict:
+        """Exact match and digit accuracy per width, trained and longer (module docstring)."""
+        n = self.options.eval_problems
+        return {
+            "by_digits": {str(d): self.score_width(model, device, d, n) for d in self.eval_widths}
+        }
 
     def answer_decode(self, text: str) -> int | None:
         """The integer an answer string (what follows '=') stands for in this task's order."""
@@ -246,26 +297,21 @@ class AdditionTask(Task):
     def format_problem(self, a: int, b: int) -> str:
         return format_problem(a, b, self.n_digits, self.reverse)
 
-    def encode(self, s: str) -> list[int]:
-        return self.vocab.encode(s)
-
-    def decode(self, ids) -> str:
-        return self.vocab.decode(ids)
-
     def describe(self) -> dict:
-        return {
+        out = {
             "task": self.name,
             "n_digits": self.n_digits,
             "reverse": self.reverse,
             "mask_prompt": self.mask_prompt,
             "n_heldout": self.n_heldout,
-            "n_val_problems": min(self.n_heldout, self.eval_batches * self.eval_batch_size),
+            "n_val_problems": sum(len(y) for _, y in self.val_batches()),
             "heldout_seed": _HELDOUT_SEED + self.n_digits,
-            "seq_len": self.seq_len,
-            "context": self.context,
             "vocab": VOCAB,
-            "vocab_size": self.vocab_size,
-            "eval_batches": self.eval_batches,
-            "eval_batch_size": self.eval_batch_size,
+            **self._describe_rows(),
             "example": self.format_problem(12 % self._base, 345 % self._base),
         }
+        if self.eval_widths != (self.n_digits,):
+            out["train_digits"] = list(self.train_digits)
+            out["eval_digits"] = list(self.eval_widths)
+            out["n_heldout_by_width"] = {str(d): len(a) for d, (a, _) in self._heldout.items()}
+        return out

@@ -10,9 +10,12 @@ accuracy problems) comes from a seed fixed inside the task, so it is the same fo
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
-from collections.abc import Iterable
-from typing import Any
+import types
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -73,6 +76,63 @@ def option_bool(name: str, value: Any) -> bool:
     raise TaskError(f"{name} must be true or false, got {value!r}")
 
 
+def option(
+    default: Any,
+    *,
+    lo: int | None = None,
+    hi: int | None = None,
+    choices: tuple | None = None,
+    parse: Callable[[str, Any], Any] | None = None,
+):
+    """A task option, as a field of the task's `Options` dataclass: its default, the range
+    [lo, hi] of an int, the choices of a str, or its own `parse(name, value)` for anything
+    else (e.g. digit lists like "1,2,3"). The field's type (int, bool, str, X | None) says how
+    a value is read; defaults are trusted as written."""
+    meta = {"lo": lo, "hi": hi, "choices": choices, "parse": parse}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """The options of a task that has none of its own."""
+
+
+def parse_options(cls: type, values: dict, task: str):
+    """`values` (strings from a command line, or values from a TOML file or a spec) as an
+    instance of the options dataclass `cls`; TaskError (one line) for an unknown key or a bad
+    value. Keys left out take their defaults."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        valid = ", ".join(fields) if fields else "none"
+        raise TaskError(
+            f"task {task!r} has no option {', '.join(unknown)}; its options are: {valid}"
+        )
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _parse_value(k, v, hints[k], fields[k]) for k, v in values.items()})
+
+
+def _parse_value(name: str, value: Any, hint, field: dataclasses.Field):
+    meta = field.metadata
+    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+    if value is None and optional:
+        return None
+    if meta.get("parse") is not None:
+        return meta["parse"](name, value)
+    kind = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if kind is bool:
+        return option_bool(name, value)
+    if kind is int:
+        return option_int(name, value, lo=meta.get("lo"), hi=meta.get("hi"))
+    if kind is str:
+        choices = meta.get("choices")
+        if not isinstance(value, str) or choices is not None and value not in choices:
+            what = f"one of {', '.join(choices)}" if choices else "a string"
+            raise TaskError(f"{name} must be {what}, got {value!r}")
+        return value
+    raise TypeError(f"option {name!r}: type {hint} needs a parse= function")  # a task's bug
+
+
 # ---------------------------------------------------------------------------------------------
 # character vocabulary
 # ---------------------------------------------------------------------------------------------
@@ -119,8 +179,10 @@ class CharVocab:
 class Task(abc.ABC):
     """One source of training rows plus a fixed held-out set.
 
-    Subclasses set `vocab_size`, `seq_len` and implement `train_batch`, `_build_val_batches`,
-    `encode`, `decode`, `describe` (and `accuracy` when `has_accuracy`).
+    Subclasses declare their options as a frozen dataclass `Options` (fields made with
+    `option`), set `vocab`, `vocab_size` and `seq_len` in `_build`, and implement
+    `train_batch`, `_build_val_batches`, `describe` (and `accuracy` when `has_accuracy`;
+    `evaluate` for evaluations kept in a run's record).
     """
 
     name: str = ""
@@ -128,12 +190,35 @@ class Task(abc.ABC):
     seq_len: int  # length T of every row; <= the model context the task was built for
     has_accuracy: bool = False
     recipe: Recipe = Recipe()  # the default comparison on this task (model, batch, lr, budget)
+    Options: ClassVar[type] = NoOptions  # the task's own options (a frozen dataclass)
 
-    def __init__(self, *, context: int, eval_batches: int = 8, eval_batch_size: int = 32):
+    def __init__(
+        self,
+        *,
+        context: int,
+        data: str | None = None,
+        eval_batches: int = 8,
+        eval_batch_size: int = 32,
+        **options,
+    ):
         self.context = option_int("context", context, lo=1)
         self.eval_batches = option_int("eval_batches", eval_batches, lo=1)
         self.eval_batch_size = option_int("eval_batch_size", eval_batch_size, lo=1)
         self._val_cache: list[tuple[Tensor, Tensor]] | None = None
+        self.options = parse_options(self.Options, options, self.name)  # parsed once, here
+        self._build(data)
+
+    @abc.abstractmethod
+    def _build(self, data) -> None:
+        """Set the task up from `self.options`, `self.context` and the data path `data`."""
+
+    def _no_data(self, data) -> None:
+        """For tasks that generate their own problems: a data path is a mistake."""
+        if data is not None:
+            raise TaskError(
+                f"task {self.name!r} generates its own problems and takes no data file (got"
+                f" {data!r}); drop --data or use --task text"
+            )
 
     @abc.abstractmethod
     def train_batch(self, batch_size: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -185,6 +270,12 @@ class Task(abc.ABC):
         """Exact-match accuracy on held-out problems by greedy decoding; None if undefined."""
         return None
 
+    def evaluate(self, model, device) -> dict:
+        """Evaluations beyond the loss (exact match by width, per cell, ...), run once at the
+        end of a finished run and kept in its record under "evals": JSON-able, {} if none.
+        Studies read them from the records instead of reloading saved weights."""
+        return {}
+
     # Tasks whose held-out data is one running text can cut it into spans of any length; the
     # length probe (bench.probes) needs that. Others say so in one line.
     has_spans: bool = False
@@ -196,15 +287,28 @@ class Task(abc.ABC):
             "'lengths' probe needs a text task (shakespeare, text, corpus)"
         )
 
-    @abc.abstractmethod
-    def encode(self, s: str) -> list[int]: ...
+    # every task here is character level: `self.vocab` (a CharVocab) maps text <-> ids
+    vocab: CharVocab
 
-    @abc.abstractmethod
-    def decode(self, ids) -> str: ...
+    def encode(self, s: str) -> list[int]:
+        return self.vocab.encode(s)
+
+    def decode(self, ids) -> str:
+        return self.vocab.decode(ids)
 
     @abc.abstractmethod
     def describe(self) -> dict:
         """JSON-able description of the task's parameters, recorded beside results."""
+
+    def _describe_rows(self) -> dict:
+        """The part of `describe` every task shares: row length, context, held-out batches."""
+        return {
+            "seq_len": self.seq_len,
+            "context": self.context,
+            "vocab_size": self.vocab_size,
+            "eval_batches": self.eval_batches,
+            "eval_batch_size": self.eval_batch_size,
+        }
 
     def _check_batch_size(self, batch_size: int) -> int:
         return option_int("batch_size", batch_size, lo=1)

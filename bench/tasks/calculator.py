@@ -93,15 +93,23 @@ answer is decoded (the default for ``mask_trace=True``, since such a model was n
 to write a trace). `accuracy()` is the overall fraction over all decoded problems;
 `accuracy_breakdown()` returns one dict per cell (op, length, n, correct, accuracy, and with a
 generated trace also trace_correct: the trace exactly right).
+
+Evaluations (`evaluate`, kept in a run's record under "evals"): the per-cell breakdown on the
+first `eval_problems` held-out problems (all by default), for each way the model can be
+scored: {"by_cell": {"none": [...]}} without trace, {"generated": [...], "given": [...]} with
+a trace it was trained to write, {"given": [...]} with a masked trace.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .base import IGNORE_INDEX, CharVocab, Task, TaskError, option_bool, option_int
+from .base import IGNORE_INDEX, CharVocab, Task, TaskError, option, option_int
+from .decode import greedy_decode
 
 OPS = "+-*/"
 VOCAB = "0123456789+-*/=r,>|$."
@@ -279,42 +287,32 @@ class _Cell:
         return self.canon(a, b)
 
 
+@dataclass(frozen=True)
+class CalculatorOptions:
+    ops: str = option(OPS, parse=lambda name, v: parse_ops(v))  # any subset of "+-*/"
+    lengths: tuple[int, ...] = option((1, 2, 3), parse=lambda name, v: parse_lengths(v))
+    divisor_digits: int = option(1, lo=1, hi=MAX_LENGTH)
+    trace: bool = option(False)
+    mask_trace: bool = option(False)  # needs trace
+    n_heldout: int = option(100, lo=1)  # per cell, capped at 10% of the cell
+    eval_problems: int | None = option(None, lo=1)  # decoded by evaluate (all)
+
+
 class CalculatorTask(Task):
     """+ − × ÷ with optional traces; see the module docstring for the exact format."""
 
     name = "calculator"
     has_accuracy = True
+    Options = CalculatorOptions
 
-    def __init__(
-        self,
-        *,
-        context: int,
-        data: str | None = None,
-        eval_batches: int = 8,
-        eval_batch_size: int = 32,
-        ops: str = OPS,
-        lengths="1,2,3",
-        divisor_digits: int = 1,
-        trace: bool = False,
-        mask_trace: bool = False,
-        n_heldout: int = 100,
-    ):
-        super().__init__(
-            context=context, eval_batches=eval_batches, eval_batch_size=eval_batch_size
-        )
-        if data is not None:
-            raise TaskError(
-                f"task 'calculator' generates its own problems and takes no data file (got"
-                f" {data!r}); drop --data"
-            )
-        self.ops = parse_ops(ops)
-        self.lengths = parse_lengths(lengths)
-        self.divisor_digits = option_int("divisor_digits", divisor_digits, lo=1, hi=MAX_LENGTH)
-        self.trace = option_bool("trace", trace)
-        self.mask_trace = option_bool("mask_trace", mask_trace)
+    def _build(self, data) -> None:
+        self._no_data(data)
+        o = self.options
+        self.ops, self.lengths, self.divisor_digits = o.ops, o.lengths, o.divisor_digits
+        self.trace, self.mask_trace = o.trace, o.mask_trace
         if self.mask_trace and not self.trace:
             raise TaskError("mask_trace=true needs trace=true (there is no trace to mask)")
-        self.n_heldout_requested = option_int("n_heldout", n_heldout, lo=1)
+        self.n_heldout_requested = o.n_heldout
 
         self.vocab = CharVocab(VOCAB)
         self.vocab_size = len(self.vocab)
@@ -452,33 +450,26 @@ class CalculatorTask(Task):
         for ci, i in self._order[: min(n, self.n_heldout)]:
             per_cell.setdefault(ci, []).append(i)
 
-        was_training = getattr(model, "training", False)
-        if hasattr(model, "eval"):
-            model.eval()
         out = []
-        try:
-            for ci, cell in enumerate(self.cells):
-                idxs = per_cell.get(ci, [])
-                correct = trace_ok = 0
-                for s in range(0, len(idxs), _DECODE_BATCH):
-                    probs = [self._heldout[ci][i] for i in idxs[s : s + _DECODE_BATCH]]
-                    c, t = self._decode_cell(model, device, cell, probs, trace_given)
-                    correct += c
-                    trace_ok += t
-                row = {
-                    "op": cell.op,
-                    "length": cell.length,
-                    "trace_eval": mode,
-                    "n": len(idxs),
-                    "correct": correct,
-                    "accuracy": correct / len(idxs) if idxs else float("nan"),
-                }
-                if mode == "generated":
-                    row["trace_correct"] = trace_ok / len(idxs) if idxs else float("nan")
-                out.append(row)
-        finally:
-            if was_training and hasattr(model, "train"):
-                model.train()
+        for ci, cell in enumerate(self.cells):
+            idxs = per_cell.get(ci, [])
+            correct = trace_ok = 0
+            for s in range(0, len(idxs), _DECODE_BATCH):
+                probs = [self._heldout[ci][i] for i in idxs[s : s + _DECODE_BATCH]]
+                c, t = self._decode_cell(model, device, cell, probs, trace_given)
+                correct += c
+                trace_ok += t
+            row = {
+                "op": cell.op,
+                "length": cell.length,
+                "trace_eval": mode,
+                "n": len(idxs),
+                "correct": correct,
+                "accuracy": correct / len(idxs) if idxs else float("nan"),
+            }
+            if mode == "generated":
+                row["trace_correct"] = trace_ok / len(idxs) if idxs else float("nan")
+            out.append(row)
         return out
 
     def _decode_cell(self, model, device, cell: _Cell, probs, trace_given: bool) -> tuple[int, int]:
@@ -489,18 +480,9 @@ class CalculatorTask(Task):
         else:
             cut = cell.prompt_len
         max_new = cell.full_len(self.trace) - cut
-        prompts = self._encode_rows([f[:cut] for f in fulls], cut)
-        idx = torch.from_numpy(prompts).to(device)  # (b, cut)
-        done = torch.zeros(idx.shape[0], dtype=torch.bool, device=device)
-        for _ in range(max_new):
-            out = model(idx)
-            logits = out[0] if isinstance(out, (tuple, list)) else out  # (b, t, V)
-            nxt = logits[:, -1, :].argmax(dim=-1)  # (b,)
-            idx = torch.cat([idx, nxt.to(idx.dtype)[:, None]], dim=1)
-            done |= nxt == END
-            if bool(done.all()):
-                break
-        gen = [self.vocab.decode(row) for row in idx[:, cut:].cpu()]
+        prompts = torch.from_numpy(self._encode_rows([f[:cut] for f in fulls], cut))  # (b, cut)
+        ids = greedy_decode(model, prompts, max_new, stop_id=END, device=device)  # (b, <=max_new)
+        gen = [self.vocab.decode(row) for row in ids.cpu()]
         correct = trace_ok = 0
         for full, g in zip(fulls, gen, strict=True):
             if "$" not in g:
@@ -516,18 +498,25 @@ class CalculatorTask(Task):
                 correct += g == true
         return correct, trace_ok
 
+    def evaluate(self, model, device) -> dict:
+        """The per-cell breakdown for each way this model can be scored (module docstring)."""
+        modes = (
+            ("given",) if self.mask_trace else ("generated", "given") if self.trace else ("none",)
+        )
+        n = self.options.eval_problems
+        return {
+            "by_cell": {
+                m: self.accuracy_breakdown(model, device, max_problems=n, trace_given=m == "given")
+                for m in modes
+            }
+        }
+
     def accuracy(self, model, device, max_problems: int | None = None) -> float:
         """Fraction of decoded held-out problems whose answer is exactly right (over all cells;
         see `accuracy_breakdown` for the trace setting and the per-cell figures)."""
         rows = self.accuracy_breakdown(model, device, max_problems=max_problems)
         n = sum(r["n"] for r in rows)
         return sum(r["correct"] for r in rows) / n if n else float("nan")
-
-    def encode(self, s: str) -> list[int]:
-        return self.vocab.encode(s)
-
-    def decode(self, ids) -> str:
-        return self.vocab.decode(ids)
 
     def describe(self) -> dict:
         examples = {
@@ -546,11 +535,7 @@ class CalculatorTask(Task):
             "n_heldout": self.n_heldout,
             "n_val_problems": min(self.n_heldout, self.eval_batches * self.eval_batch_size),
             "heldout_seed": _HELDOUT_SEED,
-            "seq_len": self.seq_len,
-            "context": self.context,
             "vocab": VOCAB,
-            "vocab_size": self.vocab_size,
-            "eval_batches": self.eval_batches,
-            "eval_batch_size": self.eval_batch_size,
+            **self._describe_rows(),
             "examples": examples,
         }

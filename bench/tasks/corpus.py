@@ -32,13 +32,15 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from torch import Tensor
 
-from .base import CharVocab, TaskError
-from .text import _VAL_SEED, TRAIN_TENTHS, CharWindowsTask, _id_dtype, _read_chunks
+from .base import CharVocab, TaskError, option
+from .text import TRAIN_TENTHS, CharWindowsTask, _id_dtype, _read_chunks
 
 _TRAIN_EVAL_SEED = 7331  # fixed: the train-split windows of `train_eval_batches`
 
@@ -88,24 +90,21 @@ def corpus_vocab(paths: Iterable[str | os.PathLike]) -> str:
     return "".join(sorted(chars))
 
 
+@dataclass(frozen=True)
+class CorpusOptions:
+    files: object = option(None, parse=lambda name, v: v)  # read by parse_files in _build
+    vocab: str | None = option(None)  # the characters, in id order (default: the files')
+
+
 class CorpusTask(CharWindowsTask):
     """Character-level next-token prediction on `files`; see the module docstring."""
 
     name = "corpus"
 
-    def __init__(
-        self,
-        *,
-        context: int,
-        data: str | os.PathLike | None = None,
-        eval_batches: int = 8,
-        eval_batch_size: int = 32,
-        files=None,
-        vocab: str | None = None,
-    ):
-        super().__init__(
-            context=context, eval_batches=eval_batches, eval_batch_size=eval_batch_size
-        )
+    Options = CorpusOptions
+
+    def _build(self, data: str | os.PathLike | None) -> None:
+        files, vocab = self.options.files, self.options.vocab
         if files is not None and data is not None:
             raise TaskError("task 'corpus' takes files=[...] or --data PATH, not both")
         self.paths = parse_files(files if files is not None else (data or []))
@@ -176,19 +175,26 @@ class CorpusTask(CharWindowsTask):
         train loss measured the same way as the validation loss, to see whether they part."""
         return self._fixed_windows(self._train, _TRAIN_EVAL_SEED)
 
+    @torch.no_grad()
+    def evaluate(self, model, device) -> dict:
+        """The loss on `train_eval_batches`, beside the val loss: do train and val part
+        (overfitting)? {"train_split_loss": nats per character}."""
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        for x, y in self.train_eval_batches():
+            _, loss = model(x.to(device), y.to(device))
+            total += float(loss) * y.numel()
+            count += y.numel()
+        model.train(was_training)
+        return {"train_split_loss": total / count}
+
     def describe(self) -> dict:
         return {
             "task": self.name,
             "files": [str(p.resolve()) for p in self.paths],
             "sha256": self.sha256,
             "file_chars": self.file_chars,
-            "n_train": int(self.n_train),
-            "n_val": int(self.n_val),
             "vocab": self.vocab.chars,
-            "vocab_size": self.vocab_size,
-            "seq_len": self.seq_len,
-            "context": self.context,
-            "eval_batches": self.eval_batches,
-            "eval_batch_size": self.eval_batch_size,
-            "val_seed": _VAL_SEED,
+            **self._describe_windows(),
         }

@@ -170,6 +170,15 @@ class CharWindowsTask(Task):
     def _build_val_batches(self) -> list[tuple[Tensor, Tensor]]:
         return self._fixed_windows(self._val, _VAL_SEED)
 
+    def _describe_windows(self) -> dict:
+        """The part of `describe` every windows task shares: splits, sizes, held-out seed."""
+        return {
+            "n_train": int(self.n_train),
+            "n_val": int(self.n_val),
+            **self._describe_rows(),
+            "val_seed": _VAL_SEED,
+        }
+
     has_spans = True
 
     def held_out_spans(self, n_spans: int, span: int) -> Tensor:
@@ -185,29 +194,13 @@ class CharWindowsTask(Task):
         ids = self._val[starts + np.arange(span + 1, dtype=np.int64)].astype(np.int64)
         return torch.from_numpy(np.ascontiguousarray(ids))  # (n_spans, span + 1)
 
-    def encode(self, s: str) -> list[int]:
-        return self.vocab.encode(s)
-
-    def decode(self, ids) -> str:
-        return self.vocab.decode(ids)
-
 
 class TextTask(CharWindowsTask):
     """Character-level next-token prediction on a local UTF-8 file (`data=PATH`)."""
 
     name = "text"
 
-    def __init__(
-        self,
-        *,
-        context: int,
-        data: str | os.PathLike | None = None,
-        eval_batches: int = 8,
-        eval_batch_size: int = 32,
-    ):
-        super().__init__(
-            context=context, eval_batches=eval_batches, eval_batch_size=eval_batch_size
-        )
+    def _build(self, data: str | os.PathLike | None) -> None:
         if data is None:
             raise TaskError(
                 f"task '{self.name}' needs a data file: pass --data PATH (a UTF-8 text file)"
@@ -238,14 +231,7 @@ class TextTask(CharWindowsTask):
             "path": str(self.path.resolve()),
             "sha256": self.sha256,
             "n_tokens": int(self.tokens.size),
-            "n_train": int(self.n_train),
-            "n_val": int(self.n_val),
-            "vocab_size": self.vocab_size,
-            "seq_len": self.seq_len,
-            "context": self.context,
-            "eval_batches": self.eval_batches,
-            "eval_batch_size": self.eval_batch_size,
-            "val_seed": _VAL_SEED,
+            **self._describe_windows(),
         }
 
 
@@ -348,18 +334,9 @@ class ShakespeareTask(TextTask):
 
     name = "shakespeare"
 
-    def __init__(
-        self,
-        *,
-        context: int,
-        data: str | os.PathLike | None = None,
-        eval_batches: int = 8,
-        eval_batch_size: int = 32,
-    ):
+    def _build(self, data: str | os.PathLike | None) -> None:
         path, self.source = shakespeare_path(data)
-        super().__init__(
-            context=context, data=path, eval_batches=eval_batches, eval_batch_size=eval_batch_size
-        )
+        super()._build(path)
 
     def describe(self) -> dict:
         d = super().describe()
