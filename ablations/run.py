@@ -35,16 +35,18 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from ablations import config  # noqa: E402
+from ablations.config import BudgetSection, SweepConfig  # noqa: E402
 from bench import distributed  # noqa: E402
-from bench.executor import EXECUTORS, WorkerDied, cpu_cores, execute  # noqa: E402
-from bench.records import RUNS_FILE, load_records, run_id  # noqa: E402
+from bench.distributed import check_batch_split  # noqa: E402
+from bench.executor import EXECUTORS, WorkerDied, check_fan_out, cpu_cores, execute  # noqa: E402
+from bench.records import RUNS_FILE, load_records, run_id, write_bytes_atomic  # noqa: E402
 from bench.spec import Budget, Recipe, RunSpec, TrainConfig  # noqa: E402
 from bench.tasks import DEFAULT_TASK  # noqa: E402
 from variants.config import PRESETS, ModelConfig  # noqa: E402
 from variants.registry import VARIANTS, get_variant  # noqa: E402
 
 LOCAL_RESULTS = ROOT / "results" / "local"  # where runs write by default (git-ignored)
-DEFAULT_MAX_SEEDS = 10
 STUDY_SEEDS = 3  # --study without --seeds
 DEFAULT_LADDER = (0.5, 2.0)
 
@@ -54,58 +56,70 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see --help)\n")
 
 
+def _repeatable(group, flag: str, metavar: str, help: str) -> None:
+    """A flag that may be given several times; its values arrive as a list ([] if never)."""
+    group.add_argument(flag, action="append", default=[], metavar=metavar, help=help)
+
+
 def parse_args(argv=None) -> argparse.Namespace:
+    """The flags as given: every default is None (or empty), so `resolve_config` can tell a
+    flag that was given, which overrides the --config file, from one that was not."""
     p = _Parser(
         prog="ablations/run.py",
         description="Train variants against the baseline and compare speed, memory and loss.",
+        argument_default=None,
     )
     p.add_argument(
-        "--variant",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="variant to compare with the baseline (repeatable, or 'all')",
+        "--config",
+        metavar="FILE.toml",
+        help="a sweep file (see ablations/config.py); flags given as well override it. Every "
+        "result folder has the resolved one, config.toml, to rerun it",
     )
-    p.add_argument(
-        "--task", default=DEFAULT_TASK, help=f"task name (see --list); default {DEFAULT_TASK}"
+    _repeatable(
+        p,
+        "--set",
+        "KEY=VALUE",
+        "any config field, e.g. train.beta2=0.95 or executor.slurm.time_min=30 "
+        "(repeatable; after the file and the flags)",
     )
-    p.add_argument("--data", default=None, help="data file for the text/shakespeare tasks")
-    p.add_argument(
-        "--task-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="task option, e.g. n_digits=4 (repeatable)",
+    _repeatable(
+        p, "--variant", "NAME", "variant to compare with the baseline (repeatable, or 'all')"
     )
+    p.add_argument("--task", help=f"task name (see --list); default {DEFAULT_TASK}")
+    p.add_argument("--data", help="data file for the text/shakespeare tasks")
+    _repeatable(p, "--task-option", "KEY=VALUE", "task option, e.g. n_digits=4 (repeatable)")
     r = p.add_argument_group("recipe: each task has a default one (--list); these override it")
     b = r.add_mutually_exclusive_group()
     b.add_argument("--steps", type=int, help="budget in optimizer steps")
     b.add_argument("--tokens", type=float, help="budget in training tokens")
     b.add_argument("--time", type=float, metavar="SECONDS", help="budget in training seconds")
-    r.add_argument("--seeds", type=int, default=None, help="seeds per variant")
-    r.add_argument("--model", default=None, help=f"size preset: {', '.join(PRESETS)}")
-    r.add_argument("--batch-size", type=int, default=None)
-    r.add_argument("--lr", type=float, default=None)
-    r.add_argument("--eval-every", type=int, default=None, help="steps between validation points")
-    r.add_argument("--dropout", type=float, default=0.0)
-    r.add_argument(
+    r.add_argument("--seeds", type=int, help="seeds per variant")
+    r.add_argument("--model", help=f"size preset: {', '.join(PRESETS)}")
+    r.add_argument("--batch-size", type=int)
+    r.add_argument("--lr", type=float)
+    r.add_argument("--warmup-frac", type=float, help="linear warm-up, fraction of the budget")
+    r.add_argument("--weight-decay", type=float)
+    r.add_argument("--betas", metavar="B1,B2", help="AdamW's betas, e.g. 0.9,0.95")
+    r.add_argument("--grad-clip", type=float, help="gradient norm clip")
+    r.add_argument("--no-amp", action="store_true", help="no bf16 autocast on CUDA")
+    r.add_argument("--eval-every", type=int, help="steps between validation points")
+    r.add_argument("--dropout", type=float)
+    _repeatable(
+        r,
         "--optimizer",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="adamw (default) or muon: Muon for the blocks' 2-D matrices, AdamW for embeddings, "
+        "NAME",
+        "adamw (default) or muon: Muon for the blocks' 2-D matrices, AdamW for embeddings, "
         "norms and biases, one --lr and schedule for both. Repeat it to compare optimizers: "
         "'--optimizer adamw --optimizer muon' trains every variant with each; the table names "
         "the Muon arms 'NAME · muon' and reads them against the AdamW baseline",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument(
+    _repeatable(
+        p,
         "--probe",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="extra measurement in every run's record (repeatable): 'lengths' = val loss at 1, "
+        "NAME",
+        "extra measurement in every run's record (repeatable): 'lengths' = val loss at 1, "
         "2, 4 and 8x the trained context (a length-generalisation table in the summary); "
         "'grad_norms' = per-block gradient norms",
     )
@@ -113,22 +127,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     s.add_argument(
         "--ci-width",
         type=float,
-        default=None,
         metavar="W",
         help="add seeds until the 95%% CI of every Δ val loss is narrower than W (nats), "
         "or --max-seeds is reached",
     )
-    s.add_argument(
-        "--max-seeds",
-        type=int,
-        default=DEFAULT_MAX_SEEDS,
-        help=f"cap for --ci-width (default {DEFAULT_MAX_SEEDS})",
-    )
+    s.add_argument("--max-seeds", type=int, help="cap for --ci-width (default 10)")
     s.add_argument(
         "--ladder",
         nargs="?",
         const=",".join(f"{f:g}" for f in DEFAULT_LADDER),
-        default=None,
         metavar="FACTORS",
         help="also train the baseline with its own schedule at these multiples of the budget "
         f"(default {','.join(f'{f:g}' for f in DEFAULT_LADDER)}) and read each variant as "
@@ -137,43 +144,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     t = p.add_argument_group("tuned comparisons: every arm at its own best (bench/tune.py)")
     t.add_argument(
         "--tune",
-        default=None,
         metavar="KEYS",
         help="tune these training settings per arm before comparing: lr, or lr,weight_decay "
         "(a log grid around the default, on tuning seeds 1000+ that no verdict uses)",
     )
     t.add_argument(
         "--tune-grid",
-        default="0.25,0.5,1,2,4",
         metavar="FACTORS",
         help="the grid as factors of the default (default 0.25,0.5,1,2,4; 1 always included); "
         "a best value at an edge adds one point past it, once",
     )
-    t.add_argument(
-        "--tune-frac", type=float, default=0.25, help="budget of a tuning run (default 0.25)"
-    )
-    t.add_argument("--tune-seeds", type=int, default=1, help="tuning seeds per value (default 1)")
-    p.add_argument("--out", default=None, help="output directory (default results/local/...)")
-    p.add_argument(
+    t.add_argument("--tune-frac", type=float, help="budget of a tuning run (default 0.25)")
+    t.add_argument("--tune-seeds", type=int, help="tuning seeds per value (default 1)")
+    p.add_argument("--out", help="output directory (default results/local/...)")
+    _repeatable(
+        p,
         "--plugin",
-        action="append",
-        default=[],
-        metavar="FILE.py",
-        help="a Python file that registers your own blocks/variants (repeatable)",
+        "FILE.py",
+        "a Python file that registers your own blocks/variants (repeatable)",
     )
-    p.add_argument("--study", default=None, help="run a ready-made study (see --list)")
+    p.add_argument("--study", help="run a ready-made study (see --list)")
     p.add_argument(
         "--sizes",
-        default=None,
         metavar="LxD,...",
         help="--study scaling: the model ladder as n_layer x n_embd, e.g. 1x64,2x64,3x96,4x128 "
         "(default: the device's ladder)",
     )
     p.add_argument(
-        "--scale",
-        type=float,
-        default=1.0,
-        help="multiply a study's training budgets (e.g. 0.1 for a quick look)",
+        "--scale", type=float, help="multiply a study's training budgets (e.g. 0.1 for a look)"
     )
     p.add_argument("--list", action="store_true", help="list variants, tasks, sizes and studies")
     p.add_argument("--force", action="store_true", help="rerun runs that already have a record")
@@ -182,39 +180,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     x.add_argument(
         "--executor",
         choices=EXECUTORS,
-        default="local",
         help="local processes (default), a SLURM job array, or submitit's local executor",
     )
     x.add_argument(
         "--jobs",
         type=int,
-        default=None,
         metavar="N",
         help="runs at once: local worker processes (each cores/N threads; default on CPU: one "
         "one-thread worker per core, else 1), or the SLURM array's parallelism (default: no "
         "limit)",
     )
-    x.add_argument("--runs-per-job", type=int, default=1, metavar="K", help="runs per SLURM job")
+    x.add_argument("--runs-per-job", type=int, metavar="K", help="runs per SLURM job")
     x.add_argument(
         "--ranks-per-run",
         type=int,
-        default=1,
         metavar="N",
         help="DDP inside each job: N tasks (one GPU each on cuda, gloo on cpu) train every run "
         "together (slurm / submitit-local; on this machine use torchrun)",
     )
-    x.add_argument("--slurm-partition", default=None)
-    x.add_argument("--slurm-time", type=int, default=60, metavar="MIN", help="minutes per job")
-    x.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per job (= torch threads)")
-    x.add_argument(
-        "--slurm-gpus", type=int, default=None, help="GPUs per job (default: 1 on cuda, else 0)"
-    )
-    x.add_argument(
+    x.add_argument("--slurm-partition")
+    x.add_argument("--slurm-time", type=int, metavar="MIN", help="minutes per job (default 60)")
+    x.add_argument("--slurm-cpus", type=int, help="CPUs per job (= torch threads; default 4)")
+    x.add_argument("--slurm-gpus", type=int, help="GPUs per job (default: 1 on cuda, else 0)")
+    _repeatable(
+        x,
         "--slurm-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an extra #SBATCH option, e.g. account=proj, qos=low, mem=16G (repeatable)",
+        "KEY=VALUE",
+        "an extra #SBATCH option, e.g. account=proj, qos=low, mem=16G (repeatable)",
     )
     x.add_argument(
         "--no-wait", action="store_true", help="submit the SLURM jobs and return at once"
@@ -222,39 +214,118 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def slurm_options(args) -> dict:
-    extra = {}
-    for item in args.slurm_option:
+def _key_values(flag: str, items: list[str], example: str, literal: bool) -> dict:
+    """KEY=VALUE flags as a dict; a value is a Python literal where it parses as one."""
+    out = {}
+    for item in items:
         if "=" not in item:
-            raise ValueError(f"--slurm-option {item!r} is not KEY=VALUE (e.g. account=myproj)")
+            raise ValueError(f"{flag} {item!r} is not KEY=VALUE (e.g. {example})")
         key, value = item.split("=", 1)
-        extra[key.strip().lstrip("-")] = value
+        key = key.strip().lstrip("-")
+        try:
+            out[key] = ast.literal_eval(value) if literal else value
+        except (ValueError, SyntaxError):
+            out[key] = value  # a plain string
+    return out
+
+
+def _floats(flag: str, text: str, example: str) -> list[float]:
+    try:
+        return [float(f) for f in text.split(",") if f.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} {text!r} is not a list of numbers (e.g. {example})") from None
+
+
+# flag (argparse dest) -> where it lands in the SweepConfig (flags override the file)
+_FLAG_FIELDS = {
+    "task": "task.name", "data": "task.data", "steps": "budget.steps", "tokens": "budget.tokens",
+    "time": "budget.seconds", "seeds": "comparison.seeds", "model": "model.size",
+    "batch_size": "train.batch_size", "lr": "train.lr", "warmup_frac": "train.warmup_frac",
+    "weight_decay": "train.weight_decay", "grad_clip": "train.grad_clip",
+    "eval_every": "train.eval_every", "ci_width": "comparison.ci_width",
+    "max_seeds": "comparison.max_seeds", "tune_frac": "tune.frac", "tune_seeds": "tune.seeds",
+    "out": "out", "scale": "study.scale", "sizes": "study.sizes", "study": "study.name",
+    "device": "device", "executor": "executor.kind", "jobs": "executor.jobs",
+    "runs_per_job": "executor.runs_per_job", "ranks_per_run": "executor.ranks_per_run",
+    "slurm_partition": "executor.slurm.partition", "slurm_time": "executor.slurm.time_min",
+    "slurm_cpus": "executor.slurm.cpus", "slurm_gpus": "executor.slurm.gpus",
+}  # fmt: skip
+
+
+def _put(cfg: SweepConfig, dotted: str, value) -> None:
+    *path, last = dotted.split(".")
+    node = cfg
+    for part in path:
+        node = getattr(node, part)
+    setattr(node, last, value)
+
+
+def resolve_config(args: argparse.Namespace) -> SweepConfig:
+    """The one config of this command: the --config file (if any), then the flags that were
+    given, then --set; validated (one line for the first thing wrong)."""
+    cfg = config.load(args.config) if args.config else SweepConfig()
+    for dest, dotted in _FLAG_FIELDS.items():
+        if getattr(args, dest) is not None:
+            _put(cfg, dotted, getattr(args, dest))
+    if any(getattr(args, m) is not None for m in ("steps", "tokens", "time")):
+        given = {"steps": args.steps, "tokens": args.tokens, "seconds": args.time}
+        cfg.budget = BudgetSection(**given)  # a budget flag replaces the file's budget
+    lists = {"variant": "variants", "plugin": "plugins", "probe": "train.probes",
+             "optimizer": "train.optimizers"}  # fmt: skip
+    for dest, dotted in lists.items():
+        if getattr(args, dest):
+            _put(cfg, dotted, list(getattr(args, dest)))
+    cfg.task.options.update(_key_values("--task-option", args.task_option, "n_digits=4", True))
+    slurm_extra = _key_values("--slurm-option", args.slurm_option, "account=myproj", False)
+    cfg.executor.slurm.options.update(slurm_extra)
+    if args.dropout is not None:
+        cfg.model.fields["dropout"] = args.dropout
+    if args.betas is not None:
+        betas = _floats("--betas", args.betas, "0.9,0.95")
+        if len(betas) != 2:
+            raise ValueError(f"--betas takes two numbers B1,B2 (e.g. 0.9,0.95), got {args.betas!r}")
+        cfg.train.beta1, cfg.train.beta2 = betas
+    for flag, dotted in (("compile", "train.compile"), ("force", "force"), ("quiet", "quiet")):
+        if getattr(args, flag):
+            _put(cfg, dotted, True)
+    if args.no_amp:
+        cfg.train.amp = False
+    if args.no_wait:
+        cfg.executor.wait = False
+    if args.ladder is not None:
+        cfg.comparison.ladder = _floats("--ladder", args.ladder, "0.5,2")
+    if args.tune is not None:
+        cfg.tune.keys = [k.strip() for k in args.tune.split(",") if k.strip()]
+        if not cfg.tune.keys:
+            raise ValueError("--tune needs a setting to tune, e.g. --tune lr")
+    if args.tune_grid is not None:
+        cfg.tune.grid = _floats("--tune-grid", args.tune_grid, "0.25,0.5,1,2,4")
+    for item in args.set:
+        config.set_value(cfg, item)
+    return cfg.validate()
+
+
+def slurm_options(cfg: SweepConfig) -> dict:
+    x = cfg.executor
     return {
-        "partition": args.slurm_partition,
-        "time_min": args.slurm_time,
-        "cpus": args.slurm_cpus,
-        "gpus": args.slurm_gpus,
-        "runs_per_job": args.runs_per_job,
-        "ranks_per_run": args.ranks_per_run,
-        "parallelism": args.jobs,  # --jobs on a cluster: most array tasks running at once
-        "additional": extra,
+        "partition": x.slurm.partition,
+        "time_min": x.slurm.time_min,
+        "cpus": x.slurm.cpus,
+        "gpus": x.slurm.gpus,
+        "runs_per_job": x.runs_per_job,
+        "ranks_per_run": x.ranks_per_run,
+        "parallelism": x.jobs,  # --jobs on a cluster: most array tasks running at once
+        "additional": dict(x.slurm.options),
     }
 
 
-def check_torchrun(args, world: int) -> None:
+def check_torchrun(cfg: SweepConfig, world: int) -> None:
     """Under torchrun every rank runs this same command: each run is trained by all ranks."""
-    if args.study:
+    if cfg.study.name:
         raise ValueError("--study runs in one process; start it without torchrun")
-    if args.executor != "local" or (args.jobs or 1) > 1:
-        raise ValueError(
-            "under torchrun every rank trains the same run: --jobs and --executor are for "
-            "sweeps of single-process runs"
-        )
-    if args.batch_size % world:
-        raise ValueError(
-            f"--batch-size {args.batch_size} is the global batch and must divide by the {world} "
-            f"ranks; use a multiple of {world}"
-        )
+    check_fan_out(cfg.executor.jobs or 1, cfg.executor.kind, under_torchrun=True)
+    if cfg.train.batch_size is not None:
+        check_batch_split(cfg.train.batch_size, world)
 
 
 def load_plugin(path: str) -> None:
@@ -296,19 +367,6 @@ def check_output(out: Path) -> None:
         raise ValueError(
             f"--out {out} cannot be written ({reason}); name a folder you can write to"
         ) from None
-
-
-def parse_task_options(items: list[str]) -> dict:
-    opts = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--task-option {item!r} is not KEY=VALUE (e.g. n_digits=4)")
-        key, value = item.split("=", 1)
-        try:
-            opts[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            opts[key] = value  # a plain string
-    return opts
 
 
 def list_everything() -> str:
@@ -408,68 +466,65 @@ class Plan:
         return out
 
 
-def build_plan(args) -> tuple[Plan, object]:
-    """The comparison this command asks for, and the task its runs share (built once, here)."""
+def build_plan(cfg: SweepConfig | argparse.Namespace) -> tuple[Plan, object]:
+    """The comparison this config asks for (over the task's recipe), and the task its runs
+    share (built once, here)."""
     from bench.tasks import build_task, task_recipe
     from bench.train import resolve_device
 
-    recipe = task_recipe(args.task)  # one-line error for an unknown task
-    seeds = recipe.seeds if args.seeds is None else args.seeds
-    if seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {seeds}")
-    device = resolve_device(args.device).type
-    if args.steps is not None:
-        budget = Budget("steps", args.steps)
-    elif args.tokens is not None:
-        budget = Budget("tokens", args.tokens)
-    elif args.time is not None:
-        budget = Budget("seconds", args.time)
-    else:
-        budget = Budget("steps", recipe.steps)
+    if isinstance(cfg, argparse.Namespace):
+        cfg = resolve_config(cfg)
+    task_name = cfg.task.name or DEFAULT_TASK
+    recipe = task_recipe(task_name)  # one-line error for an unknown task
+    seeds = recipe.seeds if cfg.comparison.seeds is None else cfg.comparison.seeds
+    device = resolve_device(cfg.device).type
+    given = cfg.budget.given()
+    budget = Budget(*given) if given else Budget("steps", recipe.steps)
     budget.validate()
-    base = recipe.model_config(args.model, dropout=args.dropout)
-    batch_size = recipe.batch_size if args.batch_size is None else args.batch_size
-    if args.eval_every is not None:
-        eval_every = args.eval_every
+    base = recipe.model_config(cfg.model.size, **{"dropout": 0.0, **cfg.model.fields})
+    t = cfg.train
+    batch_size = recipe.batch_size if t.batch_size is None else t.batch_size
+    if t.eval_every is not None:
+        eval_every = t.eval_every
     elif budget.mode == "steps":
         eval_every = recipe.eval_every(int(budget.value))
     elif budget.mode == "tokens":  # rows are at most the context long: an upper bound on steps
         eval_every = recipe.eval_every(math.ceil(budget.value / (batch_size * base.block_size)))
     else:
         eval_every = recipe.eval_every(recipe.steps)
-    optimizers = resolve_optimizers(args.optimizer)
+    optimizers = resolve_optimizers(t.optimizers)
+    recipe_fields = {
+        "lr": recipe.lr, "min_lr_frac": recipe.min_lr_frac, "warmup_frac": recipe.warmup_frac,
+        "eval_batches": recipe.eval_batches, "eval_batch_size": recipe.eval_batch_size,
+    }  # fmt: skip
     train = TrainConfig(
+        **{**recipe_fields, **cfg.train_fields()},  # what the config sets wins
         optimizer=optimizers[0],
         batch_size=batch_size,
-        lr=recipe.lr if args.lr is None else args.lr,
-        min_lr_frac=recipe.min_lr_frac,
-        warmup_frac=recipe.warmup_frac,
         eval_every=eval_every,
-        eval_batches=recipe.eval_batches,
-        eval_batch_size=recipe.eval_batch_size,
-        compile=args.compile,
-        probes=tuple(dict.fromkeys(args.probe)),
+        probes=tuple(dict.fromkeys(t.probes)),
     ).validate()
-    options = parse_task_options(args.task_option)
     task = build_task(
-        args.task,
+        task_name,
         context=base.block_size,
-        data=args.data,
+        data=cfg.task.data,
         eval_batches=train.eval_batches,
         eval_batch_size=train.eval_batch_size,
-        **options,
+        **cfg.task.options,
     )
     base = base.replace(vocab_size=task.vocab_size)
     budget.validate(tokens_per_step=train.batch_size * task.seq_len)  # before anything is written
     if "lengths" in train.probes and not task.has_spans:
         task.held_out_spans(1, 1)  # raises the task's one-line reason
-    task_spec = {"name": args.task, "data": _data_identity(args.data), **options}
+    # the options as the task typed them ("4" and 4 are one run), those given only
+    options = json.loads(json.dumps({k: getattr(task.options, k) for k in cfg.task.options}))
+    task_spec = {"name": task_name, "data": _data_identity(cfg.task.data), **options}
     variants = tuple(
         # e.g. triton on CPU fails here, one line
         (name, get_variant(name).apply(base).validate())
-        for name in resolve_variants(args.variant, base)
+        for name in resolve_variants(cfg.variants, base)
     )
-    given_eval = args.eval_every is not None
+    given_eval = t.eval_every is not None
     plan = Plan(variants, task_spec, budget, train, device, recipe, given_eval, seeds, optimizers)
     return plan, task
 
@@ -486,41 +541,19 @@ def resolve_optimizers(requested: list[str]) -> tuple[str, ...]:
     return tuple(sorted(names, key=lambda n: n != OPTIMIZERS[0]))
 
 
-def parse_ladder(text: str | None) -> tuple[float, ...]:
-    """--ladder's factors, e.g. "0.5,2" -> (0.5, 1.0, 2.0): the main budget is always a rung."""
-    if text is None:
+def ladder_factors(given: list[float] | None) -> tuple[float, ...]:
+    """--ladder's factors, e.g. [0.5, 2] -> (0.5, 1.0, 2.0): the main budget is always a rung."""
+    if given is None:
         return ()
-    try:
-        factors = {float(f) for f in text.split(",") if f.strip()}
-    except ValueError:
-        raise ValueError(
-            f"--ladder {text!r} is not a list of budget factors (e.g. 0.5,2)"
-        ) from None
-    if not factors or not all(math.isfinite(f) and f > 0 for f in factors):
+    text = ",".join(f"{f:g}" for f in given)
+    if not given or not all(math.isfinite(f) and f > 0 for f in given):
         raise ValueError(f"--ladder factors must be positive numbers (e.g. 0.5,2), got {text!r}")
-    factors.add(1.0)
+    factors = {*given, 1.0}
     if len(factors) < 3:
         raise ValueError(
             f"--ladder needs at least two budgets besides the main one (e.g. 0.5,2), got {text!r}"
         )
     return tuple(sorted(factors))
-
-
-def check_precision_args(args) -> None:
-    if args.ci_width is not None and not (math.isfinite(args.ci_width) and args.ci_width > 0):
-        raise ValueError(
-            f"--ci-width must be a positive width in nats (e.g. 0.01), got {args.ci_width}"
-        )
-    if args.ci_width is not None and not args.variant:
-        raise ValueError("--ci-width compares variants with the baseline: add --variant NAME")
-    if args.max_seeds < 2:
-        raise ValueError(f"--max-seeds must be at least 2, got {args.max_seeds}")
-    if args.ci_width is not None and args.seeds is not None and args.seeds > args.max_seeds:
-        raise ValueError(
-            f"--seeds {args.seeds} is more than --max-seeds {args.max_seeds}; raise --max-seeds"
-        )
-    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
-        raise ValueError(f"--lr must be a positive finite number, got {args.lr}")
 
 
 def _data_identity(path: str | None) -> str | None:
@@ -536,54 +569,61 @@ def _size_label(cfg: ModelConfig) -> str:
     return f"L{cfg.n_layer}-H{cfg.n_head}-d{cfg.n_embd}-ctx{cfg.block_size}"
 
 
-def default_out(args, plan: Plan) -> Path:
+def default_out(plan: Plan) -> Path:
     b = plan.budget
     size = _size_label(plan.variants[0][1])
-    name = f"{args.task}_{size}_{b.describe().replace(' ', '')}_{plan.device}"
+    name = f"{plan.task_spec['name']}_{size}_{b.describe().replace(' ', '')}_{plan.device}"
     return LOCAL_RESULTS / "ablations" / name
 
 
-def run_study(args) -> int:
+def run_study(cfg: SweepConfig) -> int:
     from ablations.studies import StudyContext, get_study
     from bench.train import resolve_device
 
-    study = get_study(args.study)
-    if not args.scale > 0:
-        raise ValueError(f"--scale must be positive, got {args.scale}")
-    out = Path(args.out) if args.out else LOCAL_RESULTS / "studies" / args.study
+    name = cfg.study.name
+    study = get_study(name)
+    out = Path(cfg.out) if cfg.out else LOCAL_RESULTS / "studies" / name
+    device = resolve_device(cfg.device).type
+    seeds = cfg.comparison.seeds
     ctx = StudyContext(
         out=out,
-        device=resolve_device(args.device).type,
-        seeds=STUDY_SEEDS if args.seeds is None else args.seeds,
-        scale=args.scale,
-        force=args.force,
-        quiet=args.quiet,
-        variants=tuple(args.variant),
-        sizes=args.sizes,
-        jobs=default_jobs(args, resolve_device(args.device).type, 1),
+        device=device,
+        seeds=STUDY_SEEDS if seeds is None else seeds,
+        scale=cfg.study.scale,
+        force=cfg.force,
+        quiet=cfg.quiet,
+        variants=tuple(cfg.variants),
+        sizes=cfg.study.sizes,
+        jobs=default_jobs(cfg, device, 1),
+        executor=cfg.executor.kind,
+        slurm=slurm_options(cfg),
+        plugins=tuple(str(Path(p).resolve()) for p in cfg.plugins),
     )
     study.check(ctx)
     check_output(out)
     section = study.run(ctx)
     (out / "report.md").write_text(section)
     print(section)
-    print(f"study {args.study}: report in {out / 'report.md'}", file=sys.stderr)
+    print(f"study {name}: report in {out / 'report.md'}", file=sys.stderr)
     return 0
 
 
-def default_jobs(args, device: str, world: int) -> int:
+def default_jobs(cfg: SweepConfig, device: str, world: int) -> int:
     """--jobs when not given: on a CPU, one one-thread worker process per core (two such
     processes beat one two-thread process on a 2-core machine); one run at a time elsewhere."""
-    if args.jobs is not None:
-        return args.jobs
-    if device == "cpu" and args.executor == "local" and world == 1:
+    if cfg.executor.jobs is not None:
+        return cfg.executor.jobs
+    if device == "cpu" and cfg.executor.kind == "local" and world == 1:
         return cpu_cores()
     return 1
 
 
-def write_command(out: Path, argv, world: int, specs: list[RunSpec], seeds: int) -> None:
-    """The command and every resolved spec beside the results (rewritten when seeds grow)."""
+def write_command(out: Path, cfg: SweepConfig, argv, world: int, specs: list[RunSpec],
+                  seeds: int) -> None:  # fmt: skip
+    """Beside the results: the resolved config (config.toml, which --config takes back) and
+    the command with every resolved spec (command.json; rewritten when seeds grow)."""
     out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out / "config.toml", config.dumps(cfg).encode("utf-8"))
     (out / "command.json").write_text(
         json.dumps(
             {
@@ -597,67 +637,68 @@ def write_command(out: Path, argv, world: int, specs: list[RunSpec], seeds: int)
     )
 
 
-def run_specs(args, specs: list[RunSpec], out: Path, task, jobs: int, force: bool):
-    """Train what of `specs` is not finished, where the command's executor options say;
-    returns (runs trained or submitted, runs skipped)."""
+def run_specs(cfg: SweepConfig, specs: list[RunSpec], out: Path, task, jobs: int, force: bool):
+    """Train what of `specs` is not finished, where the config's executor says; returns
+    (runs trained or submitted, runs skipped)."""
     return execute(
         specs,
         out,
         force=force,
-        quiet=args.quiet,
+        quiet=cfg.quiet,
         task=task,
         jobs=jobs,
-        executor=args.executor,
-        plugins=[str(Path(p).resolve()) for p in args.plugin],
-        slurm=slurm_options(args),
-        wait=not args.no_wait,
+        executor=cfg.executor.kind,
+        plugins=[str(Path(p).resolve()) for p in cfg.plugins],
+        slurm=slurm_options(cfg),
+        wait=cfg.executor.wait,
     )
 
 
-def sweep(args, plan: Plan, task, out: Path, world: int, argv) -> tuple[int, int, list[str]]:
+def sweep(cfg: SweepConfig, plan: Plan, task, out: Path, world: int, argv):
     """Train the plan's runs (and the ladder's); with --ci-width, add seeds until the 95% CI
     of every Δ val loss is narrower than the target or --max-seeds is reached. Whether to add
     seeds is decided from the CI widths alone, never from the sign or size of a difference.
     Returns (runs trained, runs skipped as finished earlier, notes for the table)."""
     from bench.tables import ci_widths
 
+    c = cfg.comparison
     seeds = plan.seeds
-    if args.ci_width is not None:
+    if c.ci_width is not None:
         seeds = max(seeds, 2)  # a CI needs two seeds
-    factors = [f for f in parse_ladder(args.ladder) if f != 1.0]
+    factors = [f for f in ladder_factors(c.ladder) if f != 1.0]
     tokens_per_step = plan.train.batch_size * task.seq_len
     rank0 = not distributed.is_active() or distributed.is_main()
-    jobs = default_jobs(args, plan.device, world)
+    jobs = default_jobs(cfg, plan.device, world)
     ran_total, skipped_first, notes = 0, None, []
     while True:
         specs = plan.specs(seeds)
         specs += plan.ladder_specs(tuple(factors), seeds, tokens_per_step) if factors else []
         if rank0:
-            write_command(out, argv, world, specs, seeds)
+            write_command(out, cfg, argv, world, specs, seeds)
         first = skipped_first is None
         # --force retrains once, not every round of seeds
-        ran, skipped = run_specs(args, specs, out, task, jobs, force=args.force and first)
+        ran, skipped = run_specs(cfg, specs, out, task, jobs, force=cfg.force and first)
         ran_total += ran
         skipped_first = skipped if first else skipped_first
-        if args.ci_width is None or args.no_wait:
+        if c.ci_width is None or not cfg.executor.wait:
             return ran_total, skipped_first, notes
         ids = {run_id(s.to_dict()) for s in plan.specs(seeds)}
         records = [r for r in load_records(out) if r.run_id in ids]
         widths = ci_widths(records)  # variant -> (CI width, sd of the paired differences)
         worst = max((w for w, _ in widths.values()), default=math.inf)
-        if worst <= args.ci_width or seeds >= args.max_seeds:
-            reached = "reached" if worst <= args.ci_width else "not reached"
+        if worst <= c.ci_width or seeds >= c.max_seeds:
+            reached = "reached" if worst <= c.ci_width else "not reached"
             notes.append(
                 f"Seeds were added until the 95% CI of every Δ val loss was narrower than "
-                f"{args.ci_width:g} (--ci-width) or --max-seeds {args.max_seeds} was hit; the "
+                f"{c.ci_width:g} (--ci-width) or --max-seeds {c.max_seeds} was hit; the "
                 f"rule looks at CI widths only, never at the sign or size of a difference. "
                 f"Target {reached} at {seeds} seeds (widest CI {worst:.4g})."
             )
             return ran_total, skipped_first, notes
-        seeds = min(args.max_seeds, max(seeds + 1, seeds_for_width(widths, args.ci_width)))
-        if rank0 and not args.quiet:
+        seeds = min(c.max_seeds, max(seeds + 1, seeds_for_width(widths, c.ci_width)))
+        if rank0 and not cfg.quiet:
             print(
-                f"widest 95% CI of Δ val loss is {worst:.4g} > {args.ci_width:g}: "
+                f"widest 95% CI of Δ val loss is {worst:.4g} > {c.ci_width:g}: "
                 f"going to {seeds} seeds",
                 file=sys.stderr,
             )
@@ -678,45 +719,43 @@ def seeds_for_width(widths: dict, target: float) -> int:
     return need
 
 
-def tune_config(args, plan: Plan):
-    """--tune's settings, checked at the edge (one line each), or None without --tune."""
+def tune_config(cfg: SweepConfig, plan: Plan):
+    """The tuning settings, checked at the edge (one line each), or None without --tune."""
     from bench.tune import TuneConfig, check, parse_grid, parse_keys
 
-    if args.tune is None:
+    t = cfg.tune
+    if not t.keys:
         return None
-    cfg = TuneConfig(parse_keys(args.tune), parse_grid(args.tune_grid), args.tune_frac,
-                     args.tune_seeds)  # fmt: skip
+    grid = parse_grid(",".join(f"{f:g}" for f in t.grid))
+    tune = TuneConfig(parse_keys(",".join(t.keys)), grid, t.frac, t.seeds)
     if len(plan.variants) * len(plan.optimizers) < 2:
         raise ValueError(
             "--tune compares arms, each at its own best: add --variant NAME or a second --optimizer"
         )
-    for flag, value in (("--ci-width", args.ci_width), ("--ladder", args.ladder)):
-        if value is not None:
-            raise ValueError(f"--tune does not combine with {flag} yet; run them separately")
-    return check(cfg, plan.seeds)
+    return check(tune, plan.seeds)
 
 
-def tune_command(args, cfg, plan: Plan, task, out: Path, world: int, argv) -> int:
+def tune_command(cfg: SweepConfig, tune, plan: Plan, task, out: Path, world: int, argv) -> int:
     """--tune: the tuning stages, then the comparison at each arm's best and at the default."""
     from ablations.tune import NotYet, Tuner, write_results
 
-    jobs = default_jobs(args, plan.device, world)
+    jobs = default_jobs(cfg, plan.device, world)
     counts = [0, 0]
 
     def train(specs):
-        ran, skipped = run_specs(args, specs, out, task, jobs, force=args.force)
+        ran, skipped = run_specs(cfg, specs, out, task, jobs, force=cfg.force)
         counts[0], counts[1] = counts[0] + ran, counts[1] + skipped
         return ran
 
     tokens_per_step = plan.train.batch_size * task.seq_len
-    tuner = Tuner(cfg, plan, tokens_per_step, out, train, wait=not args.no_wait)
-    write_command(out, argv, world, plan.specs(plan.seeds), plan.seeds)
+    tuner = Tuner(tune, plan, tokens_per_step, out, train, wait=cfg.executor.wait)
+    write_command(out, cfg, argv, world, plan.specs(plan.seeds), plan.seeds)
     try:
         outcome = tuner.run()
     except NotYet as err:
         print(f"{err}; rerun this command when they are done", file=sys.stderr)
         return 0
-    print(write_results(outcome, cfg, plan, out))
+    print(write_results(outcome, tune, plan, out))
     print(
         f"{counts[0]} run(s) trained, {counts[1]} skipped (finished earlier); records in "
         f"{out}, tables in {out / 'tune.md'}",
@@ -749,32 +788,27 @@ def _main(argv=None) -> int:
     world = distributed.env_world_size()  # > 1 under torchrun: every rank runs this
     rank0 = os.environ.get("RANK", "0") == "0"
     try:
-        for plugin in args.plugin:
+        cfg = resolve_config(args)  # the file, the flags, --set: one config, validated
+        for plugin in cfg.plugins:
             load_plugin(plugin)
         if args.list:
             print(list_everything())
             return 0
         if world > 1:
-            check_torchrun(args, world)
-        if args.study:
-            return run_study(args)
-        if args.jobs is not None and args.jobs < 1:
-            raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
-        if args.ranks_per_run != 1 and args.executor == "local":
-            raise ValueError(
-                "--ranks-per-run is for --executor slurm or submitit-local; on this machine "
-                "start DDP with torchrun --nproc_per_node N ablations/run.py ..."
-            )
-        check_precision_args(args)
-        plan, task = build_plan(args)  # the same on every rank: a pure function of argv
-        tune_cfg = tune_config(args, plan)
-        out = Path(args.out) if args.out else default_out(args, plan)
+            check_torchrun(cfg, world)
+        if cfg.study.name:
+            return run_study(cfg)
+        plan, task = build_plan(cfg)  # the same on every rank: a pure function of argv
+        if world > 1:
+            check_batch_split(plan.train.batch_size, world)
+        tune = tune_config(cfg, plan)
+        out = Path(cfg.out) if cfg.out else default_out(plan)
         if rank0:
             check_output(out)
         distributed.setup(plan.device)
-        if tune_cfg is not None:
-            return tune_command(args, tune_cfg, plan, task, out, world, argv)
-        ran, skipped, notes = sweep(args, plan, task, out, world, argv)
+        if tune is not None:
+            return tune_command(cfg, tune, plan, task, out, world, argv)
+        ran, skipped, notes = sweep(cfg, plan, task, out, world, argv)
     except KeyboardInterrupt:
         print(
             "\ninterrupted: every finished run is kept; rerun the same command to resume",
@@ -795,7 +829,7 @@ def _main(argv=None) -> int:
 
     if not rank0:
         return 0
-    if args.no_wait and args.executor != "local" and ran:
+    if not cfg.executor.wait and cfg.executor.kind != "local" and ran:
         print(
             f"{ran} run(s) submitted, {skipped} skipped (finished earlier); when the jobs are "
             f"done: python -m bench.report {out}  (or rerun this command for the table)",
@@ -808,7 +842,7 @@ def _main(argv=None) -> int:
     print((out / "summary.md").read_text())
     print(
         f"{ran} run(s) trained, {skipped} skipped (finished earlier); records in "
-        f"{out / ('runs.jsonl' if args.executor == 'local' else 'runs')}, "
+        f"{out / ('runs.jsonl' if cfg.executor.kind == 'local' else 'runs')}, "
         f"table in {out / 'summary.md'}",
         file=sys.stderr,
     )

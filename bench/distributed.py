@@ -88,6 +88,16 @@ def info() -> dict:
     return {"world_size": world_size(), "backend": backend()}
 
 
+def check_batch_split(batch_size: int, world: int) -> None:
+    """Under DDP `batch_size` is the GLOBAL batch, split evenly over the ranks: one line if it
+    cannot be (the one check, for the CLI and for `bench.train.run` alike)."""
+    if batch_size % world:
+        raise ValueError(
+            f"--batch-size {batch_size} is the global batch and must divide by the {world} "
+            f"ranks; use a multiple of {world}"
+        )
+
+
 def setup(device: str) -> bool:
     """Initialise the default process group from torchrun's environment variables, if they ask
     for more than one rank. `device` is "cpu" or "cuda": NCCL and one GPU per rank on CUDA,

@@ -151,6 +151,21 @@ def load_plugins(paths) -> None:
         spec.loader.exec_module(module)
 
 
+def check_fan_out(jobs: int, executor: str, under_torchrun: bool) -> None:
+    """Where runs may go: a known executor, at least one job, and under torchrun (every rank
+    takes part in every run) neither a pool nor a cluster. The one check, for the CLI and for
+    `execute` alike; one line each."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, got {jobs}")
+    if under_torchrun and (jobs > 1 or executor != "local"):
+        raise ValueError(
+            "under torchrun every rank takes part in every run: --jobs and --executor are for "
+            "sweeps of single-process runs"
+        )
+
+
 def execute(
     specs: list[RunSpec],
     out: Path,
@@ -175,15 +190,7 @@ def execute(
     submits cluster jobs and returns.
     Returns (runs trained, runs skipped because their record exists); with wait=False the
     first number counts the runs submitted."""
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
-    if jobs < 1:
-        raise ValueError(f"--jobs must be at least 1, got {jobs}")
-    if distributed.is_active() and (jobs > 1 or executor != "local"):
-        raise ValueError(
-            "under torchrun every rank takes part in every run: --jobs and --executor are for "
-            "sweeps of single-process runs"
-        )
+    check_fan_out(jobs, executor, distributed.is_active())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     machine = this_machine(specs[0].device, executor) if specs else None

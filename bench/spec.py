@@ -79,17 +79,35 @@ class TrainConfig:
         d = drop_late_defaults(self, self.LATE_FIELDS)
         return {**d, "probes": list(d["probes"])}
 
+    # (field, flag, lowest, highest, highest included): every number a run takes, checked here
+    # once, whether it came from a flag, a config file or code
+    _RANGES: ClassVar[tuple] = (
+        ("lr", "--lr", 0.0, math.inf, False), ("grad_clip", "--grad-clip", 0.0, math.inf, False),
+        ("weight_decay", "--weight-decay", 0.0, math.inf, False),
+        ("min_lr_frac", "train.min_lr_frac", 0.0, 1.0, True),
+        ("warmup_frac", "--warmup-frac", 0.0, 1.0, True),
+        ("beta1", "--betas", 0.0, 1.0, False), ("beta2", "--betas", 0.0, 1.0, False),
+        ("muon_momentum", "train.muon_momentum", 0.0, 1.0, False),
+    )  # fmt: skip
+
     def validate(self) -> TrainConfig:
         for name in ("batch_size", "eval_every", "eval_batches", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.timing_warmup < 0:
+            raise ValueError(f"timing_warmup must be at least 0, got {self.timing_warmup}")
+        for name, flag, lo, hi, closed in self._RANGES:
+            value = getattr(self, name)
+            inside = lo <= value <= hi if closed else lo <= value < hi  # NaN is outside
+            if name in ("lr", "grad_clip"):
+                inside = inside and value > 0
+            if not inside:
+                what = "a positive finite number" if name in ("lr", "grad_clip") else (
+                    f"in [{lo:g}, {hi:g}{']' if closed else ')'}")  # fmt: skip
+                raise ValueError(f"{flag} ({name}) must be {what}, got {value}")
         from bench.optim import check_available  # imports torch: only when validating
 
         check_available(self.optimizer)
-        if not 0.0 <= self.muon_momentum < 1.0:
-            raise ValueError(f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
         unknown = sorted(set(self.probes) - set(PROBES))
         if unknown:
             raise ValueError(f"unknown probe(s) {unknown}; valid: {', '.join(PROBES)}")

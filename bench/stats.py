@@ -247,6 +247,12 @@ def bootstrap_ci_unpaired(
 # --------------------------------------------------------------------------- compare
 
 
+def _tested(n, mean, ci, p, test: str, df, boot, alpha, lower_is_better, power: dict) -> dict:
+    """The result of a test that ran: its verdict read from the interval and the p-value."""
+    verdict = _verdict(mean, ci, p, alpha, lower_is_better)
+    return _result(n, mean, ci, p, test, verdict, df=df, boot=boot, **power)
+
+
 def _result(
     n: int,
     mean_diff: float,
@@ -353,20 +359,12 @@ def compare(
                 # moment calculation; the result is still the t-test on the data as given.
                 warnings.simplefilter("ignore", RuntimeWarning)
                 ci, p, df = _scipy_t(sps.ttest_rel(v, b), alpha)
-        verdict = _verdict(mean, ci, p, alpha, lower_is_better)
-        return _result(
-            n,
-            mean,
-            ci,
-            p,
-            "paired t",
-            verdict,
-            df=df,
-            boot=boot,
-            sd_diff=sd_diff,
-            mde=mde(sd_diff, n, alpha=alpha),
-            seeds_needed=seeds_needed(mean, sd_diff, alpha=alpha),
-        )
+        power = {
+            "sd_diff": sd_diff,
+            "mde": mde(sd_diff, n, alpha=alpha),
+            "seeds_needed": seeds_needed(mean, sd_diff, alpha=alpha),
+        }
+        return _tested(n, mean, ci, p, "paired t", df, boot, alpha, lower_is_better, power)
 
     b, v = b[np.isfinite(b)], v[np.isfinite(v)]
     n = min(b.size, v.size)
@@ -383,15 +381,5 @@ def compare(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             ci, p, df = _scipy_t(sps.ttest_ind(v, b, equal_var=False), alpha)
-    verdict = _verdict(mean, ci, p, alpha, lower_is_better)
-    return _result(
-        n,
-        mean,
-        ci,
-        p,
-        "welch t",
-        verdict,
-        df=df,
-        boot=boot,
-        mde=_mde_se(se, df, alpha=alpha),
-    )
+    power = {"mde": _mde_se(se, df, alpha=alpha)}
+    return _tested(n, mean, ci, p, "welch t", df, boot, alpha, lower_is_better, power)

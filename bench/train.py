@@ -230,11 +230,7 @@ def _set_up(spec: RunSpec, task, checkpoint_dir) -> _Setup:
     budget = spec.budget.validate()
     # Under torchrun (bench.distributed): batch_size is the GLOBAL batch, split over the ranks.
     world, rank = distributed.world_size(), distributed.rank()
-    if tcfg.batch_size % world:
-        raise ValueError(
-            f"--batch-size {tcfg.batch_size} is the global batch and must divide by the "
-            f"{world} ranks; use a multiple of {world}"
-        )
+    distributed.check_batch_split(tcfg.batch_size, world)
     if task is None:
         task = build_task(
             spec.task["name"],

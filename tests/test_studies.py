@@ -317,3 +317,19 @@ def test_toy_budgets_scale_down():
     res = res_study.ResidualStudy().specs(dataclasses.replace(ctx, scale=1.0))
     assert sorted({s.model.n_layer for s in res}) == list(res_study.DEPTHS)
     assert {s.model.residual for s in res} == {"on", "off"}
+
+
+def test_a_study_runs_through_a_cluster_executor_like_any_sweep(tmp_path):
+    """A study's runs go where the command's executor says (here submitit's local executor, the
+    same code path as SLURM): one record file per run under runs/, and the study's table is
+    read from those records."""
+    pytest.importorskip("submitit")
+    study = res_study.ResidualStudy(depths=(2,), model=dict(n_embd=16, n_head=2, block_size=16))
+    slurm = {"time_min": 5, "cpus": 1, "gpus": 0, "runs_per_job": 2, "ranks_per_run": 1,
+             "parallelism": None, "additional": {}, "partition": None}  # fmt: skip
+    ctx = dataclasses.replace(_ctx(tmp_path, "residual"), executor="submitit-local", slurm=slurm)
+    study.run(ctx)
+    files = sorted((ctx.out / "runs").glob("*.json"))
+    assert len(files) == 2 and not (ctx.out / "runs.jsonl").exists()  # baseline + no-residual
+    table = pd.read_csv(ctx.out / "residual.csv")
+    assert list(table["residual"]) == ["on", "off"] and (table["seeds"] == 1).all()

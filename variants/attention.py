@@ -135,10 +135,9 @@ def _check_triton(cfg: ModelConfig) -> None:
             f"attention 'triton' has no attention dropout, got dropout={cfg.dropout}; "
             "set dropout=0 or use attention 'sdpa'"
         )
-    try:
-        from variants.kernels.flash_attn import triton_available
-    except ImportError as err:  # triton is not installed (e.g. not Linux)
-        raise ValueError(f"attention 'triton' needs the triton package ({err})") from None
+    # imports without triton too (stand-ins there); triton_available says what is missing
+    from variants.kernels.flash_attn import triton_available
+
     ok, why = triton_available()
     if not ok:
         raise ValueError(why)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from variants.config import ModelConfig
+from variants.qk_norm import IdentityQK
 
 
 class LearnedPositions(nn.Module):
@@ -43,12 +44,7 @@ class NoEmbedding(nn.Module):
         return x
 
 
-class NoRotation(nn.Module):
-    def __init__(self, cfg: ModelConfig | None = None):
-        super().__init__()
-
-    def forward(self, q, k):
-        return q, k
+NoRotation = IdentityQK  # schemes that do not rotate q and k
 
 
 class RotaryEmbedding(nn.Module):

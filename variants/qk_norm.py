@@ -15,12 +15,18 @@ from variants.config import ModelConfig
 from variants.norm import rms_normalise
 
 
-class NoQKNorm(nn.Module):
+class IdentityQK(nn.Module):
+    """Leaves q and k as they are: the `none` choice of the q/k hooks (no QK-norm here, and no
+    rotation as `variants.position.NoRotation`)."""
+
     def __init__(self, cfg: ModelConfig | None = None):
         super().__init__()
 
     def forward(self, q, k):
         return q, k
+
+
+NoQKNorm = IdentityQK
 
 
 class QKRMSNorm(nn.Module):

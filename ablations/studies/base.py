@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from bench.executor import execute
-from bench.records import RunRecord, load_records, run_id
+from bench.records import load_records, run_id
 
 
 @dataclass
@@ -32,6 +32,10 @@ class StudyContext:
     variants: tuple[str, ...] = ()  # --variant: the arms of a study that takes them (scaling)
     sizes: str | None = None  # --sizes: a study's model ladder (scaling)
     jobs: int = 1  # runs at once for a study that fans out (each in its own process)
+    # where the runs happen, as for any sweep (bench.executor): local processes, or a cluster
+    executor: str = "local"
+    slurm: dict | None = None  # the cluster options (ablations.run.slurm_options)
+    plugins: tuple[str, ...] = ()  # plugin files a cluster job imports before training
 
     def steps(self, full: int, minimum: int = 5) -> int:
         """A budget of `full` steps at scale 1, scaled (never below `minimum`)."""
@@ -47,10 +51,14 @@ class StudyContext:
         parts.append(f"--device {self.device}")
         return " ".join(parts)
 
-    def execute(self, specs, task=None, jobs: int = 1) -> list[RunRecord]:
-        """Run the specs (skipping finished ones) and return their records, in spec order."""
-        execute(specs, self.out, force=self.force, quiet=self.quiet, task=task, jobs=jobs)
-        by_id = {r.run_id: r for r in load_records(self.out / "runs.jsonl")}
+    def execute(self, specs, task=None, jobs: int = 1, force: bool | None = None):
+        """Run the specs (skipping finished ones, unless `force`, default --force) where the
+        command's executor says, wait for them, and return their records in spec order."""
+        execute(
+            specs, self.out, force=self.force if force is None else force, quiet=self.quiet,
+            task=task, jobs=jobs, executor=self.executor, plugins=self.plugins, slurm=self.slurm,
+        )  # fmt: skip
+        by_id = {r.run_id: r for r in load_records(self.out)}  # runs.jsonl and runs/*.json
         return [by_id[run_id(s.to_dict())] for s in specs if run_id(s.to_dict()) in by_id]
 
 

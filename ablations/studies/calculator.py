@@ -31,7 +31,9 @@ the spread over seeds, plus each condition's overall accuracy (micro-average ove
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -62,32 +64,24 @@ CSV_COLUMNS = [
 MODEL = {"n_embd": 64, "n_head": 4}
 
 
+@dataclass
 class CalculatorStudy(Study):
-    name = "calculator"
-    description = "+ - * / per operator and operand length, with vs without chain-of-thought traces"
+    name: ClassVar[str] = "calculator"
+    description: ClassVar[str] = (
+        "+ - * / per operator and operand length, with vs without chain-of-thought traces"
+    )
 
-    def __init__(
-        self,
-        model: str = "micro",
-        model_overrides: dict | None = None,
-        ops: str = "+-*/",
-        lengths: str = "1,2,3",
-        steps: int = 2400,
-        batch_size: int = 64,
-        lr: float = 3e-3,
-        eval_every: int = 250,
-        n_heldout: int = 100,
-        eval_problems: int | None = None,
-        conditions: tuple = CONDITIONS,
-    ):
-        self.model = model
-        self.model_overrides = dict(MODEL if model_overrides is None else model_overrides)
-        self.ops, self.lengths = ops, lengths
-        self.full_steps, self.batch_size, self.lr = steps, batch_size, lr
-        self.eval_every = eval_every
-        self.n_heldout = n_heldout
-        self.eval_problems = eval_problems  # None: every held-out problem
-        self.conditions = tuple(conditions)
+    model: str = "micro"
+    model_overrides: dict = field(default_factory=lambda: dict(MODEL))
+    ops: str = "+-*/"
+    lengths: str = "1,2,3"
+    full_steps: int = 2400
+    batch_size: int = 64
+    lr: float = 3e-3
+    eval_every: int = 250
+    n_heldout: int = 100
+    eval_problems: int | None = None  # None: every held-out problem
+    conditions: tuple = CONDITIONS
 
     # --- specs ----------------------------------------------------------------------------------
 

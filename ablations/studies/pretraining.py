@@ -50,7 +50,9 @@ import importlib.util
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -59,7 +61,6 @@ from matplotlib.figure import Figure
 
 from ablations.studies.base import Study, StudyContext, save_figure, wall_times
 from bench import stats
-from bench.executor import execute
 from bench.records import finished_ids, run_id
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
@@ -159,28 +160,22 @@ def corpora() -> tuple[list[Path], list[Path], str]:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass
 class PretrainingStudy(Study):
-    name = "pretraining"
-    description = "pretrain on a large corpus, finetune on a small one vs training from scratch"
+    name: ClassVar[str] = "pretraining"
+    description: ClassVar[str] = (
+        "pretrain on a large corpus, finetune on a small one vs training from scratch"
+    )
 
-    def __init__(
-        self,
-        model: str = "micro",
-        model_overrides: dict | None = None,
-        pretrain_steps: int = 3000,
-        finetune_steps: int = 600,
-        lr_pretrain: float = 3e-3,
-        lr_finetune: float = 1e-3,
-        batch_size: int = 32,
-        eval_every: int = 100,
-        finetune_eval_every: int = 50,
-    ):
-        self.model = model
-        self.model_overrides = dict(MODEL if model_overrides is None else model_overrides)
-        self.pretrain_steps, self.finetune_steps = pretrain_steps, finetune_steps
-        self.lr_pretrain, self.lr_finetune = lr_pretrain, lr_finetune
-        self.batch_size, self.eval_every = batch_size, eval_every
-        self.finetune_eval_every = finetune_eval_every
+    model: str = "micro"
+    model_overrides: dict = field(default_factory=lambda: dict(MODEL))
+    pretrain_steps: int = 3000
+    finetune_steps: int = 600
+    lr_pretrain: float = 3e-3
+    lr_finetune: float = 1e-3
+    batch_size: int = 32
+    eval_every: int = 100
+    finetune_eval_every: int = 50
 
     def specs(self, ctx: StudyContext, p_files, f_files, vocab) -> dict[str, list[RunSpec]]:
         cfg = preset(self.model, **self.model_overrides).replace(vocab_size=len(vocab))
@@ -243,7 +238,7 @@ class PretrainingStudy(Study):
 
         # pretraining runs whose finetuning still has to happen need their checkpoint
         pre_recs = ctx.execute(specs["pretrain"], task=pre_task)
-        done_ft = finished_ids(ctx.out / "runs.jsonl")
+        done_ft = finished_ids(ctx.out)
         ckpt = ctx.out / "checkpoints"
         need = [
             p
@@ -252,7 +247,7 @@ class PretrainingStudy(Study):
             and (ctx.force or run_id(f.to_dict()) not in done_ft)
         ]
         if need:
-            execute(need, ctx.out, force=True, quiet=ctx.quiet, task=pre_task)
+            ctx.execute(need, task=pre_task, force=True)
             pre_recs = ctx.execute(specs["pretrain"], task=pre_task)
         ft_recs = ctx.execute(specs["finetuned"], task=ft_task)
         sc_recs = ctx.execute(specs["scratch"], task=ft_task)

@@ -1,0 +1,416 @@
+"""The sweep's one config object: what a command asks for, from flags, a TOML file, or both.
+
+    python ablations/run.py --config my_sweep.toml                 # the file says it all
+    python ablations/run.py --config my_sweep.toml --seeds 5       # a flag overrides the file
+
+Configs flow one way: file -> flags -> `SweepConfig` -> (over the task's recipe) `Plan` ->
+`RunSpec`s -> records. A field left unset (None) takes the task's recipe value, or the
+training default; the resolved config is written beside the results as `config.toml`, which
+`--config` takes back to rerun the same sweep. A file is read strictly: an unknown section or
+key, or a value of the wrong type, is one line naming the file and the key, never ignored.
+
+    variants = ["rope", "swiglu"]
+    [task]
+    name = "addition"
+    options = { n_digits = 4 }
+    [model]
+    size = "tiny"
+    n_layer = 6            # any ModelConfig field
+    [budget]
+    steps = 2000           # or tokens = ..., or seconds = ...
+    [train]
+    lr = 2e-3
+    weight_decay = 0.05
+    betas = [0.9, 0.95]    # beta1, beta2
+    [comparison]
+    seeds = 5
+    [executor]
+    jobs = 2
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from bench.spec import BUDGET_FLAGS, TrainConfig
+
+
+class ConfigError(ValueError):
+    """A config file or a --set value that cannot be taken; one line saying what and where."""
+
+
+# --------------------------------------------------------------------------- the sections
+
+
+@dataclass
+class TaskSection:
+    name: str | None = None  # None: the default task (bench.tasks.DEFAULT_TASK)
+    data: str | None = None  # a data file for the text tasks
+    options: dict = field(default_factory=dict)  # the task's own options (bench.tasks)
+
+
+@dataclass
+class ModelSection:
+    size: str | None = None  # a preset (variants.config.PRESETS); None: the recipe's model
+    # ModelConfig fields to change over that preset (n_layer, n_embd, dropout, ...)
+    fields: dict = field(default_factory=dict)
+
+
+@dataclass
+class BudgetSection:
+    """At most one of the three; none: the recipe's steps."""
+
+    steps: int | None = None
+    tokens: float | None = None
+    seconds: float | None = None
+
+    def given(self) -> tuple[str, float] | None:
+        set_ = [(m, v) for m, v in (("steps", self.steps), ("tokens", self.tokens),
+                                    ("seconds", self.seconds)) if v is not None]  # fmt: skip
+        if len(set_) > 1:
+            names = " and ".join(BUDGET_FLAGS[m] for m, _ in set_)
+            raise ConfigError(f"give one budget, not {names}")
+        return set_[0] if set_ else None
+
+
+@dataclass
+class TrainSection:
+    """Every TrainConfig field (None: the recipe's value, or TrainConfig's default), plus the
+    optimizer arms to compare."""
+
+    batch_size: int | None = None
+    lr: float | None = None
+    min_lr_frac: float | None = None
+    warmup_frac: float | None = None
+    weight_decay: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
+    grad_clip: float | None = None
+    eval_every: int | None = None
+    eval_batches: int | None = None
+    eval_batch_size: int | None = None
+    compile: bool | None = None
+    amp: bool | None = None
+    timing_warmup: int | None = None
+    probes: list[str] = field(default_factory=list)
+    save_checkpoint: bool | None = None
+    optimizers: list[str] = field(default_factory=list)  # empty: AdamW; two or more: arms
+    muon_momentum: float | None = None
+
+
+@dataclass
+class ComparisonSection:
+    seeds: int | None = None  # seeds per variant; None: the recipe's
+    ci_width: float | None = None  # add seeds until every Δ val loss CI is this narrow
+    max_seeds: int = 10
+    ladder: list[float] | None = None  # the baseline also at these budget factors
+
+
+@dataclass
+class TuneSection:
+    keys: list[str] = field(default_factory=list)  # e.g. ["lr"]; empty: no tuning
+    grid: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
+    frac: float = 0.25
+    seeds: int = 1
+
+
+@dataclass
+class StudySection:
+    name: str | None = None
+    scale: float = 1.0
+    sizes: str | None = None  # --study scaling's ladder, "LxD,..."
+
+
+@dataclass
+class SlurmSection:
+    partition: str | None = None
+    time_min: int = 60
+    cpus: int = 4
+    gpus: int | None = None
+    options: dict = field(default_factory=dict)  # extra #SBATCH keys
+
+
+@dataclass
+class ExecutorSection:
+    kind: str = "local"  # local, slurm, submitit-local (bench.executor.EXECUTORS)
+    jobs: int | None = None  # runs at once; None: one one-thread worker per core on CPU
+    runs_per_job: int = 1
+    ranks_per_run: int = 1
+    wait: bool = True
+    slurm: SlurmSection = field(default_factory=SlurmSection)
+
+
+@dataclass
+class SweepConfig:
+    variants: list[str] = field(default_factory=list)  # besides the baseline; "all": every one
+    device: str = "auto"
+    out: str | None = None  # None: results/local/...
+    plugins: list[str] = field(default_factory=list)
+    force: bool = False
+    quiet: bool = False
+    task: TaskSection = field(default_factory=TaskSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    budget: BudgetSection = field(default_factory=BudgetSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    comparison: ComparisonSection = field(default_factory=ComparisonSection)
+    tune: TuneSection = field(default_factory=TuneSection)
+    study: StudySection = field(default_factory=StudySection)
+    executor: ExecutorSection = field(default_factory=ExecutorSection)
+
+    def train_fields(self) -> dict:
+        """The TrainConfig fields this config sets (None ones left to the recipe)."""
+        t = self.train
+        # the ones the plan resolves itself: over the recipe (batch, eval spacing), or as arms
+        names = {f.name for f in fields(TrainConfig)} - {
+            "probes", "optimizer", "batch_size", "eval_every"}  # fmt: skip
+        out = {n: getattr(t, n) for n in names if getattr(t, n) is not None}
+        return out
+
+    def validate(self) -> SweepConfig:
+        """The checks that need no task, model or torch: one line each."""
+        budget = self.budget.given()
+        if budget is not None:
+            mode, value = budget
+            _positive(BUDGET_FLAGS[mode], value)
+        c, x, tu = self.comparison, self.executor, self.tune
+        if c.seeds is not None and c.seeds < 1:
+            raise ConfigError(f"--seeds must be at least 1, got {c.seeds}")
+        if c.ci_width is not None:
+            _positive("--ci-width", c.ci_width, "a positive width in nats (e.g. 0.01)")
+            if not self.variants:
+                raise ConfigError(
+                    "--ci-width compares variants with the baseline: add --variant NAME"
+                )
+        if c.max_seeds < 2:
+            raise ConfigError(f"--max-seeds must be at least 2, got {c.max_seeds}")
+        if c.ci_width is not None and c.seeds is not None and c.seeds > c.max_seeds:
+            raise ConfigError(
+                f"--seeds {c.seeds} is more than --max-seeds {c.max_seeds}; raise --max-seeds"
+            )
+        # the training fields are checked where they are built (TrainConfig.validate)
+        from bench.executor import check_fan_out  # the one check, shared with execute()
+
+        check_fan_out(1 if x.jobs is None else x.jobs, x.kind, under_torchrun=False)
+        if x.ranks_per_run != 1 and x.kind == "local":
+            raise ConfigError(
+                "--ranks-per-run is for --executor slurm or submitit-local; on this machine "
+                "start DDP with torchrun --nproc_per_node N ablations/run.py ..."
+            )
+        if not self.study.scale > 0:
+            raise ConfigError(f"--scale must be positive, got {self.study.scale}")
+        if self.study.name:
+            self._check_study()
+        if tu.keys and (c.ci_width is not None or c.ladder is not None):
+            flag = "--ci-width" if c.ci_width is not None else "--ladder"
+            raise ConfigError(f"--tune does not combine with {flag} yet; run them separately")
+        return self
+
+    def _check_study(self) -> None:
+        """A study brings its own tasks, models, budgets and training: a setting of those next
+        to --study would be silently ignored, so it is an error instead."""
+        default = SweepConfig()
+        unused = [name for name in ("task", "model", "budget", "train", "tune")
+                  if getattr(self, name) != getattr(default, name)]  # fmt: skip
+        c = self.comparison
+        if (c.ci_width, c.ladder, c.max_seeds) != (None, None, default.comparison.max_seeds):
+            unused.append("comparison (other than seeds)")
+        if not self.executor.wait:
+            raise ConfigError(
+                f"--study {self.study.name} reads its runs' records when they finish: drop "
+                "--no-wait (on a cluster the command waits for its jobs)"
+            )
+        if unused:
+            raise ConfigError(
+                f"--study {self.study.name} sets its own {', '.join(unused)}: leave those out "
+                "(a study takes --seeds, --scale, --device, --out, --jobs, and --variant/--sizes "
+                "for scaling)"
+            )
+
+
+def _positive(flag: str, value: float, what: str = "a positive number") -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{flag} must be {what}, got {value:g}")
+
+
+# --------------------------------------------------------------------------- from a file
+
+
+def _type_name(tp) -> str:
+    args = [a for a in get_args(tp) if a is not type(None)]
+    if get_origin(tp) is list:
+        plural = {str: "strings", int: "integers", float: "numbers"}
+        return f"a list of {plural.get(args[0], 'values')}" if args else "a list"
+    if args:  # X | None
+        return _type_name(args[0])
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+            dict: "a table"}.get(tp, getattr(tp, "__name__", str(tp)))  # fmt: skip
+
+
+def _coerce(value: Any, tp, where: str) -> Any:
+    """`value` (as TOML parsed it) as type `tp`; ConfigError naming `where` if it is not."""
+    args = get_args(tp)
+    if type(None) in args:
+        inner = next(a for a in args if a is not type(None))
+        return _coerce(value, inner, where)
+    if get_origin(tp) is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be {_type_name(tp)}, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, int | float) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        dict: isinstance(value, dict),
+    }.get(tp)
+    if not ok:
+        raise ConfigError(f"{where} must be {_type_name(tp)}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def _fill(obj, table: dict, where: str) -> None:
+    """Set `obj`'s fields from a TOML table, strictly (unknown keys are errors)."""
+    hints = get_type_hints(type(obj))
+    for key, value in table.items():
+        name = f"{where}.{key}" if where else key
+        if isinstance(obj, ModelSection) and key != "size":
+            obj.fields[key] = value  # a ModelConfig field: checked by name below
+            continue
+        if isinstance(obj, TrainSection) and key == "betas":
+            betas = _coerce(value, list[float], name)
+            if len(betas) != 2:
+                raise ConfigError(f"{name} must be two numbers [beta1, beta2], got {value!r}")
+            obj.beta1, obj.beta2 = betas
+            continue
+        if key not in hints:
+            valid = ", ".join(f.name for f in fields(obj))
+            raise ConfigError(f"unknown key {name!r}; valid: {valid}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name} must be a table ([{name}]), got {value!r}")
+            _fill(current, value, name)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], name))
+    if isinstance(obj, ModelSection):
+        _check_model_fields(obj.fields, where)
+
+
+def _check_model_fields(changes: dict, where: str) -> None:
+    from variants.config import ModelConfig  # torch-free
+
+    names = {f.name for f in fields(ModelConfig)}
+    for key in changes:
+        if key not in names:
+            raise ConfigError(
+                f"unknown key '{where}.{key}'; [model] takes size and ModelConfig fields: "
+                f"{', '.join(sorted(names))}"
+            )
+
+
+def load(path: str | Path, into: SweepConfig | None = None) -> SweepConfig:
+    """A SweepConfig from a TOML file (over `into`, else the defaults)."""
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--config {path} is a folder; name a .toml file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--config {path} is not a text (TOML) file") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"--config {path}: not valid TOML ({err})") from None
+    cfg = into if into is not None else SweepConfig()
+    try:
+        _fill(cfg, table, "")
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    return cfg
+
+
+def set_value(cfg: SweepConfig, item: str) -> None:
+    """`--set section.key=VALUE` (VALUE in TOML syntax; a bare word is a string)."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r} is not KEY=VALUE (e.g. train.beta2=0.95)")
+    key, text = (s.strip() for s in item.split("=", 1))
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a plain word: a string
+    table: dict = {}
+    node = table
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    try:
+        _fill(cfg, table, "")
+    except ConfigError as err:
+        raise ConfigError(f"--set {item}: {err}") from None
+
+
+# --------------------------------------------------------------------------- to a file
+
+
+def _toml_key(key: str) -> str:
+    """A bare key where TOML allows one, else a quoted one."""
+    bare = key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
+    return key if bare else _toml_value(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{ " + inner + " }" if inner else "{}"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+# how this invocation behaves, not what the sweep is: never written into config.toml, so that
+# rerunning it does not retrain everything because the first command said --force
+_PER_INVOCATION = ("force", "quiet")
+
+
+def _lines(obj, header: str) -> list[str]:
+    scalars, tables = [], []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            tables += _lines(value, f"{header}.{f.name}" if header else f.name)
+        elif isinstance(obj, ModelSection) and f.name == "fields":
+            scalars += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()]
+        elif value is not None and f.name not in _PER_INVOCATION:
+            scalars.append(f"{f.name} = {_toml_value(value)}")
+    head = [f"[{header}]"] if header and scalars else []
+    return ([*head, *scalars, ""] if scalars else []) + tables
+
+
+def dumps(cfg: SweepConfig) -> str:
+    """The config as TOML that `load` reads back to an equal config (unset fields left out:
+    they take the recipe's values, which command.json lists for every run)."""
+    body = "\n".join(_lines(cfg, "")).rstrip() + "\n"
+    return (
+        "# The sweep as this command resolved it (file, then flags). Rerun it with\n"
+        "#   python ablations/run.py --config THIS_FILE\n"
+        "# Fields not shown take the task's recipe (command.json lists every run's spec).\n\n"
+        + body
+    )
