@@ -33,7 +33,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -66,10 +65,9 @@ MODEL = {"n_embd": 64, "n_head": 4}
 
 @dataclass
 class CalculatorStudy(Study):
-    name: ClassVar[str] = "calculator"
-    description: ClassVar[str] = (
-        "+ - * / per operator and operand length, with vs without chain-of-thought traces"
-    )
+    # (unannotated: class attributes, not dataclass fields)
+    name = "calculator"
+    description = "+ - * / per operator and operand length, with vs without chain-of-thought traces"
 
     model: str = "micro"
     model_overrides: dict = field(default_factory=lambda: dict(MODEL))

@@ -52,7 +52,6 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -162,10 +161,8 @@ def corpora() -> tuple[list[Path], list[Path], str]:
 
 @dataclass
 class PretrainingStudy(Study):
-    name: ClassVar[str] = "pretraining"
-    description: ClassVar[str] = (
-        "pretrain on a large corpus, finetune on a small one vs training from scratch"
-    )
+    name = "pretraining"  # (unannotated: class attributes, not dataclass fields)
+    description = "pretrain on a large corpus, finetune on a small one vs training from scratch"
 
     model: str = "micro"
     model_overrides: dict = field(default_factory=lambda: dict(MODEL))
