@@ -173,11 +173,10 @@ class SweepConfig:
         # the ones the plan resolves itself: over the recipe (batch, eval spacing), or as arms
         names = {f.name for f in fields(TrainConfig)} - {
             "probes", "optimizer", "batch_size", "eval_every"}  # fmt: skip
-        out = {n: getattr(t, n) for n in names if getattr(t, n) is not None}
-        return out
+        return {n: getattr(t, n) for n in names if getattr(t, n) is not None}
 
     def validate(self) -> SweepConfig:
-        """The checks that need no task, model or torch: one line each."""
+        """The checks that need no task or model (those come with the plan): one line each."""
         budget = self.budget.given()
         if budget is not None:
             mode, value = budget
