@@ -216,8 +216,8 @@ def run(
     """
     s = _set_up(spec, task, checkpoint_dir)
     loop = _train(s, progress if s.rank == 0 else None)  # rank 0 alone shows progress
-    metrics, probes = _final_measurements(s, loop)
-    evals = _evals(s, loop)
+    evals = _evals(s, loop)  # first: the final accuracy may be read off it
+    metrics, probes = _final_measurements(s, loop, evals)
     if spec.train.save_checkpoint and loop.status == "ok" and s.rank == 0:
         save_checkpoint(s.model, run_id(spec.to_dict()), checkpoint_dir)
     distributed.barrier()  # a later run may start from that checkpoint on any rank
@@ -360,7 +360,7 @@ def _train(s: _Setup, progress: Callable[[dict], None] | None) -> _Loop:
     return loop
 
 
-def _final_measurements(s: _Setup, loop: _Loop) -> tuple[dict, dict]:
+def _final_measurements(s: _Setup, loop: _Loop, evals: dict) -> tuple[dict, dict]:
     """The record's metrics and probes: sizes, speed, memory, the final val loss and accuracy
     (finished runs), the forward time, MFU against the measured peak."""
     spec, model = s.spec, s.model
@@ -391,7 +391,7 @@ def _final_measurements(s: _Setup, loop: _Loop) -> tuple[dict, dict]:
     )
     probes: dict = {"grad_norms": loop.grad_history} if "grad_norms" in s.tcfg.probes else {}
     if loop.status == "ok":
-        metrics.update(_finished_metrics(s, loop))
+        metrics.update(_finished_metrics(s, loop, evals))
         if "lengths" in s.tcfg.probes:
             probes["lengths"] = length_losses(model, s.task, s.device, s.amp)
     else:
@@ -407,10 +407,13 @@ def _final_measurements(s: _Setup, loop: _Loop) -> tuple[dict, dict]:
     return metrics, probes
 
 
-def _finished_metrics(s: _Setup, loop: _Loop) -> dict:
+def _finished_metrics(s: _Setup, loop: _Loop, evals: dict) -> dict:
     """Final val loss and accuracy (also the curve's last point) and the forward time."""
     val_loss = evaluate(s.model, s.task, s.device, s.amp)
-    acc = s.task.accuracy(s.model, s.device) if s.task.has_accuracy else None
+    acc = None
+    if s.task.has_accuracy:  # from the task's evaluation when it decoded the same problems
+        acc = s.task.accuracy_from(evals)
+        acc = s.task.accuracy(s.model, s.device) if acc is None else acc
     if not loop.curve or loop.curve[-1]["step"] != loop.step:
         loop.add_point(s, val_loss, acc)
     else:

@@ -11,7 +11,7 @@ import torch
 from test_studies_calc import Oracle
 
 from bench.tasks import build_task
-from bench.tasks.addition import AdditionTask
+from bench.tasks.addition import AdditionTask, format_problem
 from bench.tasks.decode import greedy_decode
 from variants.config import preset
 from variants.model import GPT
@@ -128,3 +128,49 @@ def test_a_finished_run_keeps_its_tasks_evaluation_in_its_record():
     cfg = preset("micro", vocab_size=65, block_size=16)
     text = {"name": "shakespeare", "data": None}
     assert run(RunSpec("baseline", cfg, text, Budget("steps", 2), train, 0, "cpu")).evals == {}
+
+
+class AdditionOracle(torch.nn.Module):
+    """A fake model that writes each problem's right answer, except on rows where a hash of the
+    prompt is divisible by `flaky`: there its first answer digit is off by one."""
+
+    def __init__(self, task: AdditionTask, flaky: int):
+        super().__init__()
+        self.task, self.flaky = task, flaky
+
+    def forward(self, idx, targets=None):
+        B, T = idx.shape
+        logits = torch.zeros(B, T, self.task.vocab_size)
+        for i in range(B):
+            prompt, _, written = self.task.decode(idx[i]).partition("=")
+            a, b = (int(x) for x in prompt.split("+"))
+            answer = format_problem(a, b, len(prompt.split("+")[0]), self.task.reverse)
+            answer = answer.split("=")[1]  # the digits and '$'
+            nxt = answer[len(written)] if len(written) < len(answer) else "$"
+            h = int(hashlib.sha256(prompt.encode()).hexdigest(), 16)
+            if not written and h % self.flaky == 0:
+                nxt = str((int(nxt) + 1) % 10)
+            logits[i, -1, self.task.vocab.stoi[nxt]] = 1.0
+        return logits, None
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("calculator", {"trace": True, "n_heldout": 30}),  # generated trace
+        ("calculator", {"trace": True, "mask_trace": True, "n_heldout": 30}),  # given
+        ("calculator", {"n_heldout": 30}),  # no trace
+        ("addition", {"n_digits": 2, "min_digits": 1, "eval_digits": 3}),
+    ],
+)
+def test_accuracy_read_off_the_evaluation_equals_decoding_again(name, options):
+    """A run decodes its held-out set once: the accuracy read off `evaluate`'s result is
+    exactly what `accuracy` decodes itself, on a model that gets some answers wrong; a partial
+    evaluation (eval_problems) is not used for it."""
+    task = build_task(name, context=64, **options)
+    model = Oracle(task, flaky=7) if name == "calculator" else AdditionOracle(task, flaky=5)
+    want = task.accuracy(model, "cpu")
+    assert task.accuracy_from(task.evaluate(model, "cpu")) == want
+    assert 0.5 < want < 1  # most right, some wrong: the equality can fail
+    partial = build_task(name, context=64, eval_problems=5, **options)
+    assert partial.accuracy_from(partial.evaluate(model, "cpu")) is None

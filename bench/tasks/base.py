@@ -270,6 +270,12 @@ class Task(abc.ABC):
         """Exact-match accuracy on held-out problems by greedy decoding; None if undefined."""
         return None
 
+    def accuracy_from(self, evals: dict) -> float | None:
+        """`accuracy(model, device)` read off this task's `evaluate` result, when that decoded
+        the very problems `accuracy` would (so a run decodes its held-out set once); None when
+        it did not, and the harness decodes again."""
+        return None
+
     def evaluate(self, model, device) -> dict:
         """Evaluations beyond the loss (exact match by width, per cell, ...), run once at the
         end of a finished run and kept in its record under "evals": JSON-able, {} if none.
