@@ -466,14 +466,12 @@ class Plan:
         return out
 
 
-def build_plan(cfg: SweepConfig | argparse.Namespace) -> tuple[Plan, object]:
+def build_plan(cfg: SweepConfig) -> tuple[Plan, object]:
     """The comparison this config asks for (over the task's recipe), and the task its runs
     share (built once, here)."""
     from bench.tasks import build_task, task_recipe
     from bench.train import resolve_device
 
-    if isinstance(cfg, argparse.Namespace):
-        cfg = resolve_config(cfg)
     task_name = cfg.task.name or DEFAULT_TASK
     recipe = task_recipe(task_name)  # one-line error for an unknown task
     seeds = recipe.seeds if cfg.comparison.seeds is None else cfg.comparison.seeds

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from bench import distributed, measure
-from bench.optim import as_list, make_optimizer  # noqa: F401  (make_optimizer: re-exported)
+from bench.optim import as_list, make_optimizer
 from bench.probes import length_losses
 from bench.records import RunRecord, run_id
 from bench.spec import Budget, RunSpec, TrainConfig

@@ -191,20 +191,19 @@ def test_recipe_fills_what_flags_leave_out():
     as it stands."""
     from ablations import run as run_cli
 
-    plan, _ = run_cli.build_plan(run_cli.parse_args(["--task", "addition", "--variant", "rope"]))
+    def plan_of(*argv):
+        return run_cli.build_plan(run_cli.resolve_config(run_cli.parse_args(list(argv))))
+
+    plan, _ = plan_of("--task", "addition", "--variant", "rope")
     base = plan.variants[0][1]
     assert (base.n_layer, base.n_embd, base.block_size) == (2, 64, 32)
     assert (plan.budget.value, plan.train.lr, plan.train.batch_size) == (3000, 3e-3, 64)
     assert plan.train.eval_every == 120  # 25 validation points
-    plan, _ = run_cli.build_plan(
-        run_cli.parse_args(
-            ["--task", "addition", "--model", "tiny", "--lr", "1e-3", "--steps", "400"]
-        )  # fmt: skip
-    )
+    plan, _ = plan_of("--task", "addition", "--model", "tiny", "--lr", "1e-3", "--steps", "400")
     base = plan.variants[0][1]
     assert (base.n_layer, base.n_embd, base.block_size) == (4, 128, 64)
     assert (plan.budget.value, plan.train.lr, plan.train.eval_every) == (400, 1e-3, 16)
-    plan, _ = run_cli.build_plan(run_cli.parse_args([]))  # the default task: shakespeare
+    plan, _ = plan_of()  # the default task: shakespeare
     assert plan.task_spec["name"] == "shakespeare" and plan.train.batch_size == 12
     assert (plan.budget.value, plan.train.lr) == (1400, 2e-3)
 
