@@ -42,6 +42,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
+from bench import tune as tune_defaults
 from bench.spec import BUDGET_FLAGS, TrainConfig
 
 
@@ -119,9 +120,9 @@ class ComparisonSection:
 @dataclass
 class TuneSection:
     keys: list[str] = field(default_factory=list)  # e.g. ["lr"]; empty: no tuning
-    grid: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
-    frac: float = 0.25
-    seeds: int = 1
+    grid: list[float] = field(default_factory=lambda: list(tune_defaults.DEFAULT_GRID))
+    frac: float = tune_defaults.DEFAULT_FRAC
+    seeds: int = tune_defaults.DEFAULT_SEEDS
 
 
 @dataclass

@@ -151,11 +151,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument(
         "--tune-grid",
         metavar="FACTORS",
-        help="the grid as factors of the default (default 0.25,0.5,1,2,4; 1 always included); "
-        "a best value at an edge adds one point past it, once",
+        help="the grid as factors of the default (default 0.5,0.707,1,1.41,2: steps of √2; 1 "
+        "always included); a best value at an edge adds points past it until it is interior",
     )
-    t.add_argument("--tune-frac", type=float, help="budget of a tuning run (default 0.25)")
-    t.add_argument("--tune-seeds", type=int, help="tuning seeds per value (default 1)")
+    t.add_argument(
+        "--tune-frac", type=float, help="budget of a tuning run, fraction of the budget (default 1)"
+    )
+    t.add_argument("--tune-seeds", type=int, help="tuning seeds per value (default 3)")
     p.add_argument("--out", help="output directory (default results/local/...)")
     _repeatable(
         p,
@@ -724,11 +726,13 @@ def tune_config(cfg: SweepConfig, plan: Plan):
     t = cfg.tune
     if not t.keys:
         return None
-    grid = parse_grid(",".join(f"{f:g}" for f in t.grid))
+    grid = parse_grid(",".join(repr(float(f)) for f in t.grid))
     tune = TuneConfig(parse_keys(",".join(t.keys)), grid, t.frac, t.seeds)
-    if len(plan.variants) * len(plan.optimizers) < 2:
+    lone_baseline = cfg.variants == ["baseline"]  # asked for by name: its own sweep
+    if len(plan.variants) * len(plan.optimizers) < 2 and not lone_baseline:
         raise ValueError(
-            "--tune compares arms, each at its own best: add --variant NAME or a second --optimizer"
+            "--tune compares arms, each at its own best: add --variant NAME or a second "
+            "--optimizer (or --variant baseline alone: the baseline's own lr sweep)"
         )
     return check(tune, plan.seeds)
 
@@ -746,7 +750,10 @@ def tune_command(cfg: SweepConfig, tune, plan: Plan, task, out: Path, world: int
         return ran
 
     tokens_per_step = plan.train.batch_size * task.seq_len
-    tuner = Tuner(tune, plan, tokens_per_step, out, train, wait=cfg.executor.wait)
+    sweep = task.recipe.lr_sweep_dir()  # the recipe's own baseline sweep: its runs are reused
+    pool = load_records(sweep) if sweep else []
+    tuner = Tuner(tune, plan, tokens_per_step, out, train, wait=cfg.executor.wait, pool=pool,
+                  pool_name=task.recipe.lr_sweep)  # fmt: skip
     write_command(out, cfg, argv, world, plan.specs(plan.seeds), plan.seeds)
     try:
         outcome = tuner.run()

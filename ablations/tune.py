@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from bench.records import RunRecord, load_records, run_id
+from bench.records import RunRecord, append_record, load_records, run_id
 from bench.spec import RunSpec, TrainConfig
 from bench.tables import arm_label
-from bench.tune import Choice, TuneConfig, beyond, mean_losses
+from bench.tune import MAX_EXTENSIONS, Choice, TuneConfig, beyond, mean_losses
 from variants.config import ModelConfig
 
 
@@ -54,18 +54,39 @@ def _value(x: float) -> float:
     return float(f"{x:.6g}")
 
 
+def _without(spec: dict, key: str) -> dict:
+    """A spec dict with training setting `key` and the seed left out: what two runs of one
+    sweep over `key` share."""
+    return {**spec, "seed": None, "train": {**spec["train"], key: None}}
+
+
 class Tuner:
     """Runs the stages for `plan` with `run_specs(specs)` (which trains what is not finished
-    and returns how many runs it trained or submitted) and reads results from `out`."""
+    and returns how many runs it trained or submitted) and reads results from `out`. Tuning runs
+    that `pool` (committed records, e.g. the recipe's baseline sweep; `pool_name` says where)
+    already holds are copied into `out` rather than trained."""
 
     def __init__(self, cfg: TuneConfig, plan, tokens_per_step: int, out, run_specs: Callable,
-                 wait: bool = True):  # fmt: skip
+                 wait: bool = True, pool: list[RunRecord] = (), pool_name: str = ""):  # fmt: skip
         self.cfg, self.plan, self.out, self.wait = cfg, plan, out, wait
         self.tokens_per_step = tokens_per_step
         self.run_specs = run_specs
         self.arms = arms(plan)
         self.chosen = {a.label: a.train for a in self.arms}  # updated key by key
         self.tuning_ids: set[str] = set()
+        self.pool = {r.run_id: r for r in pool if r.ok}
+        self.pool_name = pool_name
+
+    def _snap(self, spec: RunSpec, key: str, value: float) -> float:
+        """`value`, or the pool's value of `key` within 0.01% of it for a run that differs from
+        `spec` in nothing else (grid values are rounded, so a default taken from a sweep may
+        land a hair off that sweep's own points)."""
+        same = _without(spec.to_dict(), key)
+        for r in self.pool.values():
+            theirs = r.spec["train"].get(key)
+            if theirs and abs(theirs / value - 1) < 1e-4 and _without(r.spec, key) == same:
+                return theirs
+        return value
 
     def _tuning_specs(self, key: str, values: dict[str, list[float]]):
         """Tuning runs of `key` at each arm's `values`; returns (specs, arm -> value -> ids)."""
@@ -74,12 +95,25 @@ class Tuner:
             for v in values.get(a.label, []):
                 train = replace(self.chosen[a.label], **{key: v})
                 budget, train = self.plan.scaled(train, self.cfg.frac, self.tokens_per_step)
+                probe = RunSpec(a.variant, a.model, self.plan.task_spec, budget, train, 0,
+                                self.plan.device)  # fmt: skip
+                train = replace(train, **{key: self._snap(probe, key, v)})
                 for seed in self.cfg.tune_seeds:
-                    spec = RunSpec(a.variant, a.model, self.plan.task_spec, budget, train, seed,
-                                   self.plan.device)  # fmt: skip
+                    spec = replace(probe, train=train, seed=seed)
                     specs.append(spec)
                     ids.setdefault(a.label, {}).setdefault(v, []).append(run_id(spec.to_dict()))
         return specs, ids
+
+    def _reuse(self, ids: list[str]) -> bool:
+        """Copy the pool's records of `ids` into `out` (those not there yet); True when the
+        pool holds every one of them."""
+        if not all(i in self.pool for i in ids):
+            return False
+        have = {r.run_id for r in load_records(self.out)}
+        for i in ids:
+            if i not in have:
+                append_record(self.out / "runs.jsonl", self.pool[i])
+        return True
 
     def _train(self, specs: list[RunSpec]) -> list[dict]:
         unique = list({run_id(s.to_dict()): s for s in specs}.values())
@@ -90,24 +124,31 @@ class Tuner:
     def _stage(self, key: str, values: dict[str, list[float]], choices: dict[str, Choice]):
         specs, ids = self._tuning_specs(key, values)
         self.tuning_ids.update(i for by_value in ids.values() for v in by_value.values() for i in v)
+        for label, by_value in ids.items():
+            for v, value_ids in by_value.items():
+                if self._reuse(value_ids):
+                    choices[label].reused.add(v)
+                    choices[label].reused_from = self.pool_name
         records = self._train(specs)
         for label, by_value in ids.items():
             choices[label].losses.update(mean_losses(records, by_value))
 
     def tune_key(self, key: str) -> dict[str, Choice]:
-        """Grid, then one extension past an edge where the best sits on it."""
+        """Grid, then points past an edge, one at a time, while the best sits on it."""
         choices = {a.label: Choice(key, getattr(a.train, key)) for a in self.arms}
         grid = {
             a.label: [_value(getattr(a.train, key) * f) for f in self.cfg.factors]
             for a in self.arms
         }
         self._stage(key, grid, choices)
-        more = {}
-        for label, c in choices.items():
-            if c.edge:
-                c.extended = c.edge
-                more[label] = [_value(beyond(list(c.losses), c.edge))]
-        if more:
+        for _ in range(MAX_EXTENSIONS):
+            more = {}
+            for label, c in choices.items():
+                if c.edge and c.extended in (None, c.edge):
+                    c.extended, c.added = c.edge, c.added + 1
+                    more[label] = [_value(beyond(list(c.losses), c.edge))]
+            if not more:
+                break
             self._stage(key, more, choices)
         for label, c in choices.items():
             self.chosen[label] = replace(self.chosen[label], **{key: c.best})
@@ -172,7 +213,9 @@ def write_results(outcome: Outcome, cfg: TuneConfig, plan, out) -> str:
     write_bytes_atomic(out / "tune.csv", frame.to_csv(index=False).encode("utf-8"))
     choices = {
         arm: [{"key": c.key, "default": c.default, "best": c.best, "extended": c.extended,
-               "still_at_edge": c.edge is not None, "losses": sorted(c.losses.items())}
+               "added": c.added, "still_at_edge": c.edge is not None,
+               "losses": sorted(c.losses.items()), "reused": sorted(c.reused),
+               "reused_from": c.reused_from}
               for c in cs]
         for arm, cs in outcome.choices.items()
     }  # fmt: skip

@@ -1,9 +1,15 @@
 """The optimizers a run can train with: AdamW (the default) or Muon for the blocks' matrices.
 
-`--optimizer muon` follows the speedruns' split: `torch.optim.Muon` (momentum, then each
-update orthogonalised by a Newton–Schulz iteration) for the 2-D weight matrices inside the
+`--optimizer muon` follows the speedruns' split: Muon (momentum, then each update
+orthogonalised by a Newton–Schulz iteration) for the 2-D weight matrices inside the
 transformer blocks, AdamW for everything else (token embedding and the head tied to it,
 position table, norms' gains, biases). Both take the harness's one warm-up + cosine schedule.
+
+Attention's query, key and value projections are orthogonalised as three matrices, as
+modded-nanogpt does, whether the model stores them fused (one 3C x C weight) or per head (the
+lecture's Head modules): heads modules name the rows of each in `qkv_rows()`. Orthogonalising
+the fused matrix as one would let the value part dominate its spectrum and scale its lr by
+sqrt(3C) instead of sqrt(C).
 """
 
 from __future__ import annotations
@@ -62,6 +68,62 @@ def muon_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.blocks.parameters() if p.requires_grad and p.dim() == 2]
 
 
+Matrix = list[tuple[torch.nn.Parameter, slice]]  # rows of one or more weights, stacked
+
+
+def muon_matrices(model: torch.nn.Module) -> list[Matrix]:
+    """The matrices Muon orthogonalises: Q, K and V of every attention layer apart (from each
+    heads module's `qkv_rows()`), and every other block matrix whole."""
+    matrices: list[Matrix] = []
+    for module in model.blocks.modules():
+        if hasattr(module, "qkv_rows"):
+            matrices += [m for m in module.qkv_rows() if m[0][0].requires_grad]
+    taken = {id(p) for m in matrices for p, _ in m}
+    return matrices + [[(p, slice(None))] for p in muon_params(model) if id(p) not in taken]
+
+
+# Before torch 2.9 there is no Muon to build on; check_available refuses the optimizer there.
+_MuonBase = getattr(torch.optim, "Muon", torch.optim.Optimizer)
+
+
+class SplitMuon(_MuonBase):
+    """torch's Muon, with the orthogonalisation (and Muon's shape-dependent lr scale) applied
+    to `matrices` (row ranges of the parameters) rather than to each parameter whole. Momentum
+    is elementwise, so its buffers stay per parameter, as torch keeps them."""
+
+    def __init__(self, matrices: list[Matrix], **kwargs):
+        params = list({id(p): p for m in matrices for p, _ in m}.values())
+        super().__init__(params, **kwargs)
+        self.matrices = matrices
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        from torch.optim._muon import _adjust_lr, _zeropower_via_newtonschulz
+
+        assert closure is None, "the harness steps without a closure"
+        (group,) = self.param_groups
+        lr, wd, momentum = group["lr"], group["weight_decay"], group["momentum"]
+        updates = {}  # parameter -> its momentum update, before orthogonalisation
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+            buf.lerp_(p.grad, 1 - momentum)
+            updates[p] = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
+        for matrix in self.matrices:
+            if any(p not in updates for p, _ in matrix):
+                continue
+            u = torch.cat([updates[p][rows] for p, rows in matrix])
+            o = _zeropower_via_newtonschulz(
+                u, group["ns_coefficients"], group["ns_steps"], group["eps"]
+            )
+            scaled_lr = _adjust_lr(lr, group["adjust_lr_fn"], u.shape)
+            for (p, rows), part in zip(matrix, o.split([p[rows].size(0) for p, rows in matrix]),
+                                       strict=True):  # fmt: skip
+                p[rows].mul_(1 - lr * wd).add_(part, alpha=-scaled_lr)
+        return None
+
+
 def _adamw(params: list, cfg) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only: norms' gains, biases and nothing 1-D decay."""
     decay = [p for p in params if p.dim() >= 2]
@@ -84,10 +146,10 @@ def make_optimizer(model: torch.nn.Module, cfg):
     if getattr(cfg, "optimizer", "adamw") == "adamw":
         return _adamw(params, cfg)
     check_available(cfg.optimizer)
-    matrices = muon_params(model)
-    chosen = {id(p) for p in matrices}
+    matrices = muon_matrices(model)
+    chosen = {id(p) for m in matrices for p, _ in m}
     rest = [p for p in params if id(p) not in chosen]
-    muon = torch.optim.Muon(
+    muon = SplitMuon(
         matrices,
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,  # decoupled, lr·wd per step: the same rule as AdamW's

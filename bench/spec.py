@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
 from variants.config import ModelConfig, drop_late_defaults, preset
 
 BUDGET_MODES = ("steps", "tokens", "seconds")
 BUDGET_FLAGS = {"steps": "--steps", "tokens": "--tokens", "seconds": "--time"}  # the CLI's names
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout (results/ lives there)
 PROBES = ("grad_norms", "lengths")  # bench.probes and the grad-norm probe of bench.train
 
 
@@ -164,6 +166,15 @@ class Recipe:
     eval_batches: int = 8
     eval_batch_size: int = 64
     note: str = ""  # where the recipe comes from and what it reaches, for --list
+    # The committed lr sweep of the baseline that chose `lr` (a folder under the checkout, e.g.
+    # results/reference/ablations/lr_sweep_...): --list cites it, --tune reads its runs.
+    lr_sweep: str = ""
+
+    def lr_sweep_dir(self) -> Path | None:
+        """The sweep's folder in this checkout, or None (none cited, or an installed copy
+        without results/)."""
+        path = REPO_ROOT / self.lr_sweep
+        return path if self.lr_sweep and path.is_dir() else None
 
     def model_config(self, size: str | None = None, **changes) -> ModelConfig:
         """The recipe's model, or preset `size` as it stands when the user names one (naming
@@ -183,4 +194,5 @@ class Recipe:
             f"model {model}, batch {self.batch_size}, lr {self.lr:g} (warm-up "
             f"{self.warmup_frac:.0%}, cosine to {self.lr * self.min_lr_frac:g}), "
             f"{self.steps} steps, {self.seeds} seeds"
+            + (f"; lr chosen by {self.lr_sweep}/tune.md" if self.lr_sweep else "")
         )

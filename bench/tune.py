@@ -1,12 +1,17 @@
 """Tuned comparisons: each arm at its own best learning rate (or other training setting).
 
 A variant that needs another lr than the baseline's loses a comparison at the baseline's lr for
-a reason that has nothing to do with the block. `--tune lr` gives every arm a short sweep of its
-own: a log grid around the shared default (``default × factors``), trained on a fraction of the
-budget with seeds set aside for choosing, the best value picked by mean final val loss. A pick
-at an edge of the grid extends it once in that direction. Then the full comparison is trained
-with every arm at its own best, and once more at the shared default, so both differences are
-measured.
+a reason that has nothing to do with the block. `--tune lr` gives every arm a sweep of its own:
+a log grid around the shared default (``default × factors``, steps of √2 by default), trained at
+the full budget with 3 seeds set aside for choosing (the standard a task's recipe lr is chosen
+by), the best value picked by mean final val loss. A pick at an edge of the grid extends it in
+that direction, point by point, until the best is interior (at most `MAX_EXTENSIONS` points).
+Then the full comparison is trained with every arm at its own best, and once more at the shared
+default, so both differences are measured.
+
+A task's recipe lr is itself such a sweep of the baseline, committed under results/reference
+(`Recipe.lr_sweep`); when an arm's tuning runs are runs of that sweep (same task, model, budget
+and training config but the lr; the same seeds) they are read from it, not trained again.
 
 The rule against fooling ourselves: the tuning seeds (offset by `TUNE_SEED_OFFSET`) are
 disjoint from the verdict's seeds, so the verdict is never taken on the runs that chose.
@@ -28,9 +33,11 @@ from bench import tables
 from bench.records import RunRecord, as_record
 
 TUNABLE = ("lr", "weight_decay")  # TrainConfig fields a sweep may tune (multiplicative grids)
-DEFAULT_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
-DEFAULT_FRAC = 0.25
-DEFAULT_SEEDS = 1
+SQRT2 = math.sqrt(2.0)
+DEFAULT_GRID = (0.5, 1 / SQRT2, 1.0, SQRT2, 2.0)  # steps of √2 around the default
+DEFAULT_FRAC = 1.0
+DEFAULT_SEEDS = 3
+MAX_EXTENSIONS = 4  # points added past an edge, one at a time, before giving up
 TUNE_SEED_OFFSET = 1000  # tuning runs use seeds 1000, 1001, ...; verdicts use 0, 1, ...
 
 
@@ -96,12 +103,16 @@ def beyond(values: list[float], side: str) -> float:
 @dataclass
 class Choice:
     """One arm's sweep of one key: the mean final val loss at each value (inf: diverged or
-    not finished), the best value and whether the grid was extended."""
+    not finished), the best value, how far the grid was extended, and which values were read
+    from a committed sweep instead of trained."""
 
     key: str
     default: float
     losses: dict[float, float] = field(default_factory=dict)
-    extended: str | None = None  # "up" / "down": one point was added past that edge
+    extended: str | None = None  # "up" / "down": points were added past that edge ...
+    added: int = 0  # ... this many
+    reused: set[float] = field(default_factory=set)  # values whose runs came from `reused_from`
+    reused_from: str = ""
 
     @property
     def best(self) -> float:
@@ -120,9 +131,11 @@ class Choice:
         """E.g. 'lr 0.004 (×2)', with '↑ grid extended' / 'still at the edge' notes."""
         out = f"{self.best:.3g} (×{self.best / self.default:.3g})"
         if self.extended:
-            out += f", grid extended {'up' if self.extended == 'up' else 'down'}"
+            out += f", grid extended {self.extended} ({self.added} point{'s' * (self.added > 1)})"
         if self.edge:
             out += ", still at the edge"
+        if self.reused:
+            out += f", {len(self.reused)}/{len(self.losses)} points reused from the recipe's sweep"
         return out
 
 
@@ -183,8 +196,11 @@ def footnote(cfg: TuneConfig, budget_text: str, verdict_seeds: int) -> str:
         f"tuning run(s) per value at {cfg.frac:g}× the budget ({budget_text}), on a log grid "
         f"of the shared default × {{{grid}}}"
         + (", one key after another" if len(cfg.keys) > 1 else "")
-        + "; a choice at an edge of the grid added one point past it (once: 'grid "
-        f"extended'; 'still at the edge' means the best may lie further out). The tuning runs "
+        + "; a choice at an edge of the grid added points past it one at a time until the best "
+        f"was interior ('grid extended', at most {MAX_EXTENSIONS} points; 'still at the edge' "
+        "means the best may lie further out). 'Points reused': those values' tuning runs are "
+        "runs of the task recipe's committed baseline sweep (same spec and seeds), read from "
+        "it instead of trained again. The tuning runs "
         f"used seeds {seeds}, disjoint from the verdict's seeds 0–{verdict_seeds - 1}: no run "
         "that chose a value is part of a verdict. 'Δ tuned vs tuned': each arm at its own best "
         "against the baseline at its own best; 'Δ at the default': every arm at the shared "

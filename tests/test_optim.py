@@ -213,3 +213,55 @@ def test_train_late_fields_leave_committed_ids_alone():
         if f.name in TrainConfig.LATE_FIELDS:
             other = "muon" if f.name == "optimizer" else f.default / 2
             assert f.name in dataclasses.replace(base, **{f.name: other}).to_dict()
+
+
+def _update(model, grads, cfg):
+    """The change one optimizer step makes to every parameter."""
+    before = {p: p.detach().clone() for p in model.parameters()}
+    _one_step(model, cfg, grads)
+    return {p: p.detach() - before[p] for p in model.parameters()}
+
+
+def test_muon_orthogonalises_q_k_and_v_apart():
+    """The fused (3C, C) qkv weight moves as three matrices: rows [0, C) by
+    -lr·0.2·sqrt(C)·NS(g_q), likewise k and v; orthogonalising the whole (3C, C) gradient (what
+    torch's Muon does to a parameter) gives another update, by far."""
+    model = _model()
+    cfg = TrainConfig(lr=LR, weight_decay=0.0, optimizer="muon")
+    grads = _random_grads(model)
+    step = _update(model, grads, cfg)
+    w = model.blocks[0].attn.c_attn.weight
+    C = w.size(1)
+    for rows in (slice(0, C), slice(C, 2 * C), slice(2 * C, 3 * C)):
+        expected = -LR * 0.2 * math.sqrt(C) * newton_schulz(grads[w][rows])
+        off = float((step[w][rows] - expected).norm() / expected.norm())
+        assert off < 0.03, (rows, off)
+    whole = -LR * 0.2 * math.sqrt(3 * C) * newton_schulz(grads[w])
+    assert float((step[w] - whole).norm() / whole.norm()) > 0.3
+    # the MLP's matrices stay whole
+    fc = model.blocks[0].mlp.c_fc.weight
+    expected = -LR * 0.2 * math.sqrt(max(fc.shape)) * newton_schulz(grads[fc])
+    assert float((step[fc] - expected).norm() / expected.norm()) < 0.03
+
+
+def test_muon_steps_fused_and_separate_heads_alike():
+    """Separate heads (per-head query/key/value weights) stack into the same Q, K and V as the
+    fused weight, so one Muon step from equal weights and gradients gives equal weights."""
+    from variants.model import GPT
+
+    models = {}
+    for heads in ("fused", "separate"):
+        torch.manual_seed(0)
+        models[heads] = GPT(preset("micro", vocab_size=65, heads=heads))
+    fused, separate = models["fused"], models["separate"]
+    x = torch.randint(0, 65, (4, 32), generator=torch.Generator().manual_seed(3))
+    for m in (fused, separate):
+        m(x, targets=x)[1].backward()
+        optim.make_optimizer(m, TrainConfig(lr=LR, optimizer="muon")).step()
+    for bf, bs in zip(fused.blocks, separate.blocks, strict=True):
+        wf, ws = bf.attn.to_fused_qkv()[0], bs.attn.to_fused_qkv()[0]
+        torch.testing.assert_close(ws, wf, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(bs.attn.c_proj.weight, bf.attn.c_proj.weight)
+    # the check can fail: the step moved the weights by far more than the tolerance
+    w0 = GPT(preset("micro", vocab_size=65)).blocks[0].attn.c_attn.weight
+    assert float((fused.blocks[0].attn.c_attn.weight - w0).abs().max()) > 1e-4

@@ -60,12 +60,14 @@ def test_bad_tune_args_are_one_line(tmp_path, args, words):
 
 def test_a_micro_tune_chooses_on_other_seeds_and_resumes(tmp_path):
     """Baseline vs rope, lr grid x{0.5,1,2} at half of 20 steps: at so short a budget the
-    largest lr wins, so each grid is extended upwards once and says so. The tuning runs use
-    seeds 1000+ at the tuning budget, the verdict runs seeds 0-1 at the full budget, the table
-    has the chosen lr and both differences, the figure exists; a rerun trains nothing."""
+    largest lr wins, so each grid is extended upwards, point by point, and says so. The tuning
+    runs use seeds 1000+ at the tuning budget, the verdict runs seeds 0-1 at the full budget,
+    the table has the chosen lr and both differences, the figure exists; a rerun trains
+    nothing."""
     out = tmp_path / "t"
     args = [*FAST, "--steps", "20", "--seeds", "2", "--variant", "rope", "--tune", "lr",
-            "--tune-grid", "0.5,2", "--tune-frac", "0.5", "--out", str(out)]  # fmt: skip
+            "--tune-grid", "0.5,2", "--tune-frac", "0.5", "--tune-seeds", "1",
+            "--out", str(out)]  # fmt: skip
     r = cli(*args)
     assert r.returncode == 0, r.stderr
     recs = load_records(out)
@@ -75,12 +77,18 @@ def test_a_micro_tune_chooses_on_other_seeds_and_resumes(tmp_path):
     assert {x.budget["value"] for x in verdict} == {20}
     assert {x.seed for x in verdict} == {0, 1} and {x.seed for x in tuning} == {1000}
     choices = json.loads((out / "tune.json").read_text())
-    default = 2e-3  # the shakespeare recipe's lr
+    from bench.tasks import task_recipe
+
+    default = task_recipe("shakespeare").lr
     for arm in ("baseline", "rope"):
         (c,) = choices[arm]
-        tried = [v for v, _ in c["losses"]]
-        assert c["default"] == default and len(tried) == 4  # 3 grid points + 1 extension
-        assert c["extended"] == "up" and max(tried) == pytest.approx(8e-3)
+        tried = sorted(v for v, _ in c["losses"])
+        assert c["default"] == default and len(tried) == 3 + c["added"]  # grid + extensions
+        assert c["extended"] == "up" and c["added"] >= 1
+        # each added point one grid step (x2) past the last; interior at the end, or given up
+        assert tried[3:] == pytest.approx([default * 2 ** (k + 2) for k in range(c["added"])])
+        assert c["still_at_edge"] == (c["added"] == tune.MAX_EXTENSIONS)
+        assert c["best"] != max(tried) or c["still_at_edge"]
         lrs = {x.spec["train"]["lr"] for x in verdict if x.variant == arm}
         assert lrs == {c["best"], default}  # at its own best and at the shared default
         best_loss = min(loss for _, loss in c["losses"])
@@ -98,3 +106,38 @@ def test_a_micro_tune_chooses_on_other_seeds_and_resumes(tmp_path):
     again = cli(*args)
     assert again.returncode == 0 and f"0 run(s) trained, {len(recs)} skipped" in again.stderr
     assert len(load_records(out)) == len(recs)
+
+
+def test_tune_reuses_the_recipes_baseline_sweep(tmp_path, monkeypatch, capsys):
+    """The recipe's committed baseline sweep (here a micro one made first) holds the baseline's
+    tuning runs: --tune on a new variant copies them instead of training them, trains only the
+    variant's grid, and its table says which points were reused. A sweep of another spec (other
+    steps) is not used."""
+    from ablations.run import main
+    from bench.spec import Recipe
+
+    sweep = tmp_path / "sweep"
+    common = [*FAST, "--seeds", "2", "--tune", "lr", "--tune-grid", "0.5,2", "--tune-seeds", "1"]
+    assert main([*common, "--steps", "12", "--variant", "baseline", "--out", str(sweep)]) == 0
+    swept = [r for r in load_records(sweep) if r.seed >= tune.TUNE_SEED_OFFSET]
+    assert len(swept) >= 3 and {r.variant for r in swept} == {"baseline"}
+    monkeypatch.setattr(Recipe, "lr_sweep_dir", lambda self: sweep)
+    capsys.readouterr()
+
+    out = tmp_path / "tuned"
+    assert main([*common, "--steps", "12", "--variant", "rope", "--out", str(out)]) == 0
+    choices = json.loads((out / "tune.json").read_text())
+    (base,), (rope,) = choices["baseline"], choices["rope"]
+    assert sorted(base["reused"]) == sorted(v for v, _ in base["losses"])  # every point
+    assert rope["reused"] == [] and base["reused_from"] == Recipe().lr_sweep
+    trained = int(capsys.readouterr().err.split(" run(s) trained")[0].rsplit("\n", 1)[-1])
+    tuning = [r for r in load_records(out) if r.seed >= tune.TUNE_SEED_OFFSET]
+    baseline_tuning = [r for r in tuning if r.variant == "baseline"]
+    assert {r.run_id for r in baseline_tuning} <= {r.run_id for r in swept}
+    assert trained == len(load_records(out)) - len(baseline_tuning)  # all but the reused
+    assert "points reused from the recipe's sweep" in (out / "tune.md").read_text()
+
+    other = tmp_path / "other"  # another budget: the sweep's runs are other runs
+    assert main([*common, "--steps", "14", "--variant", "rope", "--out", str(other)]) == 0
+    (base,) = json.loads((other / "tune.json").read_text())["baseline"]
+    assert base["reused"] == []

@@ -241,6 +241,12 @@ class SeparateHeads(nn.Module):
         y = torch.cat([h(x) for h in self.heads], dim=-1)  # (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
+    def qkv_rows(self) -> list[list[tuple[nn.Parameter, slice]]]:
+        """Q, K and V as three matrices, each the rows of several weights stacked in the fused
+        layout's order (head 0 first): what an optimizer that treats them apart (Muon) reads."""
+        names = ("query", "key", "value")
+        return [[(getattr(h, n).weight, slice(None)) for h in self.heads] for n in names]
+
     # --- the mapping to and from the fused layout (see module docstring) ---
     def to_fused_qkv(self) -> torch.Tensor:
         """The equivalent fused (3C, C) weight (and (3C,) bias if any) as a tuple."""
@@ -298,6 +304,12 @@ class FusedHeads(nn.Module):
         y = self.kernel(q, k, v, _dropout_p(self, self.dropout))  # (B, nh, T, hs)
         y = rearrange(y, "b nh t hs -> b t (nh hs)")  # re-assemble heads side by side
         return self.resid_dropout(self.c_proj(y))
+
+    def qkv_rows(self) -> list[list[tuple[nn.Parameter, slice]]]:
+        """Q, K and V as three matrices: row ranges of the one fused weight (see SeparateHeads)."""
+        C, kv, _ = self.split
+        w = self.c_attn.weight
+        return [[(w, slice(0, C))], [(w, slice(C, C + kv))], [(w, slice(C + kv, C + 2 * kv))]]
 
     def to_fused_qkv(self):
         return self.c_attn.weight, self.c_attn.bias
