@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from bench.records import RunRecord, append_record, load_records, run_id
+from bench.records import RunRecord, load_records, run_id
 from bench.spec import RunSpec, TrainConfig
 from bench.tables import arm_label
 from bench.tune import MAX_EXTENSIONS, Choice, TuneConfig, beyond, mean_losses
@@ -38,6 +38,7 @@ class Outcome:
     tuned_ids: set[str]  # the verdict runs at each arm's best
     default_ids: set[str]  # the verdict runs at the shared default
     tuning_ids: set[str]  # every tuning run
+    reused: list[RunRecord]  # tuning runs read from the recipe's sweep, not in `out`
 
 
 def arms(plan) -> list[Arm]:
@@ -76,6 +77,7 @@ class Tuner:
         self.tuning_ids: set[str] = set()
         self.pool = {r.run_id: r for r in pool if r.ok}
         self.pool_name = pool_name
+        self.reused: dict[str, RunRecord] = {}  # the pool's runs this tune read
 
     def _snap(self, spec: RunSpec, key: str, value: float) -> float:
         """`value`, or the pool's value of `key` within 0.01% of it for a run that differs from
@@ -105,21 +107,19 @@ class Tuner:
         return specs, ids
 
     def _reuse(self, ids: list[str]) -> bool:
-        """Copy the pool's records of `ids` into `out` (those not there yet); True when the
-        pool holds every one of them."""
+        """Take the pool's records of `ids` (read for their losses, never copied into `out`:
+        they may come from another machine); True when the pool holds every one of them."""
         if not all(i in self.pool for i in ids):
             return False
-        have = {r.run_id for r in load_records(self.out)}
-        for i in ids:
-            if i not in have:
-                append_record(self.out / "runs.jsonl", self.pool[i])
+        self.reused.update({i: self.pool[i] for i in ids})
         return True
 
-    def _train(self, specs: list[RunSpec]) -> list[dict]:
-        unique = list({run_id(s.to_dict()): s for s in specs}.values())
-        if self.run_specs(unique) and not self.wait:
-            raise NotYet(f"{len(unique)} run(s) of this stage submitted")
-        return load_records(self.out)
+    def _train(self, specs: list[RunSpec]) -> list[RunRecord]:
+        unique = {run_id(s.to_dict()): s for s in specs}
+        todo = [s for i, s in unique.items() if i not in self.reused]
+        if self.run_specs(todo) and not self.wait:
+            raise NotYet(f"{len(todo)} run(s) of this stage submitted")
+        return [*self.reused.values(), *load_records(self.out)]  # out's own copy read last
 
     def _stage(self, key: str, values: dict[str, list[float]], choices: dict[str, Choice]):
         specs, ids = self._tuning_specs(key, values)
@@ -169,6 +169,7 @@ class Tuner:
             {run_id(s.to_dict()) for s in tuned},
             {run_id(s.to_dict()) for s in default},
             self.tuning_ids,
+            list(self.reused.values()),
         )
 
 
@@ -205,7 +206,8 @@ def write_results(outcome: Outcome, cfg: TuneConfig, plan, out) -> str:
         f"# Tuned comparison ({', '.join(cfg.keys)})\n\n{tables.markdown_table(frame)}\n\n"
         f"_{tune.footnote(cfg, budget, verdict_seeds)}_\n\n{tuned_md}\n{default_md}"
     )
-    tuning = [r for r in records if r.run_id in outcome.tuning_ids]
+    tuning = {r.run_id: r for r in [*outcome.reused, *records] if r.run_id in outcome.tuning_ids}
+    tuning = list(tuning.values())
     if plots.lr_sweep(tuning, out / "figures" / "lr_sweep.png") is not None:
         text += "\n![Final loss vs learning rate](figures/lr_sweep.png)\n"
     write_bytes_atomic(out / "tune.md", text.encode("utf-8"))
