@@ -214,6 +214,7 @@ def group_meta(g: pd.DataFrame) -> dict:
         "git_commits": _uniq("git_commit"),
         "seeds": seeds,
         "train_cfgs": _uniq("train_cfg"),
+        "lrs": _uniq("lr"),
         "optimizers": _uniq("optimizer"),
         "workers": _uniq("workers"),
         "torch_threads": _uniq("torch_threads"),
@@ -742,6 +743,27 @@ def optimizer_text(meta: dict | None) -> str:
     )
 
 
+def lr_text(meta: dict | None) -> str:
+    """The convention, where the runs trained at their task recipe's lr and that lr was chosen
+    by a committed sweep of the baseline: every arm at the baseline's own best."""
+    lrs = (meta or {}).get("lrs") or []
+    if len(lrs) != 1 or "," in meta.get("task", ""):
+        return ""
+    from bench.tasks import task_names, task_recipe
+
+    if meta["task"] not in task_names():
+        return ""
+    recipe = task_recipe(meta["task"])
+    if not recipe.lr_sweep or float(lrs[0]) != recipe.lr:
+        return ""
+    return (
+        f" Every arm trained at lr {recipe.lr:g}, the baseline's own best at this task's recipe "
+        f"({recipe.steps:,} steps; the sweep: {recipe.lr_sweep}): variants are compared at the "
+        "baseline's tuned lr, as Narang et al. (2021) compare them; --tune lr gives each arm "
+        "its own."
+    )
+
+
 def footnote(meta: dict | None = None) -> str:
     """How to read the table; stated under every table so a verdict is never read without it."""
     text = (
@@ -762,7 +784,7 @@ def footnote(meta: dict | None = None) -> str:
     if meta and meta.get("n_duplicates"):
         text += f" {meta['n_duplicates']} repeated run(s) of the same variant and seed ignored "
         text += "(latest kept)."
-    text += optimizer_text(meta)
+    text += optimizer_text(meta) + lr_text(meta)
     if meta and len(meta.get("train_cfgs") or []) > 1:
         text += f" Warning: these runs used {len(meta['train_cfgs'])} different training configs."
     return text
