@@ -114,7 +114,7 @@ class ComparisonSection:
     seeds: int | None = None  # seeds per variant; None: the recipe's
     ci_width: float | None = None  # add seeds until every Δ val loss CI is this narrow
     max_seeds: int = 10
-    ladder: list[float] | None = None  # the baseline also at these budget factors
+    ladder: list[float] | None = None  # the baseline also at these budget factors (and 1x)
 
 
 @dataclass

@@ -281,6 +281,8 @@ def _build_blocks(run_dir, out_dir, fig_dir, records, micro_paths, command) -> l
         head = tables.headline_frame(df)
         if not head.empty:
             blocks += [Block("h3", "At a glance"), Block("table", table=head)]
+        control = tables.ladder_control_text(meta)  # '' without a budget ladder
+        blocks += [Block("p", control)] if control else []
         blocks += [
             Block("h3", "Full table"),
             Block("table", table=tables.display_frame(df)),

@@ -15,7 +15,10 @@ not learn is ``inconclusive``, a variant that did not learn while the baseline d
 (did not learn)``. Every variant row also carries the minimum detectable effect and the
 compute multipliers of :mod:`bench.multiplier` (the crossing always; the budget ladder when
 baseline-only groups of the same task, size, device and training config at other budgets are
-present: they are folded into the comparison instead of getting tables of their own).
+present: they are folded into the comparison instead of getting tables of their own). A ladder
+checks itself: its 2× rung, left out of the fit, is read back off the other rungs
+(:func:`bench.multiplier.ladder_control`), the table prints what it reads, and where that
+misses 2 the ladder's multipliers are marked '(control failed)' instead of standing as findings.
 
 Diverged runs (any status other than ``"ok"``) are counted in ``n_diverged`` and left out of
 every mean, std and test: their metrics are NaN or meaningless. Comparisons on validation loss
@@ -315,15 +318,20 @@ def _multiplier_columns(base: pd.DataFrame, var: pd.DataFrame, row: dict, curves
         row[key], row[f"{key}_ci_low"], row[f"{key}_ci_high"] = m["mean"], m["ci_low"], m["ci_high"]
 
 
-def _ladder_columns(ladder: pd.DataFrame, var: pd.DataFrame, row: dict, main_budget: float):
-    """'The baseline would need k x the budget': the variant's final losses read off the
-    baseline's own budget ladder (bench.multiplier.ladder_multiplier)."""
+def _rungs(ladder: pd.DataFrame) -> dict:
+    """The ladder's finished runs as seed -> {budget: final val loss}."""
     rungs: dict = {}
-    for seed, budget, loss in zip(
-        ladder["seed"], ladder["budget_value"], ladder["val_loss"], strict=True
-    ):
+    ok = ladder[ladder["ok"]]
+    for seed, budget, loss in zip(ok["seed"], ok["budget_value"], ok["val_loss"], strict=True):
         if np.isfinite(loss):
             rungs.setdefault(seed, {})[float(budget)] = float(loss)
+    return rungs
+
+
+def _ladder_columns(rungs: dict, var: pd.DataFrame, row: dict, main_budget: float, control: dict):
+    """'The baseline would need k x the budget': the variant's final losses read off the
+    baseline's own budget ladder (bench.multiplier.ladder_multiplier), with the form of the
+    fit and the status of the ladder's control, so a row is never read without them."""
     finals = {s: float(v) for s, v in _metric_by_seed(var, "val_loss").items()}
     try:
         lad = multiplier.ladder_multiplier(rungs, finals, main_budget)
@@ -335,6 +343,9 @@ def _ladder_columns(ladder: pd.DataFrame, var: pd.DataFrame, row: dict, main_bud
         x_ladder_ci_low=lad["ci_low"],
         x_ladder_ci_high=lad["ci_high"],
         x_ladder_extrapolated=bool(lad["extrapolated"]),
+        x_ladder_unreachable=bool(lad["unreachable"]),
+        x_ladder_form=lad["form"],
+        x_ladder_control=control["status"],
     )
 
 
@@ -386,6 +397,7 @@ def _columns(has_acc: bool) -> list[str]:
         "x_steps", "x_steps_ci_low", "x_steps_ci_high",
         "x_time", "x_time_ci_low", "x_time_ci_high",
         "x_ladder", "x_ladder_ci_low", "x_ladder_ci_high", "x_ladder_extrapolated",
+        "x_ladder_unreachable", "x_ladder_form", "x_ladder_control",
         "x_ladder_note", "d_step_ms_pct", "d_tokens_per_s_pct", "d_peak_mem_pct",
     ]  # fmt: skip
     cols += ["d_accuracy", "d_accuracy_ci", "accuracy_verdict"] if has_acc else []
@@ -397,7 +409,8 @@ def _columns(has_acc: bool) -> list[str]:
     return cols
 
 
-def _group_summary(g: pd.DataFrame, curves: dict, ladder: pd.DataFrame | None) -> pd.DataFrame:
+def _group_summary(g: pd.DataFrame, curves: dict, ladder: tuple | None) -> pd.DataFrame:
+    """One group's frame; `ladder` is (rungs, control) of the baseline's budget ladder."""
     g, _ = _dedupe_runs(g)
     has_acc = bool(np.isfinite(g["accuracy"].to_numpy(dtype=float)).any())
     order = variant_order(g["variant"])
@@ -412,15 +425,19 @@ def _group_summary(g: pd.DataFrame, curves: dict, ladder: pd.DataFrame | None) -
             ok_b, ok_v = base[base["ok"]], runs[v][runs[v]["ok"]]
             _multiplier_columns(ok_b, ok_v, rows[v], curves)
             if ladder is not None:
-                main_budget = float(g["budget_value"].iloc[0])
-                _ladder_columns(ladder[ladder["ok"]], ok_v, rows[v], main_budget)
+                _ladder_columns(ladder[0], ok_v, rows[v], _main_budget(g), ladder[1])
     df = pd.DataFrame([rows[v] for v in order])
     df = df.reindex(columns=_columns(has_acc))
     text_cols = [c for c in df.columns if c.endswith(("_ci", "verdict", "_test", "_note"))]
-    text_cols += ["learned", "x_ladder_extrapolated", "seeds_needed"]
+    text_cols += ["learned", "x_ladder_extrapolated", "x_ladder_unreachable", "x_ladder_form"]
+    text_cols += ["x_ladder_control", "seeds_needed"]
     df[text_cols] = df[text_cols].astype(object).where(df[text_cols].notna(), None)
     df["d_val_loss_n"] = df["d_val_loss_n"].astype("Int64")
     return df
+
+
+def _main_budget(g: pd.DataFrame) -> float:
+    return float(g["budget_value"].iloc[0])
 
 
 _LADDER_KEY = ["task", "budget_mode", "model_size", "device_name", "train_cfg_ladder"]
@@ -452,7 +469,9 @@ def _ladders(groups: list[tuple[dict, pd.DataFrame]]) -> tuple[dict, set]:
 def summaries(records: list[dict]) -> list[tuple[dict, pd.DataFrame]]:
     """One (meta, summary frame) per comparable group of runs; see the module docstring.
     Baseline-only groups that serve as the budget ladder of a comparison are folded into it
-    (meta["ladder_budgets"]) instead of getting a table of their own."""
+    (meta["ladder_budgets"]) instead of getting a table of their own; the ladder's control
+    (bench.multiplier.ladder_control, from these records alone) is meta["ladder_control"] and
+    the forms its fits took are meta["ladder_forms"]."""
     records = [as_record(r) for r in records]
     frame = records_frame(records)
     curves = {r.run_id: r.curve for r in records}
@@ -465,12 +484,18 @@ def summaries(records: list[dict]) -> list[tuple[dict, pd.DataFrame]]:
         meta = group_meta(g)
         meta["n_duplicates"] = _dedupe_runs(g)[1]
         meta["positions"] = list(g.index)  # rows of records_frame(records) in this group
-        ladder = ladders.get(i)
-        if ladder is not None:
-            meta["ladder_budgets"] = sorted(float(b) for b in ladder["budget_value"].unique())
+        ladder, rung_runs = None, ladders.get(i)
+        if rung_runs is not None:
+            meta["ladder_budgets"] = sorted(float(b) for b in rung_runs["budget_value"].unique())
+            rungs = _rungs(rung_runs)
+            meta["ladder_control"] = multiplier.ladder_control(rungs, _main_budget(g))
+            ladder = (rungs, meta["ladder_control"])
         base = g[g["variant"] == BASELINE]
         meta["freq_loss"] = _mean_std(base, "freq_loss")[0] if len(base) else math.nan
-        out.append((meta, _group_summary(g, curves, ladder)))
+        df = _group_summary(g, curves, ladder)
+        if ladder is not None:
+            meta["ladder_forms"] = sorted(set(df["x_ladder_form"].dropna()))
+        out.append((meta, df))
     return out
 
 
@@ -631,13 +656,31 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _x(value: float) -> str:
+    return "∞" if value == math.inf else f"{value:.2f}"
+
+
 def _times(value: float, lo: float = math.nan, hi: float = math.nan) -> str:
-    """A multiplier with its interval: '1.32× [1.10, 1.58]'."""
-    if not np.isfinite(value):
+    """A multiplier with its interval: '1.32× [1.10, 1.58]'; an unreachable budget is '∞'."""
+    if np.isnan(value):
         return "—"
-    text = f"{value:.2f}×"
-    if np.isfinite(lo) and np.isfinite(hi):
-        text += f" [{lo:.2f}, {hi:.2f}]"
+    text = f"{_x(value)}×"
+    if not (np.isnan(lo) or np.isnan(hi)):
+        text += f" [{_x(lo)}, {_x(hi)}]"
+    return text
+
+
+def _ladder_cell(r: pd.Series) -> str:
+    """The ladder multiplier as the headline shows it: with its interval, whether it lies
+    outside the ladder, and, where the ladder's control failed, that it is no finding."""
+    lo, hi = _num_or_nan(r, "x_ladder_ci_low"), _num_or_nan(r, "x_ladder_ci_high")
+    text = _times(_num_or_nan(r, "x_ladder"), lo, hi)
+    if r.get("x_ladder_unreachable"):
+        text += " unreachable"
+    elif r.get("x_ladder_extrapolated"):
+        text += " extrap."
+    if r.get("x_ladder_control") == "failed":
+        text += " (control failed)"
     return text
 
 
@@ -670,14 +713,38 @@ def headline_frame(df: pd.DataFrame) -> pd.DataFrame:
             "× steps (crossing)": _times(f("x_steps"), f("x_steps_ci_low"), f("x_steps_ci_high")),
             "× time (crossing)": _times(f("x_time"), f("x_time_ci_low"), f("x_time_ci_high")),
         }
-        if "x_ladder" in df.columns and np.isfinite(df["x_ladder"].astype(float)).any():
-            lad = _times(f("x_ladder"), f("x_ladder_ci_low"), f("x_ladder_ci_high"))
-            out["× steps (ladder)"] = lad + (" extrap." if r.get("x_ladder_extrapolated") else "")
+        if "x_ladder" in df.columns and df["x_ladder"].astype(float).notna().any():
+            out["× steps (ladder)"] = _ladder_cell(r)
         step = _signed(f("d_step_ms_pct"), ".1f", "%")
         out["Δ step time"] = step + ("" if step == "—" else _ns(r.get("d_step_ms_verdict")))
         out["Δ memory"] = _signed(f("d_peak_mem_pct"), ".1f", "%")
         rows.append(out)
     return pd.DataFrame(rows)
+
+
+def ladder_control_text(meta: dict | None) -> str:
+    """What the ladder's positive control read ('' without a ladder): the 2× rung left out of
+    the fit and read off the other rungs should read 2×, or the ladder column is no finding."""
+    c = (meta or {}).get("ladder_control")
+    if not c:
+        return ""
+    if "multiplier" not in c:
+        return f"Ladder control: could not be run ({c['reason']})."
+    factor = f"{c['factor']:g}"
+    budget = _budget_text(meta.get("budget_mode", "?"), c["budget"])
+    text = (
+        f"Ladder control: the baseline at {factor}× the budget ({budget}), left out of the "
+        f"{c['form']} fit and read off the other rungs, reads "
+        f"{_times(c['multiplier'], c['ci_low'], c['ci_high'])}: "
+    )
+    if c["status"] == "passed":
+        return text + f"passed ({factor} lies inside its interval)."
+    if c["status"] == "failed":
+        return text + (
+            f"failed ({c['reason']}), so this table's ladder multipliers are not findings: "
+            "the ladder misreads a budget it was trained at."
+        )
+    return text + f"not judged ({c['reason']})."
 
 
 def guard_text(meta: dict | None) -> str:
@@ -710,15 +777,37 @@ def multiplier_text(meta: dict | None) -> str:
     )
     budgets = (meta or {}).get("ladder_budgets")
     if budgets:
-        mode = BUDGET_UNITS.get(meta.get("budget_mode", ""), "")
-        rungs = ", ".join(f"{b:g}" for b in budgets)
-        text += (
-            f" × steps (ladder): the baseline trained with its own full schedule at {rungs} "
-            f"{mode}; L = a + b·ln(budget) fitted through its final losses and inverted at the "
-            "variant's mean final loss; 95% percentile bootstrap over seeds (coarse with few "
-            "seeds: 3 seeds give 10 distinct resamples); 'extrap.' = outside the ladder."
-        )
+        text += " " + ladder_text(meta)
     return text
+
+
+LADDER_FORM_WORDS = {
+    multiplier.POWER_LAW: "L = E + B·budget^(−β), a saturating power law (4 or more budgets; "
+    "β searched on a grid, E and B by least squares at each β)",
+    multiplier.LOG_LINEAR: "L = a + b·ln(budget), log-linear (fewer than 4 budgets)",
+}
+
+
+def ladder_text(meta: dict) -> str:
+    """How the ladder column was read, in the form its fits took, and what its control is."""
+    mode = BUDGET_UNITS.get(meta.get("budget_mode", ""), "")
+    rungs = ", ".join(f"{b:g}" for b in meta["ladder_budgets"])
+    forms = meta.get("ladder_forms") or []
+    fitted = "; ".join(LADDER_FORM_WORDS[f] for f in forms) if forms else "the ladder's fit"
+    factor = f"{multiplier.CONTROL_FACTOR:g}"
+    floor = "; 'unreachable' = at or below the power law's floor E, which no budget reaches (∞)"
+    return (
+        f"× steps (ladder): the baseline trained with its own full schedule at {rungs} "
+        f"{mode}; {fitted}, fitted through its final losses and inverted at the variant's mean "
+        "final loss; 95% percentile bootstrap over seeds (coarse with few seeds: 3 seeds give "
+        "10 distinct resamples); 'extrap.' = outside the ladder"
+        f"{floor if multiplier.POWER_LAW in forms else ''}. Ladder control: the "
+        f"{factor}× rung is left out, the other rungs are fitted in the same form and read at "
+        f"the {factor}× runs' own final losses with the same bootstrap; a fit that can be "
+        f"trusted reads {factor}×, and the control passes when {factor} lies inside its "
+        "interval. Where it fails, the ladder misreads a budget it was trained at, and its "
+        "multipliers are marked '(control failed)': not findings."
+    )
 
 
 MUON_WORDS = (
@@ -807,7 +896,9 @@ def format_summary(df: pd.DataFrame, meta: dict, notes: list[str] = ()) -> str:
     lines = [f"### {group_title(meta)}", "", summary_header(meta), ""]
     head = headline_frame(df)
     if not head.empty:
-        lines += [markdown_table(head), "", "Full table:", ""]
+        control = ladder_control_text(meta)
+        lines += [markdown_table(head), ""] + ([control, ""] if control else [])
+        lines += ["Full table:", ""]
     lines += [markdown_table(display_frame(df)), "", f"_{footnote(meta)}_"]
     lines += [f"\n_{n}_" for n in notes]
     if BASELINE not in set(df["variant"]):

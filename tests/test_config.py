@@ -97,7 +97,7 @@ def test_the_dumped_config_reads_back_equal(tmp_path):
                "grad_norms")  # fmt: skip
     again = config.load(_write(tmp_path, config.dumps(cfg), "again.toml"))
     assert again == cfg
-    assert cfg.model.fields == {"n_layer": 3} and cfg.comparison.ladder == [0.5, 2.0]
+    assert cfg.model.fields == {"n_layer": 3} and cfg.comparison.ladder == [0.5, 2.0, 4.0]
 
 
 @pytest.mark.parametrize(

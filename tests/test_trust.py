@@ -6,9 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_harness import cli, one_line_error  # the CLI in a subprocess, as a user runs it
 
@@ -24,19 +26,19 @@ REFERENCE = ROOT / "results" / "reference"
 OLD_DEFAULT = REFERENCE / "ablations" / "addition_tiny_400steps_cpu" / "runs.jsonl"
 
 
-def _record(variant, seed, val_loss, acc=None, floor=None, curve=None):
+def _record(variant, seed, val_loss, acc=None, floor=None, curve=None, steps=100):
     """A minimal record of a finished run, as the harness writes them."""
     metrics = {"val_loss": val_loss, "accuracy": acc, "step_ms": 10.0, "peak_mem_mb": 1.0}
     if floor is not None:
         metrics["freq_loss"] = floor
     curve = curve or [{"step": 0, "time_s": 0.0, "val_loss": 4.0}]
-    curve = curve + [{"step": 100, "time_s": 1.0, "val_loss": val_loss}]
+    curve = curve + [{"step": steps, "time_s": steps / 100, "val_loss": val_loss}]
     return {
         "run_id": f"{variant}-{seed}",
         "variant": variant,
         "seed": seed,
         "task": "t",
-        "budget": {"mode": "steps", "value": 100},
+        "budget": {"mode": "steps", "value": steps},
         "spec": {"model": {"n_layer": 1}, "train": {"lr": 1e-3}},
         "status": "ok",
         "env": {"device_name": "cpu"},
@@ -75,6 +77,12 @@ def test_shakespeare_at_the_recipe_is_decided():
     verdicts = _verdicts(records)
     assert verdicts["rope"] == verdicts["modern"] == "better"
     assert (df["x_ladder"].iloc[1:] > 1).all() and (df["x_steps"].iloc[1:] > 1).all()
+    # its 700/1,400/2,800 ladder fails its own control (README says so): 2,800 steps read off
+    # 700 and 1,400 is 1.76x, not 2, so its ladder multipliers are marked as no findings
+    control = meta["ladder_control"]
+    assert control["status"] == "failed" and control["form"] == "log-linear"
+    assert control["multiplier"] == pytest.approx(1.76, abs=0.01)
+    assert (df["x_ladder_control"].iloc[1:] == "failed").all()
 
 
 def test_guard_rules_on_constructed_runs():
@@ -108,6 +116,71 @@ def test_frequency_floor_is_what_a_frequency_table_scores():
     assert task.frequency_loss() == pytest.approx(expected, abs=0.02)
     shakespeare = build_task("shakespeare", context=64)
     assert 3.2 < shakespeare.frequency_loss() < 3.5  # unigram entropy of the characters
+
+
+# ---------------------------------------------------------------------------------------------
+# every ladder table carries its own control (constructed runs from a known law)
+
+
+def _ladder_records(factors=(0.5, 1.0, 2.0, 4.0), shift_2x=0.0, seeds=5):
+    """Baseline runs at each factor x 1,000 steps, from L = 1.5 + 40 S^-0.5 plus a per-seed
+    offset and noise (`shift_2x` added at the 2x rung), and a variant at 1,000 steps as good
+    as the baseline at 1,500."""
+    rng = np.random.default_rng(0)
+
+    def law(steps):
+        return 1.5 + 40.0 * steps**-0.5
+
+    out = []
+    for seed in range(seeds):
+        off = rng.normal(0, 0.01)
+        for f in factors:
+            loss = law(1000 * f) + off + rng.normal(0, 0.004) + (shift_2x if f == 2 else 0.0)
+            rec = _record("baseline", seed, loss, steps=int(1000 * f))
+            out.append(dict(rec, run_id=f"{rec['run_id']}-{int(1000 * f)}"))
+        out.append(_record("better", seed, law(1500) + off + rng.normal(0, 0.004), steps=1000))
+    return out
+
+
+def _ladder_table(records):
+    """(meta, the variant's row, the markdown, the variant's headline ladder cell)."""
+    (meta, df), *rest = tables.summaries(records)
+    assert not rest  # the other rungs folded in as the ladder
+    md = tables.format_summary(df, meta)
+    head = tables.headline_frame(df).set_index("variant")
+    return meta, df.set_index("variant").loc["better"], md, head.loc["better", "× steps (ladder)"]
+
+
+def test_a_ladder_table_prints_its_control_and_its_form():
+    meta, row, md, cell = _ladder_table(_ladder_records())
+    assert meta["ladder_budgets"] == [500.0, 1000.0, 2000.0, 4000.0]
+    assert row["x_ladder_form"] == "power law" and row["x_ladder_control"] == "passed"
+    assert row["x_ladder"] == pytest.approx(1.5, abs=0.02)
+    found = re.search(
+        r"Ladder control: the baseline at 2× the budget \(2,000 steps\), left out of the power "
+        r"law fit and read off the other rungs, reads (\S+)× \[(\S+), (\S+)\]: passed",
+        md,
+    )
+    assert found, md
+    low, high = float(found[2]), float(found[3])
+    assert low <= 2.0 <= high and float(found[1]) == pytest.approx(2.0, abs=0.03)
+    assert "saturating power law" in md and cell.startswith("1.49×") and "failed" not in cell
+
+
+def test_a_ladder_whose_control_fails_presents_no_findings():
+    meta, row, md, cell = _ladder_table(_ladder_records(shift_2x=0.1))
+    assert meta["ladder_control"]["status"] == "failed" and row["x_ladder_control"] == "failed"
+    assert meta["ladder_control"]["multiplier"] < 1.8
+    assert "failed (2 lies outside its interval), so this table's ladder multipliers are not " in md
+    assert cell.endswith("(control failed)") and f"| {cell} |" in md
+
+
+def test_a_ladder_without_a_2x_rung_says_its_control_could_not_run():
+    meta, row, md, cell = _ladder_table(_ladder_records(factors=(0.5, 1.0, 4.0)))
+    assert row["x_ladder_form"] == "log-linear" and row["x_ladder_control"] == "not run"
+    assert "Ladder control: could not be run (the ladder has no 2× rung)." in md
+    assert "log-linear (fewer than 4 budgets)" in md and "saturating" not in md
+    assert "failed" not in cell
 
 
 # ---------------------------------------------------------------------------------------------
