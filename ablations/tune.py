@@ -99,7 +99,8 @@ class Tuner:
                 budget, train = self.plan.scaled(train, self.cfg.frac, self.tokens_per_step)
                 probe = RunSpec(a.variant, a.model, self.plan.task_spec, budget, train, 0,
                                 self.plan.device)  # fmt: skip
-                train = replace(train, **{key: self._snap(probe, key, v)})
+                v = self._snap(probe, key, v)  # the value itself, then, is the pool's
+                train = replace(train, **{key: v})
                 for seed in self.cfg.tune_seeds:
                     spec = replace(probe, train=train, seed=seed)
                     specs.append(spec)

@@ -278,7 +278,7 @@ def test_recipe_fills_what_flags_leave_out():
     assert (plan.budget.value, plan.train.lr, plan.train.eval_every) == (400, 1e-3, 16)
     plan, _ = plan_of()  # the default task: shakespeare
     assert plan.task_spec["name"] == "shakespeare" and plan.train.batch_size == 12
-    assert (plan.budget.value, plan.train.lr) == (1400, 2e-3)
+    assert (plan.budget.value, plan.train.lr) == (1400, 0.00565686)
 
 
 @pytest.mark.parametrize(
@@ -348,6 +348,8 @@ def test_records_of_another_machine_are_trained_again(tmp_path):
         "ablations/lengths_shakespeare_tiny_1400steps_cpu",
         "ablations/tune_shakespeare_tiny_1400steps_cpu",
         "ablations/muon_shakespeare_tiny_1400steps_cpu",
+        "ablations/lr_sweep_shakespeare_tiny_1400steps_cpu",
+        "ablations/lr_sweep_addition_L2-H4-d64-ctx32_3000steps_cpu",
         "bench/sweep",
     ],
 )
