@@ -811,9 +811,9 @@ def ladder_text(meta: dict) -> str:
 
 
 MUON_WORDS = (
-    "Muon (torch.optim.Muon: Nesterov momentum orthogonalised by a Newton–Schulz iteration, "
-    "its update scaled to AdamW's RMS) for the blocks' 2-D matrices and AdamW for embeddings, "
-    "norms and biases, one lr and schedule for both"
+    "Muon (Nesterov momentum orthogonalised by torch's Newton–Schulz iteration, attention's Q, K "
+    "and V as three matrices, each update scaled to AdamW's RMS) for the blocks' 2-D matrices "
+    "and AdamW for embeddings, norms and biases, one lr and schedule for both"
 )
 
 
