@@ -130,6 +130,8 @@ class StudySection:
     name: str | None = None
     scale: float = 1.0
     sizes: str | None = None  # --study scaling's ladder, "LxD,..."
+    preset: str | None = None  # --study scaling's grid: cpu, h100 (None: the device's)
+    dry_run: bool = False  # print the study's plan and its estimated cost; train nothing
 
 
 @dataclass
@@ -210,6 +212,8 @@ class SweepConfig:
             raise ConfigError(f"--scale must be positive, got {self.study.scale}")
         if self.study.name:
             self._check_study()
+        else:
+            self._check_study_flags()
         if tu.keys and (c.ci_width is not None or c.ladder is not None):
             flag = "--ci-width" if c.ci_width is not None else "--ladder"
             raise ConfigError(f"--tune does not combine with {flag} yet; run them separately")
@@ -232,9 +236,17 @@ class SweepConfig:
         if unused:
             raise ConfigError(
                 f"--study {self.study.name} sets its own {', '.join(unused)}: leave those out "
-                "(a study takes --seeds, --scale, --device, --out, --jobs, and --variant/--sizes "
-                "for scaling)"
+                "(a study takes --seeds, --scale, --device, --out, --jobs, and --variant/--sizes/"
+                "--preset/--dry-run for scaling)"
             )
+
+    def _check_study_flags(self) -> None:
+        """--sizes, --preset and --dry-run shape a study: without --study they would do nothing."""
+        s = self.study
+        given = [flag for flag, used in (("--sizes", s.sizes is not None),
+                 ("--preset", s.preset is not None), ("--dry-run", s.dry_run)) if used]  # fmt: skip
+        if given:
+            raise ConfigError(f"{given[0]} is for --study scaling; add --study scaling")
 
 
 def _positive(flag: str, value: float, what: str = "a positive number") -> None:
@@ -387,7 +399,7 @@ def _toml_value(value: Any) -> str:
 
 # how this invocation behaves, not what the sweep is: never written into config.toml, so that
 # rerunning it does not retrain everything because the first command said --force
-_PER_INVOCATION = ("force", "quiet")
+_PER_INVOCATION = ("force", "quiet", "dry_run")
 
 
 def _lines(obj, header: str) -> list[str]:

@@ -172,7 +172,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--sizes",
         metavar="LxD,...",
         help="--study scaling: the model ladder as n_layer x n_embd, e.g. 1x64,2x64,3x96,4x128 "
-        "(default: the device's ladder)",
+        "(default: the preset's)",
+    )
+    p.add_argument(
+        "--preset",
+        help="--study scaling: the grid of sizes and token budgets, cpu (about 15 min on two "
+        "cores) or h100 (about an hour on one H100); default: h100 on cuda, else cpu; "
+        "--dry-run shows it",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="--study scaling: print every run of the plan with its FLOPs and estimated time, "
+        "and train nothing",
     )
     p.add_argument(
         "--scale", type=float, help="multiply a study's training budgets (e.g. 0.1 for a look)"
@@ -248,7 +260,8 @@ _FLAG_FIELDS = {
     "weight_decay": "train.weight_decay", "grad_clip": "train.grad_clip",
     "eval_every": "train.eval_every", "ci_width": "comparison.ci_width",
     "max_seeds": "comparison.max_seeds", "tune_frac": "tune.frac", "tune_seeds": "tune.seeds",
-    "out": "out", "scale": "study.scale", "sizes": "study.sizes", "study": "study.name",
+    "out": "out", "scale": "study.scale", "sizes": "study.sizes", "preset": "study.preset",
+    "study": "study.name",
     "device": "device", "executor": "executor.kind", "jobs": "executor.jobs",
     "runs_per_job": "executor.runs_per_job", "ranks_per_run": "executor.ranks_per_run",
     "slurm_partition": "executor.slurm.partition", "slurm_time": "executor.slurm.time_min",
@@ -289,7 +302,9 @@ def resolve_config(args: argparse.Namespace) -> SweepConfig:
         if len(betas) != 2:
             raise ValueError(f"--betas takes two numbers B1,B2 (e.g. 0.9,0.95), got {args.betas!r}")
         cfg.train.beta1, cfg.train.beta2 = betas
-    for flag, dotted in (("compile", "train.compile"), ("force", "force"), ("quiet", "quiet")):
+    flags = (("compile", "train.compile"), ("force", "force"), ("quiet", "quiet"),
+             ("dry_run", "study.dry_run"))  # fmt: skip
+    for flag, dotted in flags:
         if getattr(args, flag):
             _put(cfg, dotted, True)
     if args.no_amp:
@@ -597,12 +612,17 @@ def run_study(cfg: SweepConfig) -> int:
         quiet=cfg.quiet,
         variants=tuple(cfg.variants),
         sizes=cfg.study.sizes,
+        preset=cfg.study.preset,
+        dry_run=cfg.study.dry_run,
         jobs=default_jobs(cfg, device, 1),
         executor=cfg.executor.kind,
         slurm=slurm_options(cfg),
         plugins=tuple(str(Path(p).resolve()) for p in cfg.plugins),
     )
     study.check(ctx)
+    if ctx.dry_run:
+        print(study.plan(ctx))  # nothing trained, nothing written
+        return 0
     check_output(out)
     section = study.run(ctx)
     (out / "report.md").write_text(section)

@@ -1,7 +1,8 @@
 """Measuring side of the bench: timing, peak memory, FLOPs/MFU and the environment.
 
-Nothing here knows about models or files. The training loop owns the model and calls these
-helpers around its steps, so every variant is measured by exactly the same code.
+Nothing here knows about files, and of models only their shapes (`flops_per_token`). The
+training loop owns the model and calls these helpers around its steps, so every variant is
+measured by exactly the same code.
 
 Conventions, chosen so numbers from different machines stay comparable:
 
@@ -13,7 +14,8 @@ Conventions, chosen so numbers from different machines stay comparable:
   noisy (GC, allocator growth, other processes); the mean is reported too.
 * Peak memory is the peak of *allocated tensor bytes* during one call, including whatever was
   already allocated before the call (parameters, optimizer state). It is not the process RSS.
-* FLOPs per token follow the PaLM paper (appendix B): ``6 * N + 12 * L * d * T``.
+* FLOPs per token are counted from the model's matmul shapes (`flops_per_token`): 6 x the
+  nn.Linear weights (head included) + the causal attention actually attended, fwd + bwd.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ __all__ = [
     "StepTimer",
     "device_name",
     "environment",
+    "attended_keys",
     "flops_per_token",
     "mfu",
     "peak_flops",
@@ -422,17 +425,35 @@ def _cpu_peak_dispatch(fn, modules, optimizers) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def flops_per_token(n_params_non_embedding: int, n_layer: int, n_embd: int, seq_len: int) -> int:
-    """Training FLOPs per token (forward + backward), PaLM appendix B convention.
+def attended_keys(seq_len: int, window: int = 0) -> float:
+    """Mean number of keys a query attends to in causal attention over `seq_len` positions:
+    position t (1-based) sees min(t, window) keys (all t without a window), so (T + 1) / 2
+    causal (about T/2), and about the window once T is much longer than it."""
+    w = seq_len if window <= 0 else min(window, seq_len)
+    return (w * (w + 1) / 2 + (seq_len - w) * w) / seq_len
 
-    ``6 * N`` covers the matmuls with the weights (2 FLOPs per multiply-add, forward 1x and
-    backward 2x), with N the non-embedding parameters (the embedding lookup is a gather, not
-    a matmul; a tied output head is then not counted, following the convention). The
-    attention scores/values add ``12 * n_layer * n_embd * seq_len`` (QK^T and AV, 2 FLOPs per
-    MAC, times 3 for fwd+bwd), counted for the full sequence even with a causal mask, as PaLM
-    does. Same convention as nanoGPT's MFU estimate, so numbers are comparable with it.
+
+def flops_per_token(model: torch.nn.Module, seq_len: int) -> int:
+    """Training FLOPs per token (forward + backward = 3 x forward) of a GPT, counted from its
+    module shapes so that a variant is charged what it computes.
+
+    Forward, 2 FLOPs per multiply-add:
+    * ``2 x`` the weights of every ``nn.Linear`` (each multiplies every token once): the
+      attention projections as built (GQA/MQA's narrower k/v), the MLP's matrices (SwiGLU's
+      three), and the output head (``2 * d * vocab``, tied or not);
+    * ``2 * n_layer * keys * d`` for QK^T and as much again for AV, ``keys`` the mean number of
+      keys a query attends to (`attended_keys`: (T + 1) / 2 causal, about the window with a
+      sliding window) and d = heads x head size = n_embd. For causal attention this is Kaplan et
+      al.'s ``2 * n_layer * n_ctx * d_attn``.
+    Embedding lookups (gathers), norms, activations, softmax and rotary embeddings are not
+    matmuls and are left out. A block whose matmuls are not ``nn.Linear`` (a plugin's raw
+    parameters) is not seen. `model` needs a ``cfg`` with n_layer, n_embd and attn_window (a
+    `variants.model.GPT`; build it on the meta device to count without memory).
     """
-    return int(6 * n_params_non_embedding + 12 * n_layer * n_embd * seq_len)
+    cfg = model.cfg
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    attention = 4 * cfg.n_layer * cfg.n_embd * attended_keys(seq_len, cfg.attn_window)
+    return round(3 * (2 * weights + attention))
 
 
 def _rates(half: float | None, tf32: float | None, fp32: float, bf16: bool = True) -> dict:

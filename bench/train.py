@@ -363,10 +363,8 @@ def _train(s: _Setup, progress: Callable[[dict], None] | None) -> _Loop:
 def _final_measurements(s: _Setup, loop: _Loop, evals: dict) -> tuple[dict, dict]:
     """The record's metrics and probes: sizes, speed, memory, the final val loss and accuracy
     (finished runs), the forward time, MFU against the measured peak."""
-    spec, model = s.spec, s.model
-    flops_tok = measure.flops_per_token(
-        model.num_params(non_embedding=True), spec.model.n_layer, spec.model.n_embd, s.task.seq_len
-    )
+    model = s.model
+    flops_tok = measure.flops_per_token(model, s.task.seq_len)
     metrics: dict = {
         "params": model.num_params(),
         "flops_per_token": flops_tok,

@@ -150,12 +150,47 @@ def test_time_fn_counts_iters():
     assert s["median_ms"] >= 1.5
 
 
-def test_flops_per_token_hand_computed():
-    # GPT-2 small-ish: N = 85M non-embedding params, 12 layers, d=768, T=1024.
-    n, layers, d, t = 85_000_000, 12, 768, 1024
-    expected = 6 * 85_000_000 + 12 * 12 * 768 * 1024  # 510_000_000 + 113_246_208
-    assert expected == 623_246_208
-    assert measure.flops_per_token(n, layers, d, t) == expected
+# `tiny` (4 layers, d = 128, 4 heads of 32, context 64) on a 65-token vocabulary, by hand:
+# per layer c_attn 128x384 + c_proj 128x128 + c_fc 128x512 + c_proj 512x128 = 196,608 weights,
+# the head 65 x 128 = 8,320; causal attention attends (64 + 1) / 2 = 32.5 keys per query on
+# average, QK^T and AV 2 x 2 x 32.5 x 128 FLOPs per layer; training = 3 x forward.
+TINY_HEAD = 65 * 128
+TINY_ATTN = 4 * 4 * 32.5 * 128  # n_layer x (QK^T + AV) x keys x d, 2 FLOPs per multiply-add
+
+
+def _tiny_flops(variant: str) -> int:
+    from variants.config import preset
+    from variants.model import GPT
+    from variants.registry import get_variant
+
+    cfg = get_variant(variant).apply(preset("tiny", vocab_size=65))
+    with torch.device("meta"):  # shapes only
+        return measure.flops_per_token(GPT(cfg), 64)
+
+
+@pytest.mark.parametrize(
+    "variant, layer_weights, attention",
+    [
+        ("baseline", 196_608, TINY_ATTN),
+        # SwiGLU: three 128 x 341 matrices (h = round(8 x 128 / 3)) instead of two 128 x 512
+        ("swiglu", 196_608 - 2 * 128 * 512 + 3 * 128 * 341, TINY_ATTN),
+        # GQA, 2 k/v heads of 32: c_attn 128 x (128 + 64 + 64); MQA, one: 128 x (128 + 32 + 32)
+        ("gqa", 196_608 - 128 * 384 + 128 * 256, TINY_ATTN),
+        ("mqa", 196_608 - 128 * 384 + 128 * 192, TINY_ATTN),
+        # a 16-token window: positions 1..16 see t keys, the other 48 see 16: 904 / 64 on average
+        ("sliding-window", 196_608, 4 * 4 * (136 + 48 * 16) / 64 * 128),
+    ],
+)
+def test_flops_per_token_hand_counts(variant, layer_weights, attention):
+    forward = 2 * (4 * layer_weights + TINY_HEAD) + attention
+    assert _tiny_flops(variant) == round(3 * forward)
+
+
+def test_flops_per_token_baseline_number():
+    """The baseline's count written out: 3 x (2 x (4 x 196,608 + 8,320) + 66,560)."""
+    assert _tiny_flops("baseline") == 4_968_192
+    assert measure.attended_keys(64) == 32.5 and measure.attended_keys(64, 16) == 14.125
+    assert measure.attended_keys(8, 100) == 4.5  # a window past the sequence: plain causal
 
 
 def test_mfu_and_peak_flops():

@@ -103,7 +103,8 @@ class GPT(nn.Module):
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count (shared weights once). Non-embedding excludes token and position
-        embeddings — the N of the 6N FLOPs rule — but keeps a tied head, which does compute."""
+        embeddings — the N of the scaling study's L(N, D) — but keeps a tied head, which does
+        compute (bench.measure.flops_per_token counts the FLOPs from the module shapes)."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= sum(p.numel() for p in self.pos_emb.parameters())

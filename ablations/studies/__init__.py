@@ -26,8 +26,8 @@ STUDIES: dict[str, tuple[str, str]] = {
     ),
     "scaling": (
         "ablations.studies.scaling",
-        "compute multiplier per model size (--variant NAME, --sizes LxD,...) from a power law "
-        "fitted to the baseline",
+        "data and compute multipliers per model size (--variant NAME, --sizes LxD,..., "
+        "--preset cpu|h100, --dry-run) from an L(N, D) surface fitted to the baseline",
     ),
     "heads": (
         "ablations.studies.heads",

@@ -31,6 +31,8 @@ class StudyContext:
     quiet: bool = False
     variants: tuple[str, ...] = ()  # --variant: the arms of a study that takes them (scaling)
     sizes: str | None = None  # --sizes: a study's model ladder (scaling)
+    preset: str | None = None  # --preset: a study's named grid (scaling: cpu, h100)
+    dry_run: bool = False  # --dry-run: print the plan, train nothing
     jobs: int = 1  # runs at once for a study that fans out (each in its own process)
     # where the runs happen, as for any sweep (bench.executor): local processes, or a cluster
     executor: str = "local"
@@ -66,11 +68,19 @@ class Study(abc.ABC):
     name: str = ""
     description: str = ""  # one line, shown by --list
     one_thread: bool = False  # on CPU, run with one intra-op thread (see cpu_threads)
+    takes: frozenset[str] = frozenset()  # of --sizes, --preset, --dry-run: the ones it takes
 
     def check(self, ctx: StudyContext) -> None:
         """One-line ValueError for options this study cannot take, before anything trains."""
-        if ctx.sizes is not None:
-            raise ValueError(f"--sizes is for --study scaling, not --study {self.name}")
+        given = {"--sizes": ctx.sizes is not None, "--preset": ctx.preset is not None,
+                 "--dry-run": ctx.dry_run}  # fmt: skip
+        for flag, used in given.items():
+            if used and flag not in self.takes:
+                raise ValueError(f"{flag} is for --study scaling, not --study {self.name}")
+
+    def plan(self, ctx: StudyContext) -> str:
+        """--dry-run: every run the study would train and what it would cost, as text."""
+        raise ValueError(f"--dry-run is for --study scaling, not --study {self.name}")
 
     def run(self, ctx: StudyContext) -> str:
         """Run the study's experiments and write its table(s) and figure(s) into ctx.out.
