@@ -132,7 +132,7 @@ CHAR_LM_RECIPE = Recipe(
     lr=0.00565686,
     steps=1400,
     eval_batches=4,  # 4 x 64 windows x 64 characters: 16k held-out characters per point
-    note="nanoGPT's CPU model and batch, 1,400 steps, at the baseline's own best lr: val loss ~1.87",
+    note="nanoGPT's CPU model and batch, 1,400 steps, the baseline's own best lr: val loss ~1.87",
     lr_sweep="results/reference/ablations/lr_sweep_shakespeare_tiny_1400steps_cpu",
 )
 
