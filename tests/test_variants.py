@@ -196,6 +196,31 @@ def test_rmsnorm_formula():
     torch.testing.assert_close(norm(x), expected)
 
 
+def test_rmsnorm_is_the_elementwise_formula_to_the_bit():
+    """F.rms_norm (the fast path) gives the values and gradients of the five elementwise ops it
+    replaced, bit for bit in float32; in bf16 it computes in float32 and returns bf16."""
+    from variants.norm import rms_normalise
+
+    def formula(x, w, eps):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * w.float()).to(x.dtype)
+
+    x = (torch.randn(4, 16, 128) * 3 + 0.5).requires_grad_()
+    w = torch.randn(128).requires_grad_()
+    g = torch.randn(4, 16, 128)
+    ours, ref = rms_normalise(x, w, 1e-6), formula(x, w, 1e-6)
+    assert torch.equal(ours, ref)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(torch.autograd.grad(ours, (x, w), g), torch.autograd.grad(ref, (x, w), g),
+                        strict=True)
+    )  # fmt: skip
+    xb = x.detach().bfloat16()
+    out = rms_normalise(xb, w.detach(), 1e-6)
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out, formula(xb, w.detach(), 1e-6), atol=0, rtol=0)
+
+
 @pytest.mark.parametrize("n_embd", [16, 32, 48, 64, 128, 384, 768])
 @pytest.mark.parametrize("bias", [False, True])
 def test_swiglu_matches_gelu_parameter_count(n_embd, bias):
