@@ -107,7 +107,10 @@ class SplitMuon(_MuonBase):
         for p in group["params"]:
             if p.grad is None:
                 continue
-            buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+            state = self.state[p]
+            if "momentum_buffer" not in state:  # not setdefault: no new tensor every step
+                state["momentum_buffer"] = torch.zeros_like(p.grad)
+            buf = state["momentum_buffer"]
             buf.lerp_(p.grad, 1 - momentum)
             updates[p] = p.grad.lerp(buf, momentum) if group["nesterov"] else buf
         for matrix in self.matrices:

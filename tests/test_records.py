@@ -25,7 +25,9 @@ N_APPENDS = 50
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "results" / "reference" / "ablations"
 OLD_RECORDS = REFERENCE / "addition_tiny_400steps_cpu" / "runs.jsonl"  # older records
-REAL_RECORDS = REFERENCE / "shakespeare_tiny_1400steps_cpu" / "runs.jsonl"
+# version-less (schema 1) records of a real sweep, as every record before schema 2 was
+REAL_RECORDS = REFERENCE / "lengths_shakespeare_tiny_1400steps_cpu" / "runs.jsonl"
+STUB_LINE = len(REAL_RECORDS.read_text().splitlines()) + 1  # a line appended after them
 STUB = {"run_id": "0123456789ab", "variant": "baseline"}  # valid JSON, not a record
 
 
@@ -176,7 +178,7 @@ def test_write_json_atomic_leaves_no_temp_files(tmp_path):
 
 
 def _with_stub(tmp_path: Path, stub: dict) -> Path:
-    """A copy of real records (15 lines) with `stub` appended as line 16."""
+    """A copy of the real records with `stub` appended as line STUB_LINE."""
     path = tmp_path / "runs.jsonl"
     shutil.copyfile(REAL_RECORDS, path)
     records.append_record(path, stub)
@@ -259,8 +261,8 @@ def test_stub_reusing_a_real_run_id_does_not_replace_the_real_record(tmp_path):
     groups = tables.summaries(loaded)
     assert groups and "baseline" in set(groups[0][1]["variant"])
     assert [str(w.message) for w in caught] == [
-        f"{path}:16: skipped: record lacks 'seed', 'task', 'budget', 'spec', 'status', 'env', "
-        "'metrics', 'curve'"
+        f"{path}:{STUB_LINE}: skipped: record lacks 'seed', 'task', 'budget', 'spec', 'status', "
+        "'env', 'metrics', 'curve'"
     ]
 
 
@@ -280,10 +282,11 @@ def test_write_summary_on_a_directory_with_a_stub_line(tmp_path):
         loaded = records.load_records(tmp_path)
     tables.write_summary(loaded, tmp_path)  # was: TypeError from pandas on the stub's NaNs
     text = (tmp_path / "summary.md").read_text()
-    assert "baseline" in text and "rope" in text and "modern" in text
+    assert "baseline" in text and "rope" in text and "alibi" in text
     assert (tmp_path / "summary.csv").is_file()
     assert len(loaded) == n_lines(REAL_RECORDS)
-    assert len(caught) == 1 and "runs.jsonl:16: skipped: record lacks" in str(caught[0].message)
+    assert len(caught) == 1
+    assert f"runs.jsonl:{STUB_LINE}: skipped: record lacks" in str(caught[0].message)
 
 
 def test_a_skipped_line_is_reported_once_on_stderr_without_source_line(tmp_path):
@@ -311,9 +314,9 @@ def test_a_skipped_line_is_reported_once_on_stderr_without_source_line(tmp_path)
     assert r.returncode == 0, r.stderr
     lines = r.stderr.splitlines()
     assert len(lines) == 2, r.stderr  # one line per bad line: no repeats, no source lines
-    assert lines[0].endswith(f"{path}:16: skipped: record lacks 'seed', 'task', 'budget', "
+    assert lines[0].endswith(f"{path}:{STUB_LINE}: skipped: record lacks 'seed', 'task', 'budget', "
                              "'spec', 'status', 'env', 'metrics', 'curve'")  # fmt: skip
-    assert f"{path}:17: skipped: not valid JSON (" in lines[1]
+    assert f"{path}:{STUB_LINE + 1}: skipped: not valid JSON (" in lines[1]
 
 
 def test_old_records_still_all_load():

@@ -86,7 +86,8 @@ def test_a_micro_tune_chooses_on_other_seeds_and_resumes(tmp_path):
         assert c["default"] == default and len(tried) == 3 + c["added"]  # grid + extensions
         assert c["extended"] == "up" and c["added"] >= 1
         # each added point one grid step (x2) past the last; interior at the end, or given up
-        assert tried[3:] == pytest.approx([default * 2 ** (k + 2) for k in range(c["added"])])
+        expected = [default * 2 ** (k + 2) for k in range(c["added"])]
+        assert tried[3:] == pytest.approx(expected, rel=1e-5)  # grid values: 6 digits
         assert c["still_at_edge"] == (c["added"] == tune.MAX_EXTENSIONS)
         assert c["best"] != max(tried) or c["still_at_edge"]
         lrs = {x.spec["train"]["lr"] for x in verdict if x.variant == arm}
@@ -129,7 +130,9 @@ def test_tune_reuses_the_recipes_baseline_sweep(tmp_path, monkeypatch, capsys):
     choices = json.loads((out / "tune.json").read_text())
     (base,), (rope,) = choices["baseline"], choices["rope"]
     assert sorted(base["reused"]) == sorted(v for v, _ in base["losses"])  # every point
-    assert rope["reused"] == [] and base["reused_from"] == Recipe().lr_sweep
+    from bench.tasks import task_recipe
+
+    assert rope["reused"] == [] and base["reused_from"] == task_recipe("shakespeare").lr_sweep
     trained = int(capsys.readouterr().err.split(" run(s) trained")[0].rsplit("\n", 1)[-1])
     here = load_records(out)
     assert trained == len(here)  # nothing of the sweep trained again ...
