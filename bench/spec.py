@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from variants.config import ModelConfig, drop_late_defaults, preset
+from variants.config import ModelConfig, id_dict, preset
 
 BUDGET_MODES = ("steps", "tokens", "seconds")
 BUDGET_FLAGS = {"steps": "--steps", "tokens": "--tokens", "seconds": "--time"}  # the CLI's names
@@ -71,14 +71,9 @@ class TrainConfig:
     optimizer: str = "adamw"  # or "muon": Muon for the blocks' matrices, AdamW for the rest
     muon_momentum: float = 0.95  # Muon's (Nesterov) momentum; unused by AdamW
 
-    # Fields added after records were first committed. Each is written into a spec only when it
-    # differs from its default, so a run that does not use it keeps the id it always had (and
-    # committed records stay resumable).
-    LATE_FIELDS: ClassVar[tuple[str, ...]] = ("optimizer", "muon_momentum")
-
     def to_dict(self) -> dict:
         """The JSON form (probes a list), as stored in a record's spec."""
-        d = drop_late_defaults(self, self.LATE_FIELDS)
+        d = id_dict(self)  # the run-id rule: variants.config.ID_SCHEME_FIELDS
         return {**d, "probes": list(d["probes"])}
 
     # (field, flag, lowest, highest, highest included): every number a run takes, checked here

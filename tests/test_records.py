@@ -18,7 +18,7 @@ import pytest
 
 from bench import records, tables
 from bench.records import SCHEMA, RunRecord, as_record
-from variants.config import LATE_FIELDS
+from variants.config import late_fields
 
 N_PROCS = 8
 N_APPENDS = 50
@@ -348,16 +348,32 @@ def test_committed_records_keep_their_run_ids():
             n += 1
     assert n > 50
     spec = RunSpec.from_dict(r.spec)
-    late = [f for f in dataclasses.fields(spec.model) if f.name in LATE_FIELDS]
+    late = [f for f in dataclasses.fields(spec.model) if f.name in late_fields(type(spec.model))]
     for f in late:
         changed = dataclasses.replace(spec, model=spec.model.replace(**{f.name: _other(f)}))
         assert records.run_id(changed.to_dict()) != r.run_id, f.name
-    late_train = [f for f in dataclasses.fields(spec.train) if f.name in spec.train.LATE_FIELDS]
+    late_train = [
+        f for f in dataclasses.fields(spec.train) if f.name in late_fields(type(spec.train))
+    ]
     assert {f.name for f in late_train} >= {"optimizer", "muon_momentum"}
     for f in late_train:
         train = dataclasses.replace(spec.train, **{f.name: _other(f)})
         changed = dataclasses.replace(spec, train=train)
         assert records.run_id(changed.to_dict()) != r.run_id, f.name
+
+
+def test_a_field_added_tomorrow_needs_no_list_entry():
+    """The run-id rule covers a field nobody listed: a ModelConfig grown by one field hashes to
+    the same dict while the field holds its default, and includes it once it does not."""
+    from variants.config import ModelConfig, id_dict
+
+    fields = [(f.name, f.type, dataclasses.field(default=f.default))
+              for f in dataclasses.fields(ModelConfig)]  # fmt: skip
+    grown = dataclasses.make_dataclass(
+        "ModelConfig", [*fields, ("brand_new", int, dataclasses.field(default=0))], frozen=True
+    )
+    assert id_dict(grown()) == id_dict(ModelConfig())
+    assert id_dict(grown(brand_new=3)) == {**id_dict(ModelConfig()), "brand_new": 3}
 
 
 def _other(f):

@@ -25,31 +25,45 @@ SLOT_FIELDS = (
     "init",
 )
 
-# Fields added after records were first committed: each is written into a config's dict (and so
-# into the run id) only when it differs from its default, so every run that does not use it
-# keeps the id it always had and committed records stay resumable.
-LATE_FIELDS: tuple[str, ...] = (
-    "qk_norm",
-    "init",
-    "n_kv_head",
-    "attn_window",
-    "attn_softcap",
-    "logit_softcap",
-)
+# The run-id rule, in one place. The id scheme was frozen with these fields of each dataclass a
+# run id covers; any field added since is written into the id's dict only while it differs from
+# its default. A new field therefore needs no list entry: every run that leaves it alone keeps
+# the id it always had, and committed records stay resumable. These tuples are never edited.
+ID_SCHEME_FIELDS: dict[str, tuple[str, ...]] = {
+    "ModelConfig": (
+        "vocab_size", "block_size", "n_layer", "n_head", "n_embd", "dropout", "bias",
+        "tie_weights", "heads", "attention", "position", "norm", "norm_placement", "mlp",
+        "residual",
+    ),
+    "TrainConfig": (
+        "batch_size", "lr", "min_lr_frac", "warmup_frac", "weight_decay", "beta1", "beta2",
+        "grad_clip", "eval_every", "eval_batches", "eval_batch_size", "compile", "amp",
+        "timing_warmup", "probes", "save_checkpoint",
+    ),
+}  # fmt: skip
+
+
+def id_dict(obj) -> dict:
+    """`dataclasses.asdict(obj)` less the fields added after the id scheme was frozen (those
+    not in `ID_SCHEME_FIELDS[type(obj).__name__]`) that hold their default value."""
+    frozen = ID_SCHEME_FIELDS[type(obj).__name__]
+    d = dataclasses.asdict(obj)
+    for f in dataclasses.fields(obj):
+        if f.name not in frozen and d[f.name] == f.default:
+            del d[f.name]
+    return d
+
+
+def late_fields(cls) -> tuple[str, ...]:
+    """The fields of dataclass `cls` added after the id scheme was frozen."""
+    frozen = ID_SCHEME_FIELDS[cls.__name__]
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name not in frozen)
+
 
 # Checks that need more than this file knows (the registry adds its own: are the slot names
 # registered, does each chosen block accept this config). Keeping them as a list that others
 # append to means this module imports nothing from the registry.
 VALIDATORS: list[Callable[[ModelConfig], None]] = []
-
-
-def drop_late_defaults(obj, late: tuple[str, ...]) -> dict:
-    """`dataclasses.asdict(obj)` without the fields of `late` that hold their default value."""
-    d = dataclasses.asdict(obj)
-    for f in dataclasses.fields(obj):
-        if f.name in late and d[f.name] == f.default:
-            del d[f.name]
-    return d
 
 
 @dataclass(frozen=True)
@@ -97,7 +111,7 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return drop_late_defaults(self, LATE_FIELDS)
+        return id_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
