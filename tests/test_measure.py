@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bench import measure
+from bench.measure import flops, memory
 
 CPU = torch.device("cpu")
 MiB = 2**20
@@ -18,10 +19,10 @@ EXTRA = 8 * MiB
 # Both CPU trackers are checked: MemTracker is what peak_memory_bytes uses, the dispatch-mode
 # tracker is its fallback for torch builds without torch.distributed.
 TRACKERS = {
-    "memtracker": lambda fn, modules=(), optimizer=None: measure._cpu_peak_memtracker(
+    "memtracker": lambda fn, modules=(), optimizer=None: memory._cpu_peak_memtracker(
         fn, list(modules), [optimizer] if optimizer is not None else []
     ),
-    "dispatch": lambda fn, modules=(), optimizer=None: measure._cpu_peak_dispatch(
+    "dispatch": lambda fn, modules=(), optimizer=None: memory._cpu_peak_dispatch(
         fn, list(modules), [optimizer] if optimizer is not None else []
     ),
 }
@@ -29,7 +30,7 @@ TRACKERS = {
 
 @pytest.fixture(params=sorted(TRACKERS))
 def cpu_peak(request):
-    if request.param == "memtracker" and measure._memtracker_class() is None:
+    if request.param == "memtracker" and memory._memtracker_class() is None:
         pytest.skip("MemTracker not available in this torch build")
     return TRACKERS[request.param]
 
@@ -197,15 +198,15 @@ def test_mfu_and_peak_flops():
     assert measure.peak_flops(CPU, torch.bfloat16) is None
     assert measure.mfu(1e9, 1e3, None) is None
     assert measure.mfu(6e9, 1e5, 1e15) == pytest.approx(0.6)
-    h100 = measure._peak_for_name("NVIDIA H100 80GB HBM3", "bf16")
+    h100 = flops._peak_for_name("NVIDIA H100 80GB HBM3", "bf16")
     assert h100 == pytest.approx(989.4e12)
-    assert measure._peak_for_name("NVIDIA H100 PCIe", "bf16") == pytest.approx(756.5e12)
-    assert measure._peak_for_name("NVIDIA GH200 480GB", "bf16") == pytest.approx(989.4e12)
-    assert measure._peak_for_name("NVIDIA A100-SXM4-80GB", "fp32") == pytest.approx(19.5e12)
-    assert measure._peak_for_name("NVIDIA A10G", "bf16") is None  # not mistaken for A10/A100
-    assert measure._peak_for_name("NVIDIA L40S", "bf16") == pytest.approx(362.05e12)
-    assert measure._peak_for_name("Tesla V100-SXM2-16GB", "bf16") is None
-    assert measure._peak_for_name("Some Future GPU", "bf16") is None
+    assert flops._peak_for_name("NVIDIA H100 PCIe", "bf16") == pytest.approx(756.5e12)
+    assert flops._peak_for_name("NVIDIA GH200 480GB", "bf16") == pytest.approx(989.4e12)
+    assert flops._peak_for_name("NVIDIA A100-SXM4-80GB", "fp32") == pytest.approx(19.5e12)
+    assert flops._peak_for_name("NVIDIA A10G", "bf16") is None  # not mistaken for A10/A100
+    assert flops._peak_for_name("NVIDIA L40S", "bf16") == pytest.approx(362.05e12)
+    assert flops._peak_for_name("Tesla V100-SXM2-16GB", "bf16") is None
+    assert flops._peak_for_name("Some Future GPU", "bf16") is None
 
 
 def test_environment_keys_and_json():
@@ -258,7 +259,7 @@ def test_measured_peak_flops_is_measured_once_and_cached(tmp_path, monkeypatch):
     """The matmul peak MFU is reported against: measured on this machine, then read back
     from the cache file (keyed by device, dtype and threads), not measured again."""
     monkeypatch.setenv("TRANSFORMER_BENCH_CACHE", str(tmp_path))
-    monkeypatch.setattr(measure, "_peak_memo", {})
+    monkeypatch.setattr(flops, "_peak_memo", {})
     peak = measure.measured_peak_flops(CPU, torch.float32)
     assert 1e9 < peak < 1e14  # a CPU does between a GFLOP/s and a hundred TFLOP/s
     cached = json.loads((tmp_path / "peak_flops.json").read_text())
@@ -268,8 +269,8 @@ def test_measured_peak_flops_is_measured_once_and_cached(tmp_path, monkeypatch):
     def no_timing(*args):
         raise AssertionError("measured again despite the cache")
 
-    monkeypatch.setattr(measure, "_time_matmul", no_timing)
-    monkeypatch.setattr(measure, "_peak_memo", {})
+    monkeypatch.setattr(flops, "_time_matmul", no_timing)
+    monkeypatch.setattr(flops, "_peak_memo", {})
     assert measure.measured_peak_flops(CPU, torch.float32) == peak
     # an achieved rate equal to half the peak reads 0.5
     assert measure.mfu(peak / 2 / 1e3, 1e3, peak) == pytest.approx(0.5)
