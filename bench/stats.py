@@ -336,42 +336,48 @@ def compare(
     """
     b = np.asarray(baseline, dtype=float).ravel()
     v = np.asarray(variant, dtype=float).ravel()
-    nan2 = (math.nan, math.nan)
-    level = 1.0 - alpha
-    if paired:
-        if b.size != v.size:
-            raise ValueError(f"paired comparison needs equal lengths, got {b.size} and {v.size}")
-        keep = np.isfinite(b) & np.isfinite(v)
-        b, v = b[keep], v[keep]
-        d = v - b
-        n = d.size
-        mean = float(d.mean()) if n else math.nan
-        if n < 2:
-            return _result(n, mean, nan2, math.nan, "paired t", "too few seeds")
-        boot = bootstrap_ci(d, n_boot=n_boot, level=level, rng_seed=rng_seed)
-        if d.min() == d.max():
-            mean, sd_diff, df = float(d[0]), 0.0, n - 1.0
-            ci, p = _no_spread(mean)
-        else:
-            sd_diff = float(d.std(ddof=1))
-            with warnings.catch_warnings():
-                # nearly identical differences make scipy warn about precision loss in its
-                # moment calculation; the result is still the t-test on the data as given.
-                warnings.simplefilter("ignore", RuntimeWarning)
-                ci, p, df = _scipy_t(sps.ttest_rel(v, b), alpha)
-        power = {
-            "sd_diff": sd_diff,
-            "mde": mde(sd_diff, n, alpha=alpha),
-            "seeds_needed": seeds_needed(mean, sd_diff, alpha=alpha),
-        }
-        return _tested(n, mean, ci, p, "paired t", df, boot, alpha, lower_is_better, power)
+    test = _paired if paired else _welch
+    return test(b, v, alpha, lower_is_better, n_boot, rng_seed)
 
+
+def _paired(b: np.ndarray, v: np.ndarray, alpha, lower_is_better, n_boot, rng_seed) -> dict:
+    """`compare` by seed: the paired t-test on the pairs finite on both sides."""
+    if b.size != v.size:
+        raise ValueError(f"paired comparison needs equal lengths, got {b.size} and {v.size}")
+    keep = np.isfinite(b) & np.isfinite(v)
+    b, v = b[keep], v[keep]
+    d = v - b
+    n = d.size
+    mean = float(d.mean()) if n else math.nan
+    if n < 2:
+        return _result(n, mean, (math.nan, math.nan), math.nan, "paired t", "too few seeds")
+    boot = bootstrap_ci(d, n_boot=n_boot, level=1.0 - alpha, rng_seed=rng_seed)
+    if d.min() == d.max():
+        mean, sd_diff, df = float(d[0]), 0.0, n - 1.0
+        ci, p = _no_spread(mean)
+    else:
+        sd_diff = float(d.std(ddof=1))
+        with warnings.catch_warnings():
+            # nearly identical differences make scipy warn about precision loss in its
+            # moment calculation; the result is still the t-test on the data as given.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            ci, p, df = _scipy_t(sps.ttest_rel(v, b), alpha)
+    power = {
+        "sd_diff": sd_diff,
+        "mde": mde(sd_diff, n, alpha=alpha),
+        "seeds_needed": seeds_needed(mean, sd_diff, alpha=alpha),
+    }
+    return _tested(n, mean, ci, p, "paired t", df, boot, alpha, lower_is_better, power)
+
+
+def _welch(b: np.ndarray, v: np.ndarray, alpha, lower_is_better, n_boot, rng_seed) -> dict:
+    """`compare` unpaired: Welch's t-test on the finite values of each side."""
     b, v = b[np.isfinite(b)], v[np.isfinite(v)]
     n = min(b.size, v.size)
     mean = float(v.mean() - b.mean()) if n else math.nan
     if n < 2:
-        return _result(n, mean, nan2, math.nan, "welch t", "too few seeds")
-    boot = bootstrap_ci_unpaired(b, v, n_boot=n_boot, level=level, rng_seed=rng_seed)
+        return _result(n, mean, (math.nan, math.nan), math.nan, "welch t", "too few seeds")
+    boot = bootstrap_ci_unpaired(b, v, n_boot=n_boot, level=1.0 - alpha, rng_seed=rng_seed)
     if b.min() == b.max() and v.min() == v.max():
         # Both sides constant: zero standard error, and Welch's df is 0/0 (reported as inf).
         mean, se, df = float(v[0] - b[0]), 0.0, math.inf
