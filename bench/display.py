@@ -134,13 +134,13 @@ def headline_frame(df: pd.DataFrame) -> pd.DataFrame:
     for _, r in df.iterrows():
         if r["variant"] == BASELINE:
             continue
+        primary = COLUMNS[PRIMARY]
         ci = r.get("d_val_loss_ci")
+        delta = fmt.signed(fmt.num_or_nan(r, primary.d), primary.delta_fmt)
         mde = fmt.num_or_nan(r, "mde")
         out = {
             "variant": r["variant"],
-            f"{COLUMNS[PRIMARY].headline} [95% CI]": fmt.signed(
-                fmt.num_or_nan(r, "d_val_loss"), COLUMNS[PRIMARY].delta_fmt
-            ) + (f" {ci}" if ci else ""),
+            f"{primary.headline} [95% CI]": delta + (f" {ci}" if ci else ""),
             "verdict": verdict_text(r),
             "MDE": "—" if not np.isfinite(mde) else f"{mde:.4f}",
             **_multiplier_cells(r, ladder),
