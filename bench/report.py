@@ -359,12 +359,27 @@ def _parser() -> argparse.ArgumentParser:
         "--micro", metavar="JSON", nargs="+", action="extend", default=None,
         help="pytest-benchmark JSON file(s), in addition to DIR/micro/*.json",
     )  # fmt: skip
+    p.add_argument(
+        "--plugin", metavar="FILE", action="append", default=[],
+        help="a plugin file whose columns and sections the report should show (repeatable)",
+    )  # fmt: skip
     return p
+
+
+def _load_plugins(paths: list[str]) -> None:
+    """Import the plugin files that registered columns or sections when the runs were made."""
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise ReportError(f"plugin file(s) not found: {', '.join(missing)}")
+    from bench.executor import load_plugins  # late: the report alone needs no executor
+
+    load_plugins(paths)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        _load_plugins(args.plugin)
         md_path = build_report(args.run_dir, args.out, args.micro)
     except (ReportError, OSError, ValueError) as exc:
         print(f"bench.report: error: {exc}", file=sys.stderr)
