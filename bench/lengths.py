@@ -16,7 +16,6 @@ import torch.nn.functional as F
 
 from bench.fmt import variant_order
 from bench.probing import PROBES, Probe
-from bench.records import RunRecord, as_record
 from bench.sections import SECTIONS, Section
 
 LENGTH_FACTORS = (1, 2, 4, 8)
@@ -57,10 +56,11 @@ def length_losses(model, task, device, amp_ctx, factors=LENGTH_FACTORS, tokens=L
 NOT_READ = "n/a: positions end at T"
 
 
-def length_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """One row per (run, length) of the finished runs that carry the probe."""
+def length_frame(records: Sequence) -> pd.DataFrame:
+    """One row per (run, length) of the finished runs that carry the probe (RunRecords: the
+    summary and the report hand every section validated records)."""
     rows = []
-    for rec in map(as_record, records):
+    for rec in records:
         probe = rec.probes.get("lengths")
         if not rec.ok or not probe:
             continue
@@ -85,7 +85,7 @@ def _stats(frame: pd.DataFrame) -> pd.DataFrame:
     return g.agg(mean="mean", sd="std", n="count").reset_index()
 
 
-def length_table(records: Sequence[RunRecord]) -> pd.DataFrame | None:
+def length_table(records: Sequence) -> pd.DataFrame | None:
     """Variants x eval lengths: mean ± sd over seeds, with the change from L = T; None when no
     record carries the probe."""
     frame = length_frame(records)
@@ -109,7 +109,7 @@ def length_table(records: Sequence[RunRecord]) -> pd.DataFrame | None:
     return out.rename_axis("variant").reset_index()
 
 
-def footnote(records: Sequence[RunRecord]) -> str:
+def footnote(records: Sequence) -> str:
     frame = length_frame(records)
     contexts = sorted(frame["context"].unique())
     tokens = sorted(frame["tokens"].unique())
@@ -123,7 +123,7 @@ def footnote(records: Sequence[RunRecord]) -> str:
     )
 
 
-def figure(records: Sequence[RunRecord], path) -> Path | None:
+def figure(records: Sequence, path) -> Path | None:
     """Val loss against eval length (log2 axis), one line per variant with ±sd bars."""
     import seaborn as sns  # late: training imports this module, and needs no plotting
     from matplotlib.figure import Figure

@@ -4,8 +4,8 @@
     SECTIONS.register("lengths", Section("Length generalisation", table=length_table,
                                          footnote=footnote, figure=figure))
 
-Each callable takes the records of the whole folder; `table` returns None when no record
-carries what the section is about, and the section is then left out.
+Each callable takes the records of the whole folder (RunRecords); `table` returns None when no
+record carries what the section is about, and the section is then left out.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from bench.compare import summaries
 from bench.display import display_frame, frame_shows, headline_frame, summary_header
 from bench.fmt import BASELINE, group_title, markdown_table
 from bench.notes import footnote, ladder_control_text
-from bench.records import write_bytes_atomic
+from bench.records import as_record, write_bytes_atomic
 from bench.sections import SECTIONS
 
 
@@ -55,6 +55,7 @@ def sections_markdown(records) -> str:
 def write_summary(records: list[dict], out_dir, notes: list[str] = ()) -> pd.DataFrame:
     """Write summary.csv (raw numbers, all groups) and summary.md (one table per group, then
     the sections). Returns the frame written to summary.csv."""
+    records = [as_record(r) for r in records]  # validated once, for the tables and sections
     groups = summaries(records)
     if not groups:
         raise ValueError("no run records to summarise")
