@@ -82,37 +82,33 @@ def _add(col: Column, description: str = "") -> None:
     COLUMNS.register(col.name, col, description=description)
 
 
-# The shown columns, in table order; then the raw metrics every record carries.
+# In the order a row of records_frame lays them out; the labelled ones are the tables' columns,
+# in this same order.
 _add(Column(PRIMARY, "val loss", ".4f", delta="abs", delta_label="Δ val loss", delta_fmt=".4f",
             test="paired", headline="Δ val loss"), "final validation loss")  # fmt: skip
 _add(Column("accuracy", "accuracy", ".3f", delta="abs", delta_label="Δ acc (verdict)",
             delta_fmt=".3f", test="paired", lower_is_better=False, optional=True),
      "exact match on held-out problems (tasks with exact answers)")  # fmt: skip
+_add(Column("train_loss"), "the last training step's loss")
 _add(Column("step_ms", "step ms", "sig3", delta="pct", delta_label="Δ step", test="welch",
             headline="Δ step time"), "median training step time")  # fmt: skip
+_add(Column("step_ms_p10"))
+_add(Column("step_ms_p90"))
 _add(Column("tokens_per_s", "tokens/s", ",.0f", delta="pct", delta_label="Δ tok/s",
             test="welch", lower_is_better=False), "training throughput")  # fmt: skip
+_add(Column("fwd_ms"), "median forward time")
 _add(Column("peak_mem_mb", "peak MB", ",.1f", delta="pct", delta_label="Δ mem",
             headline="Δ memory", key="peak_mem"), "peak memory of one training step")  # fmt: skip
 _add(Column("params", "params", agg="median"), "parameter count")
-for _name in ("train_loss", "step_ms_p10", "step_ms_p90", "fwd_ms", "flops_per_token", "mfu",
-              "steps", "tokens", "wall_s", "freq_loss"):  # fmt: skip
+for _name in ("flops_per_token", "mfu", "steps", "tokens", "wall_s", "freq_loss"):
     _add(Column(_name))
 
 
 def metric_names() -> list[str]:
     """Every column's record metric, in the order records_frame lays them out."""
-    order = [PRIMARY, "accuracy", "train_loss", "step_ms", "step_ms_p10", "step_ms_p90",
-             "tokens_per_s", "fwd_ms", "peak_mem_mb", "params", "flops_per_token", "mfu",
-             "steps", "tokens", "wall_s", "freq_loss"]  # fmt: skip
-    return [n for n in order if n in COLUMNS] + [n for n in COLUMNS if n not in order]
+    return COLUMNS.names()
 
 
 def shown(present: Callable[[str], bool] = lambda name: True) -> list[Column]:
     """The columns the tables show, in order; an optional one only where `present(name)`."""
     return [c for _, c in COLUMNS.items() if c.label and (not c.optional or present(c.name))]
-
-
-def compared(present: Callable[[str], bool] = lambda name: True) -> list[Column]:
-    """The shown columns compared against the baseline, the primary excepted."""
-    return [c for c in shown(present) if c.delta and c.name != PRIMARY]
