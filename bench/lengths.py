@@ -163,9 +163,9 @@ def figure(records: Sequence, path) -> Path | None:
 class LengthsProbe(Probe):
     """Reads the held-out text at several lengths once the run has finished."""
 
-    def check(self, s) -> None:
-        if not s.task.has_spans:
-            s.task.held_out_spans(1, 1)  # one line: this task cannot be read at other lengths
+    def check(self, task) -> None:
+        if not task.has_spans:
+            task.held_out_spans(1, 1)  # one line: this task cannot be read at other lengths
 
     def result(self, s):
         return length_losses(s.model, s.task, s.device, s.amp)

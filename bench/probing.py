@@ -5,9 +5,10 @@ same with or without one).
 
 A probe is a class registered in `PROBES`; the training loop makes one per run and calls
 
-  check(s)               at set-up: a one-line ValueError when this run cannot be probed
+  check(task)             before training: a one-line ValueError when this task cannot be
+                          probed (a planner may call it too, before any run starts)
   after_backward(s, step) after every backward, before the optimizer step (gradients live)
-  result(s)              at the end: the JSON-able value stored in the record
+  result(s)               at the end: the JSON-able value stored in the record
 
 `s` is the run's set-up (bench.train._Setup: model, task, device, amp, tcfg). `result` is
 called for finished runs only, unless the class sets `on_diverged = True`. A probe shows its
@@ -23,7 +24,7 @@ from variants.named import Registry
 class Probe:
     on_diverged = False  # True: `result` is kept for diverged runs too
 
-    def check(self, s) -> None:
+    def check(self, task) -> None:
         pass
 
     def after_backward(self, s, step: int) -> None:

@@ -261,12 +261,14 @@ def _micro_paths(run_dir: Path, micro) -> list[Path]:
     return list(dict.fromkeys(found + given))
 
 
-def rebuild_command(run_dir: Path, out_dir: Path | None, micro) -> str:
+def rebuild_command(run_dir: Path, out_dir: Path | None, micro, plugins=()) -> str:
     args = ["python", "-m", "bench.report", str(run_dir)]
     if out_dir is not None:
         args += ["--out", str(out_dir)]
     for p in micro or []:
         args += ["--micro", str(p)]
+    for p in plugins:
+        args += ["--plugin", str(p)]
     return shlex.join(args)
 
 
@@ -319,10 +321,11 @@ def _build_blocks(run_dir, out_dir, fig_dir, records, micro_paths, command) -> l
     return blocks
 
 
-def build_report(run_dir, out_dir=None, micro=None) -> Path:
+def build_report(run_dir, out_dir=None, micro=None, plugins=()) -> Path:
     """Build report.md, report.html, summary.csv/md and figures; returns the report.md path.
 
     ``micro``: extra pytest-benchmark JSON files, on top of any found in ``run_dir/micro``.
+    ``plugins``: the plugin files already loaded (bench.report --plugin), for the rebuild line.
     Raises ReportError when run_dir is missing or holds no records.
     """
     run_dir = Path(run_dir)
@@ -336,7 +339,9 @@ def build_report(run_dir, out_dir=None, micro=None) -> Path:
     fig_dir.mkdir(parents=True, exist_ok=True)
     micro_paths = _micro_paths(run_dir, micro)
     write_summary(records, out)
-    command = rebuild_command(run_dir, Path(out_dir) if out_dir is not None else None, micro)
+    command = rebuild_command(
+        run_dir, Path(out_dir) if out_dir is not None else None, micro, plugins
+    )
     blocks = _build_blocks(run_dir, out, fig_dir, records, micro_paths, command)
     md_path = out / "report.md"
     md_path.write_text(render_markdown(blocks, out), encoding="utf-8")
@@ -380,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         _load_plugins(args.plugin)
-        md_path = build_report(args.run_dir, args.out, args.micro)
+        md_path = build_report(args.run_dir, args.out, args.micro, args.plugin)
     except (ReportError, OSError, ValueError) as exc:
         print(f"bench.report: error: {exc}", file=sys.stderr)
         return 2

@@ -261,7 +261,7 @@ def _set_up(spec: RunSpec, task, checkpoint_dir) -> _Setup:
         probes={name: PROBES[name]() for name in PROBES if name in tcfg.probes},
     )
     for probe in s.probes.values():
-        probe.check(s)  # one line, before any training, when a probe cannot read this run
+        probe.check(task)  # one line, before any training, when a probe cannot read this task
     return s
 
 

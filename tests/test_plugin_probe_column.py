@@ -80,6 +80,7 @@ def test_a_plugin_adds_a_probe_its_section_and_a_column(tmp_path):
     report = (out / "report.md").read_text()
     assert "## Weight norms" in report and "Mean over seeds." in report
     assert "weight norm" in report and "## Weight norms" in r.stdout
+    assert f"--plugin {plugin}" in report  # the rebuild line loads the plugin again
 
 
 def test_a_registered_column_reaches_every_table_without_an_edit():
