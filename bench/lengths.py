@@ -1,6 +1,6 @@
-"""Length generalisation, read from the records of runs that took the `lengths` probe: the val
-loss of each variant when it reads its held-out text in rows of L = T, 2T, 4T, 8T tokens, T the
-context it was trained at. A table (summary.md and the report) and a figure (the report).
+"""The `lengths` probe, whole: val loss at 1, 2, 4 and 8 times the trained context, on the same
+held-out text (the measurement, taken at the end of a run), and what the analysis makes of it:
+a table (summary.md and the report) and a figure (the report).
 
     python ablations/run.py --variant rope --variant alibi --variant no-position --probe lengths
 """
@@ -11,19 +11,56 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
-import seaborn as sns
-from matplotlib.figure import Figure
+import torch
+import torch.nn.functional as F
 
-from bench.records import RunRecord, as_record
-from bench.tables import markdown_table, variant_order
+from bench.fmt import variant_order
+from bench.probing import PROBES, Probe
+from bench.sections import SECTIONS, Section
+
+LENGTH_FACTORS = (1, 2, 4, 8)
+LENGTH_TOKENS = 16384  # held-out targets scored at every length (tiny's eval: 4 x 64 x 64)
+
+
+@torch.no_grad()
+def length_losses(model, task, device, amp_ctx, factors=LENGTH_FACTORS, tokens=LENGTH_TOKENS):
+    """Val loss when the model reads its held-out text in rows of L = f·T tokens, T = the
+    context it was trained at, for each factor f.
+
+    The same characters are scored at every length: spans of max(f)·T + 1 ids are cut into rows
+    of L, so a longer L means longer contexts for the same targets, nothing else. A model whose
+    positions end at T (a learned table) gets None beyond T, with the reason."""
+    T = model.cfg.block_size
+    longest = max(factors) * T
+    spans = task.held_out_spans(max(1, tokens // longest), longest).to(device)  # (S, longest+1)
+    x_all, y_all = spans[:, :-1], spans[:, 1:]
+    was_training = model.training
+    model.eval()
+    points = []
+    for f in factors:
+        L = f * T
+        if model.max_len is not None and L > model.max_len:
+            points.append({"factor": f, "length": L, "val_loss": None, "why": "positions end at T"})
+            continue
+        x, y = x_all.reshape(-1, L), y_all.reshape(-1, L)  # rows of L: the same targets
+        total = 0.0
+        for xb, yb in zip(x.split(64), y.split(64), strict=True):  # bounded memory at 8T
+            with amp_ctx():
+                logits, _ = model(xb)
+            total += F.cross_entropy(logits.flatten(0, 1).float(), yb.flatten(), reduction="sum")
+        points.append({"factor": f, "length": L, "val_loss": float(total) / y.numel()})
+    model.train(was_training)
+    return {"context": T, "tokens": int(y_all.numel()), "points": points}
+
 
 NOT_READ = "n/a: positions end at T"
 
 
-def length_frame(records: Sequence[RunRecord]) -> pd.DataFrame:
-    """One row per (run, length) of the finished runs that carry the probe."""
+def length_frame(records: Sequence) -> pd.DataFrame:
+    """One row per (run, length) of the finished runs that carry the probe (RunRecords: the
+    summary and the report hand every section validated records)."""
     rows = []
-    for rec in map(as_record, records):
+    for rec in records:
         probe = rec.probes.get("lengths")
         if not rec.ok or not probe:
             continue
@@ -48,7 +85,7 @@ def _stats(frame: pd.DataFrame) -> pd.DataFrame:
     return g.agg(mean="mean", sd="std", n="count").reset_index()
 
 
-def length_table(records: Sequence[RunRecord]) -> pd.DataFrame | None:
+def length_table(records: Sequence) -> pd.DataFrame | None:
     """Variants x eval lengths: mean ± sd over seeds, with the change from L = T; None when no
     record carries the probe."""
     frame = length_frame(records)
@@ -72,7 +109,7 @@ def length_table(records: Sequence[RunRecord]) -> pd.DataFrame | None:
     return out.rename_axis("variant").reset_index()
 
 
-def footnote(records: Sequence[RunRecord]) -> str:
+def footnote(records: Sequence) -> str:
     frame = length_frame(records)
     contexts = sorted(frame["context"].unique())
     tokens = sorted(frame["tokens"].unique())
@@ -86,16 +123,11 @@ def footnote(records: Sequence[RunRecord]) -> str:
     )
 
 
-def section(records: Sequence[RunRecord]) -> str:
-    """The summary.md section, or '' when no record carries the probe."""
-    table = length_table(records)
-    if table is None:
-        return ""
-    return f"\n## Length generalisation\n\n{markdown_table(table)}\n\n{footnote(records)}\n"
-
-
-def figure(records: Sequence[RunRecord], path) -> Path | None:
+def figure(records: Sequence, path) -> Path | None:
     """Val loss against eval length (log2 axis), one line per variant with ±sd bars."""
+    import seaborn as sns  # late: training imports this module, and needs no plotting
+    from matplotlib.figure import Figure
+
     frame = length_frame(records)
     if frame.empty:
         return None
@@ -126,3 +158,22 @@ def figure(records: Sequence[RunRecord], path) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, format="png")
     return path
+
+
+class LengthsProbe(Probe):
+    """Reads the held-out text at several lengths once the run has finished."""
+
+    def check(self, task) -> None:
+        if not task.has_spans:
+            task.held_out_spans(1, 1)  # one line: this task cannot be read at other lengths
+
+    def result(self, s):
+        return length_losses(s.model, s.task, s.device, s.amp)
+
+
+PROBES.register("lengths", LengthsProbe, description="val loss at 1, 2, 4 and 8x the context")
+SECTIONS.register(
+    "lengths",
+    Section("Length generalisation", table=length_table, footnote=footnote, figure=figure,
+            alt="Val loss against eval length", slug="length_generalisation"),
+)  # fmt: skip

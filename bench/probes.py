@@ -1,44 +1,42 @@
-"""Measurements a run can take besides its loss curve, chosen by `TrainConfig.probes` and stored
-in the record's `probes`. Each reads the trained model and the task; none changes training.
+"""The built-in probes (see bench.probing for what a probe is). Importing this module registers
+them all; a plugin file adds its own to the same `PROBES` (and its section to
+bench.sections.SECTIONS), so one file is one probe.
 
-  lengths   val loss at 1, 2, 4 and 8 times the trained context, on the same held-out text
+  grad_norms  per-block gradient norms at the first step and every validation point
+  lengths     val loss at 1, 2, 4 and 8 times the trained context (bench.lengths)
 """
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
-LENGTH_FACTORS = (1, 2, 4, 8)
-LENGTH_TOKENS = 16384  # held-out targets scored at every length (tiny's eval: 4 x 64 x 64)
+from bench.probing import PROBES, Probe
 
 
-@torch.no_grad()
-def length_losses(model, task, device, amp_ctx, factors=LENGTH_FACTORS, tokens=LENGTH_TOKENS):
-    """Val loss when the model reads its held-out text in rows of L = f·T tokens, T = the
-    context it was trained at, for each factor f.
+def block_grad_norms(model) -> list[float]:
+    """L2 norm of the gradient of each transformer block's parameters, first block first: how
+    much signal reaches each depth (the residual study's measurement)."""
+    norms = []
+    for blk in model.blocks:
+        sq = sum(float(p.grad.float().pow(2).sum()) for p in blk.parameters() if p.grad is not None)
+        norms.append(sq**0.5)
+    return norms
 
-    The same characters are scored at every length: spans of max(f)·T + 1 ids are cut into rows
-    of L, so a longer L means longer contexts for the same targets, nothing else. A model whose
-    positions end at T (a learned table) gets None beyond T, with the reason."""
-    T = model.cfg.block_size
-    longest = max(factors) * T
-    spans = task.held_out_spans(max(1, tokens // longest), longest).to(device)  # (S, longest+1)
-    x_all, y_all = spans[:, :-1], spans[:, 1:]
-    was_training = model.training
-    model.eval()
-    points = []
-    for f in factors:
-        L = f * T
-        if model.max_len is not None and L > model.max_len:
-            points.append({"factor": f, "length": L, "val_loss": None, "why": "positions end at T"})
-            continue
-        x, y = x_all.reshape(-1, L), y_all.reshape(-1, L)  # rows of L: the same targets
-        total = 0.0
-        for xb, yb in zip(x.split(64), y.split(64), strict=True):  # bounded memory at 8T
-            with amp_ctx():
-                logits, _ = model(xb)
-            total += F.cross_entropy(logits.flatten(0, 1).float(), yb.flatten(), reduction="sum")
-        points.append({"factor": f, "length": L, "val_loss": float(total) / y.numel()})
-    model.train(was_training)
-    return {"context": T, "tokens": int(y_all.numel()), "points": points}
+
+@PROBES.register("grad_norms", description="per-block gradient norms at the validation points")
+class GradNormsProbe(Probe):
+    on_diverged = True  # where a run blew up is what the norms are for
+
+    def __init__(self):
+        self.history: list[dict] = []
+
+    def after_backward(self, s, step: int) -> None:
+        if step == 0 or (step + 1) % s.tcfg.eval_every == 0:
+            self.history.append({"step": step + 1, "norms": block_grad_norms(s.model)})
+
+    def result(self, s):
+        return self.history
+
+
+# registered after grad_norms: a record lists its probes in this order
+from bench.lengths import length_losses  # noqa: E402, F401  (registers the lengths probe)
+
+__all__ = ["PROBES", "Probe", "block_grad_norms", "length_losses"]

@@ -3,7 +3,7 @@
 The report never trains anything. It reads every ``runs.jsonl`` below DIR (so results copied
 from several machines or workers into subfolders merge), then writes into DIR (or ``--out``):
 
-* ``summary.csv`` / ``summary.md``: the tables of :mod:`bench.tables`;
+* ``summary.csv`` / ``summary.md``: the tables of :mod:`bench.summary`;
 * ``figures/*.png``: the figures of :mod:`bench.plots`;
 * ``report.md``: header, method, tables and figures (linked), and the rebuild command;
 * ``report.html``: the same, self-contained (PNGs embedded as base64 data URIs), so it can be
@@ -29,8 +29,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import lengths, plots, tables
+from bench import compare, display, fmt, notes, plots, plots_micro
+from bench.frame import records_frame
 from bench.records import RunRecord, load_records
+from bench.sections import SECTIONS
+from bench.summary import write_summary
 
 MICRO_SUBDIR = "micro"
 
@@ -66,7 +69,7 @@ def _md(block: Block, out_dir: Path) -> str:
     if block.kind == "ul":
         return "\n".join(f"- {item}" for item in block.items)
     if block.kind == "table":
-        return tables.markdown_table(block.table)
+        return fmt.markdown_table(block.table)
     if block.kind == "img":
         return f"![{block.text}]({block.path.relative_to(out_dir).as_posix()})"
     if block.kind == "code":
@@ -155,7 +158,7 @@ def _setup_items(frame: pd.DataFrame) -> list[str]:
     tasks = ", ".join(_uniq(frame["task"]))
     budgets = []
     for (mode, value), _ in frame.groupby(["budget_mode", "budget_value"], sort=False):
-        budgets.append(tables.budget_label({"budget_mode": mode, "budget_value": value}))
+        budgets.append(fmt.budget_label({"budget_mode": mode, "budget_value": value}))
     seeds = frame.groupby("variant", sort=False)["seed"].nunique()
     seed_counts = sorted(set(seeds.tolist()))
     versions = [f"{name}: {_joined(frame[col], none)}" for name, col, none in _VERSIONS]
@@ -166,7 +169,7 @@ def _setup_items(frame: pd.DataFrame) -> list[str]:
         "git commit(s): " + _joined(c[:12] for c in _uniq(frame["git_commit"])),
         f"Task(s): {tasks}",
         "Budget: " + "; ".join(budgets),
-        f"Variants: {', '.join(tables.variant_order(frame['variant']))}",
+        f"Variants: {', '.join(fmt.variant_order(frame['variant']))}",
         f"Seeds per variant: {_joined(seed_counts)} ({len(frame)} runs, {n_div} diverged)",
     ]
 
@@ -222,18 +225,25 @@ def _group_figures(group_records: list[RunRecord], fig_dir: Path, prefix: str) -
     return blocks
 
 
-def _length_blocks(records: list[RunRecord], fig_dir: Path) -> list[Block]:
-    """The length-generalisation table and figure, when runs took the `lengths` probe."""
-    table = lengths.length_table(records)
-    if table is None:
-        return []
-    path = lengths.figure(records, fig_dir / "length_generalisation.png")
-    return [
-        Block("h2", "Length generalisation"),
-        Block("table", table=table),
-        Block("note", lengths.footnote(records)),
-        Block("img", text="Val loss against eval length", path=path),
-    ]
+def _section_blocks(records: list[RunRecord], fig_dir: Path) -> list[Block]:
+    """Every registered section with something to show (bench.sections): its table, its
+    footnote and, where it draws one, its figure."""
+    blocks = []
+    for name, section in SECTIONS.items():
+        table = section.table(records)
+        if table is None:
+            continue
+        blocks += [
+            Block("h2", section.title),
+            Block("table", table=table),
+            Block("note", section.footnote(records)),
+        ]
+        path = None
+        if section.figure is not None:
+            path = section.figure(records, fig_dir / f"{section.slug or name}.png")
+        if path is not None:
+            blocks.append(Block("img", text=section.alt or section.title, path=path))
+    return blocks
 
 
 def _group_records(records: list[RunRecord], positions: list[int]) -> list[RunRecord]:
@@ -251,18 +261,20 @@ def _micro_paths(run_dir: Path, micro) -> list[Path]:
     return list(dict.fromkeys(found + given))
 
 
-def rebuild_command(run_dir: Path, out_dir: Path | None, micro) -> str:
+def rebuild_command(run_dir: Path, out_dir: Path | None, micro, plugins=()) -> str:
     args = ["python", "-m", "bench.report", str(run_dir)]
     if out_dir is not None:
         args += ["--out", str(out_dir)]
     for p in micro or []:
         args += ["--micro", str(p)]
+    for p in plugins:
+        args += ["--plugin", str(p)]
     return shlex.join(args)
 
 
 def _build_blocks(run_dir, out_dir, fig_dir, records, micro_paths, command) -> list[Block]:
-    frame = tables.records_frame(records)
-    summaries = tables.summaries(records)  # a budget ladder's baseline-only groups folded in
+    frame = records_frame(records)
+    summaries = compare.summaries(records)  # a budget ladder's baseline-only groups folded in
     blocks = [
         Block("h1", "Transformer variant benchmark"),
         Block("p", f"Built from {len(records)} run record(s) under {run_dir}."),
@@ -273,32 +285,32 @@ def _build_blocks(run_dir, out_dir, fig_dir, records, micro_paths, command) -> l
         Block("p", METHOD),
     ]
     for i, (meta, df) in enumerate(summaries):
-        prefix = "" if len(summaries) == 1 else f"{i + 1:02d}-{_slug(tables.group_title(meta))}-"
+        prefix = "" if len(summaries) == 1 else f"{i + 1:02d}-{_slug(fmt.group_title(meta))}-"
         blocks += [
-            Block("h2", f"Results: {tables.group_title(meta)}"),
-            Block("p", tables.summary_header(meta)),
+            Block("h2", f"Results: {fmt.group_title(meta)}"),
+            Block("p", display.summary_header(meta)),
         ]
-        head = tables.headline_frame(df)
+        head = display.headline_frame(df)
         if not head.empty:
             blocks += [Block("h3", "At a glance"), Block("table", table=head)]
-        control = tables.ladder_control_text(meta)  # '' without a budget ladder
+        control = notes.ladder_control_text(meta)  # '' without a budget ladder
         blocks += [Block("p", control)] if control else []
         blocks += [
             Block("h3", "Full table"),
-            Block("table", table=tables.display_frame(df)),
-            Block("note", tables.footnote(meta)),
+            Block("table", table=display.display_frame(df)),
+            Block("note", notes.footnote(meta, display.frame_shows(df))),
         ]
-        if tables.BASELINE not in set(df["variant"]):
+        if fmt.BASELINE not in set(df["variant"]):
             blocks.append(Block("note", "No baseline runs in this group: no deltas or verdicts."))
         blocks += _group_figures(_group_records(records, meta["positions"]), fig_dir, prefix)
-    blocks += _length_blocks(records, fig_dir)
+    blocks += _section_blocks(records, fig_dir)
     if (run_dir / "tune.csv").is_file():  # written by ablations/run.py --tune
         blocks += [
             Block("h2", "Tuned comparison (every arm at its own best)"),
             Block("table", table=pd.read_csv(run_dir / "tune.csv").fillna("—")),
             Block("note", "How each value was chosen, and both comparisons in full: tune.md."),
         ]
-    micro_png = plots.micro_benchmarks(micro_paths, fig_dir / "micro_benchmarks.png")
+    micro_png = plots_micro.micro_benchmarks(micro_paths, fig_dir / "micro_benchmarks.png")
     if micro_png is not None:
         blocks += [
             Block("h2", "Micro-benchmarks"),
@@ -309,10 +321,11 @@ def _build_blocks(run_dir, out_dir, fig_dir, records, micro_paths, command) -> l
     return blocks
 
 
-def build_report(run_dir, out_dir=None, micro=None) -> Path:
+def build_report(run_dir, out_dir=None, micro=None, plugins=()) -> Path:
     """Build report.md, report.html, summary.csv/md and figures; returns the report.md path.
 
     ``micro``: extra pytest-benchmark JSON files, on top of any found in ``run_dir/micro``.
+    ``plugins``: the plugin files already loaded (bench.report --plugin), for the rebuild line.
     Raises ReportError when run_dir is missing or holds no records.
     """
     run_dir = Path(run_dir)
@@ -325,8 +338,10 @@ def build_report(run_dir, out_dir=None, micro=None) -> Path:
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     micro_paths = _micro_paths(run_dir, micro)
-    tables.write_summary(records, out)
-    command = rebuild_command(run_dir, Path(out_dir) if out_dir is not None else None, micro)
+    write_summary(records, out)
+    command = rebuild_command(
+        run_dir, Path(out_dir) if out_dir is not None else None, micro, plugins
+    )
     blocks = _build_blocks(run_dir, out, fig_dir, records, micro_paths, command)
     md_path = out / "report.md"
     md_path.write_text(render_markdown(blocks, out), encoding="utf-8")
@@ -349,13 +364,28 @@ def _parser() -> argparse.ArgumentParser:
         "--micro", metavar="JSON", nargs="+", action="extend", default=None,
         help="pytest-benchmark JSON file(s), in addition to DIR/micro/*.json",
     )  # fmt: skip
+    p.add_argument(
+        "--plugin", metavar="FILE", action="append", default=[],
+        help="a plugin file whose columns and sections the report should show (repeatable)",
+    )  # fmt: skip
     return p
+
+
+def _load_plugins(paths: list[str]) -> None:
+    """Import the plugin files that registered columns or sections when the runs were made."""
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise ReportError(f"plugin file(s) not found: {', '.join(missing)}")
+    from bench.executor import load_plugins  # late: the report alone needs no executor
+
+    load_plugins(paths)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        md_path = build_report(args.run_dir, args.out, args.micro)
+        _load_plugins(args.plugin)
+        md_path = build_report(args.run_dir, args.out, args.micro, args.plugin)
     except (ReportError, OSError, ValueError) as exc:
         print(f"bench.report: error: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ import torch
 
 from bench import distributed, measure
 from bench.optim import as_list, make_optimizer
-from bench.probes import length_losses
+from bench.probes import PROBES
 from bench.records import RunRecord, run_id
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tasks import build_task
@@ -72,16 +72,6 @@ def evaluate(model, task, device, amp_ctx) -> float:
 
 def _throughput(steps: int, tokens_per_step: int, seconds: float) -> float | None:
     return steps * tokens_per_step / seconds if steps > 0 and seconds > 0 else None
-
-
-def block_grad_norms(model) -> list[float]:
-    """L2 norm of the gradient of each transformer block's parameters, first block first: how
-    much signal reaches each depth (the residual study's measurement)."""
-    norms = []
-    for blk in model.blocks:
-        sq = sum(float(p.grad.float().pow(2).sum()) for p in blk.parameters() if p.grad is not None)
-        norms.append(sq**0.5)
-    return norms
 
 
 def _checkpoint_path(rid: str, checkpoint_dir) -> Path:
@@ -155,6 +145,7 @@ class _Setup:
     gen: torch.Generator  # the training batches' stream
     tokens_per_step: int
     use_amp: bool
+    probes: dict = field(default_factory=dict)  # name -> this run's Probe (bench.probing)
 
     def amp(self):
         """bf16 autocast on CUDA when asked for; nothing on CPU."""
@@ -185,7 +176,6 @@ class _Loop:
     wall: float = 0.0
     timing: dict = field(default_factory=dict)  # StepTimer's summary of the timed steps
     curve: list[dict] = field(default_factory=list)
-    grad_history: list[dict] = field(default_factory=list)  # the grad_norms probe
 
     def add_point(self, s: _Setup, val_loss: float, acc=None) -> None:
         self.curve.append(
@@ -240,8 +230,6 @@ def _set_up(spec: RunSpec, task, checkpoint_dir) -> _Setup:
             eval_batch_size=tcfg.eval_batch_size,
             **{k: v for k, v in spec.task.items() if k not in ("name", "data")},
         )
-    if "lengths" in tcfg.probes and not task.has_spans:
-        task.held_out_spans(1, 1)  # one line: this task cannot be read at other lengths
     tokens_per_step = tcfg.batch_size * task.seq_len
     budget.validate(tokens_per_step)
 
@@ -255,7 +243,7 @@ def _set_up(spec: RunSpec, task, checkpoint_dir) -> _Setup:
         train_model = distributed.wrap(model, device)
         if rank > 0:  # dropout (if any) draws different masks on each rank's rows
             torch.manual_seed(spec.seed + _RANK_STREAM * rank)
-    return _Setup(
+    s = _Setup(
         spec=spec,
         tcfg=tcfg,
         budget=budget,
@@ -269,18 +257,21 @@ def _set_up(spec: RunSpec, task, checkpoint_dir) -> _Setup:
         gen=torch.Generator().manual_seed(spec.seed + _DATA_STREAM),
         tokens_per_step=tokens_per_step,
         use_amp=tcfg.amp and device.type == "cuda",
+        # in the registry's order, so a record lists its probes the same way every time
+        probes={name: PROBES[name]() for name in PROBES if name in tcfg.probes},
     )
+    for probe in s.probes.values():
+        probe.check(task)  # one line, before any training, when a probe cannot read this task
+    return s
 
 
 def _train_step(s: _Setup, loop: _Loop, x, y, weight=None):
-    """Forward, backward (the grad-norm probe at its points), clip, optimizer step."""
+    """Forward, backward (the probes read the gradients), clip, optimizer step."""
     with s.amp():
         _, loss = s.step_model(x, y)
     (loss if weight is None else loss * weight).backward()
-    if "grad_norms" in s.tcfg.probes and (
-        loop.step == 0 or (loop.step + 1) % s.tcfg.eval_every == 0
-    ):
-        loop.grad_history.append({"step": loop.step + 1, "norms": block_grad_norms(s.model)})
+    for probe in s.probes.values():
+        probe.after_backward(s, loop.step)
     if s.tcfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.tcfg.grad_clip)
     s.opt.step()
@@ -387,11 +378,8 @@ def _final_measurements(s: _Setup, loop: _Loop, evals: dict) -> tuple[dict, dict
         step_ms_p90=timing["p90_ms"],
         tokens_per_s=_throughput(steps_timed, s.tokens_per_step, loop.train_time - loop.tracked_s),
     )
-    probes: dict = {"grad_norms": loop.grad_history} if "grad_norms" in s.tcfg.probes else {}
     if loop.status == "ok":
         metrics.update(_finished_metrics(s, loop, evals))
-        if "lengths" in s.tcfg.probes:
-            probes["lengths"] = length_losses(model, s.task, s.device, s.amp)
     else:
         metrics.update(val_loss=None, accuracy=None, fwd_ms=None)
     dtype = torch.bfloat16 if s.use_amp else torch.float32
@@ -402,7 +390,14 @@ def _final_measurements(s: _Setup, loop: _Loop, evals: dict) -> tuple[dict, dict
     metrics["mfu_datasheet"] = measure.mfu(
         flops_tok, metrics["tokens_per_s"], None if table is None else table * s.world
     )
-    return metrics, probes
+    return metrics, _probe_results(s, loop)
+
+
+def _probe_results(s: _Setup, loop: _Loop) -> dict:
+    """Each probe's value for the record: finished runs only, unless the probe keeps its
+    value for diverged runs too (`on_diverged`)."""
+    ok = loop.status == "ok"
+    return {name: p.result(s) for name, p in s.probes.items() if ok or p.on_diverged}
 
 
 def _finished_metrics(s: _Setup, loop: _Loop, evals: dict) -> dict:

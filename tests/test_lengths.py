@@ -12,8 +12,9 @@ import torch.nn.functional as F
 
 from ablations.run import main
 from bench import lengths
-from bench.probes import length_losses
+from bench.lengths import length_losses
 from bench.records import RunRecord
+from bench.sections import SECTIONS
 from bench.tasks import build_task
 from variants import build_model, preset
 
@@ -93,9 +94,10 @@ def test_table_means_changes_and_learned_cells():
     assert table.loc["baseline", "L = 64 (2T)"] == lengths.NOT_READ
     assert table.loc["alibi", "L = 64 (2T)"] == "1.900 ± 0.141 (-0.100)"
     assert table.loc["alibi", "seeds"] == 2
-    text = lengths.section(recs)
+    section = SECTIONS["lengths"]  # the table goes to summary.md through the sections list
+    text = section.markdown(recs)
     assert text.startswith("\n## Length generalisation") and "1,000 held-out characters" in text
-    assert lengths.section(recs[-1:]) == "" and lengths.length_table([]) is None
+    assert section.markdown(recs[-1:]) == "" and lengths.length_table([]) is None
 
 
 def test_the_probe_on_a_task_without_running_text_is_one_line(capsys, tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import plots, tables
+from bench import plots, plots_micro, tables
 from bench.records import append_record
 from bench.report import ReportError, build_report, main
 
@@ -194,7 +194,7 @@ def test_two_devices_split_tables_and_figures(tmp_path):
 
 
 def test_micro_benchmarks_without_files_returns_none(tmp_path):
-    assert plots.micro_benchmarks([], tmp_path / "m.png") is None
+    assert plots_micro.micro_benchmarks([], tmp_path / "m.png") is None
     assert not (tmp_path / "m.png").exists()
 
 
