@@ -142,6 +142,14 @@ def cpu_threads(device: str, n: int = 1):
         torch.set_num_threads(before)
 
 
+def plus_minus(mean: float, std: float, fmt: str) -> str:
+    """A table cell 'mean ± std' in `fmt`; just the mean when std is not finite (one seed),
+    '—' when the mean is not (no finished run)."""
+    if not math.isfinite(mean):
+        return "—"
+    return format(mean, fmt) + (f" ± {format(std, fmt)}" if math.isfinite(std) else "")
+
+
 def wall_times(records, wall: float) -> str:
     """Wall time of this invocation and of the runs' training (the latter includes runs
     trained by earlier, resumed invocations)."""

@@ -22,7 +22,15 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from ablations.studies.base import Study, StudyContext, canvas, image, save_figure, spec_task
+from ablations.studies.base import (
+    Study,
+    StudyContext,
+    canvas,
+    image,
+    plus_minus,
+    save_figure,
+    spec_task,
+)
 from bench.records import RunRecord
 from bench.spec import Budget, RunSpec, TrainConfig
 from variants.config import preset
@@ -181,12 +189,6 @@ def summary_table(records: list[RunRecord], norms: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def _fmt_pm(m, s, fmt) -> str:
-    if not np.isfinite(m):
-        return "—"
-    return format(m, fmt) + (f" ± {format(s, fmt)}" if np.isfinite(s) else "")
-
-
 def _display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -197,11 +199,11 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
             "first/last init": [f"{v:.3g}" for v in table["ratio_init"]],
             "first/last end": [f"{v:.3g}" for v in table["ratio_end"]],
             "val loss": [
-                _fmt_pm(m, s, ".3f")
+                plus_minus(m, s, ".3f")
                 for m, s in zip(table["val_loss_mean"], table["val_loss_std"], strict=True)
             ],
             "exact match %": [
-                _fmt_pm(100 * m, 100 * s, ".1f")
+                plus_minus(100 * m, 100 * s, ".1f")
                 for m, s in zip(table["accuracy_mean"], table["accuracy_std"], strict=True)
             ],
             "diverged": table["diverged"],
