@@ -162,13 +162,13 @@ def wall_times(records, wall: float) -> str:
 
 
 @contextlib.contextmanager
-def canvas(figsize: tuple[float, float]):
+def canvas(figsize: tuple[float, float], style: str = "whitegrid"):
     """A study figure's opening: a matplotlib Figure (not pyplot's: nothing global is left
-    open) drawn in seaborn's whitegrid style. Close it with `save_figure`."""
+    open) drawn in a seaborn style (heatmaps want "white"). Close it with `save_figure`."""
     import seaborn as sns  # here, not at the top: --list imports this module
     from matplotlib.figure import Figure
 
-    with sns.axes_style("whitegrid"):
+    with sns.axes_style(style):
         yield Figure(figsize=figsize)
 
 
