@@ -116,13 +116,13 @@ class Study(abc.ABC):
         return md
 
 
-def spec_task(spec, **overrides):
+def spec_task(spec):
     """The task a spec trains on, built once in this process for all of its runs (they share
     it instead of each loading the data again)."""
     kwargs = {k: v for k, v in spec.task.items() if k not in ("name", "data")}
     return build_task(
         spec.task["name"], context=spec.model.block_size, eval_batches=spec.train.eval_batches,
-        eval_batch_size=spec.train.eval_batch_size, **{**kwargs, **overrides},
+        eval_batch_size=spec.train.eval_batch_size, **kwargs,
     )  # fmt: skip
 
 

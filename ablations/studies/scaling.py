@@ -183,10 +183,8 @@ class ScalingStudy(Study):
         frame.to_csv(ctx.out / "scaling_points.csv", index=False)
         controls = {CONTROL: CONTROL_FACTOR} if self.control else {}
         result = scaling.compute_multipliers(frame, controls=controls, n_boot=self.n_boot)
-        result.cells.to_csv(ctx.out / "scaling.csv", index=False)
         result.loso.to_csv(ctx.out / "scaling_loso.csv", index=False)
-        table = markdown_table(display(result))
-        (ctx.out / "scaling.md").write_text(f"{table}\n\n{FOOTNOTE}\n")
+        table = self.write_table(ctx.out, "scaling", result.cells, display(result), FOOTNOTE)
         device = records[0].device_name if records else ctx.device
         png = figure(frame, result, ctx.out / "scaling.png", f"{device} · tiny Shakespeare")
         return report(self, ctx, ladder, result, table, records, self.elapsed(), png)
