@@ -35,6 +35,9 @@ preset (sizes 6x384 = `small` to 12x768 = `medium`'s shape at context 256, 48 ru
 estimated at ~60 min at an assumed 25% MFU of the H100's 989 TFLOP/s dense bf16 peak; tiny
 Shakespeare (1 MB) is repeated many times by its larger runs, so read it as a test of the
 machinery there.
+
+This file is the study, its points and its dry run; its grid (constants, ladders, sizes) is in
+scaling_grid.py, its table, report text and figure in scaling_report.py.
 """
 
 from __future__ import annotations
