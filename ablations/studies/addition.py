@@ -47,16 +47,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
-from matplotlib.figure import Figure
 
-from ablations.studies.base import Study, StudyContext, save_figure
+from ablations.studies.base import Study, StudyContext, canvas, image, plus_minus, save_figure
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
 from bench.tasks.addition import VOCAB
@@ -143,8 +141,6 @@ class AdditionStudy(Study):
         return out
 
     def _run(self, ctx: StudyContext) -> str:
-        t0 = time.perf_counter()
-        ctx.out.mkdir(parents=True, exist_ok=True)
         labelled = self.specs(ctx)
         records = ctx.execute([s for _, specs in labelled for s in specs])
         long, curves = frames(records, self.configs)
@@ -155,11 +151,11 @@ class AdditionStudy(Study):
             f"{long['device_name'].iloc[0]} · {spec0.model.n_layer} layers, n_embd "
             f"{spec0.model.n_embd} · {spec0.budget.describe()} · {ctx.seeds} seed(s)"
         )
-        figure(long, curves, ctx.out / "addition.png", context, self.configs)
+        png = figure(long, curves, ctx.out / "addition.png", context, self.configs)
         dev = f"{long['device_name'].iloc[0]} ({ctx.device}, {torch.get_num_threads()} thread(s))"
-        return self.section(ctx, table, long, md_table, spec0, dev, time.perf_counter() - t0)
+        return self.section(ctx, table, long, md_table, spec0, dev, png)
 
-    def section(self, ctx, table, long, md_table, spec, device, wall) -> str:
+    def section(self, ctx, table, long, md_table, spec, device, png) -> str:
         m = spec.model
         runs = long.drop_duplicates("run_id")
         train_s, n_runs = float(runs["wall_s"].sum()), len(runs)
@@ -184,13 +180,13 @@ class AdditionStudy(Study):
                 "",
                 findings(table, long),
                 "",
-                "![accuracy by number of digits](addition.png)",
+                image(png, "accuracy by number of digits"),
                 "",
                 f"Command: `{ctx.command('addition')}` · device: "
                 f"{device} · budget: {spec.budget.describe()} per run, batch "
                 f"{spec.train.batch_size}, lr {spec.train.lr:g}, {ctx.seeds} seed(s) · training "
                 f"time {train_s / 60:.1f} min summed over {n_runs} runs (this invocation: "
-                f"{wall / 60:.1f} min; finished runs are reused). Per-seed numbers: "
+                f"{self.elapsed() / 60:.1f} min; finished runs are reused). Per-seed numbers: "
                 "`addition_by_digits.csv`.",
                 "",
             ]
@@ -248,8 +244,7 @@ def write_tables(long: pd.DataFrame, out: Path) -> pd.DataFrame:
     configuration); returns the per-configuration table."""
     long.to_csv(out / "addition_by_digits.csv", index=False)
     table = summary_table(long)
-    table.to_csv(out / "addition.csv", index=False)
-    (out / "addition.md").write_text(markdown_table(_display(table)) + "\n")
+    Study.write_table(out, "addition", table, _display(table))
     return table
 
 
@@ -279,30 +274,25 @@ def summary_table(long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _pm(mean, std, pct=True) -> str:
-    if not np.isfinite(mean):
-        return "—"
-    f = (lambda v: f"{100 * v:.1f}") if pct else (lambda v: f"{v:.3f}")
-    return f(mean) + (f" ± {f(std)}" if np.isfinite(std) else "")
-
-
 def _display(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame()
     for col in ("config", "position", "answer order", "loss mask"):
         out[col] = table[col]
     out["val loss"] = [
-        _pm(m, s, pct=False)
+        plus_minus(m, s, ".3f")
         for m, s in zip(table["val_loss_mean"], table["val_loss_std"], strict=True)
     ]
     for d in TEST_DIGITS:
         mark = "" if d in TRAIN_DIGITS else "*"
         out[f"exact {d}d{mark} %"] = [
-            _pm(m, s)
+            plus_minus(100 * m, 100 * s, ".1f")
             for m, s in zip(table[f"exact_{d}d_mean"], table[f"exact_{d}d_std"], strict=True)
         ]
     for d in TEST_DIGITS:
         if d not in TRAIN_DIGITS:
-            out[f"digits {d}d* %"] = [_pm(m, np.nan) for m in table[f"digit_acc_{d}d_mean"]]
+            out[f"digits {d}d* %"] = [
+                plus_minus(100 * m, np.nan, ".1f") for m in table[f"digit_acc_{d}d_mean"]
+            ]
     return out
 
 
@@ -370,8 +360,7 @@ def findings(table: pd.DataFrame, long: pd.DataFrame) -> str:
 
 def figure(long, curves, path: Path, context: str, configs=CONFIGS) -> Path:
     order = [c[0] for c in configs if c[0] in set(long["config"])]
-    with sns.axes_style("whitegrid"):
-        fig = Figure(figsize=(14, 4.6))
+    with canvas((14, 4.6)) as fig:
         axes = fig.subplots(1, 3)
         for ax, col, ylabel in (
             (axes[0], "exact_match", "exact match (all answer tokens)"),

@@ -4,7 +4,12 @@
     python ablations/run.py --study residual            # results/local/studies/residual/
     python ablations/run.py --study residual --scale 0.05   # a toy budget (what tests use)
 
-A study file defines one `Study` subclass; `ablations/studies/__init__.py` lists them by name.
+A study file defines one `Study` subclass with only what is particular to it: its specs, its
+tables, its figure and its text. What every study does alike lives here: `run` makes the output
+folder, starts the clock (`elapsed`) and sets the threads; `ctx.execute` trains specs and returns
+their records; `spec_task` builds a spec's task; `write_table` writes a table as CSV and as
+Markdown; `canvas` and `save_figure` open and close a figure, `image` puts it in the report.
+`ablations/studies/__init__.py` registers the studies by name (a plugin file can add one).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +25,8 @@ import torch
 
 from bench.executor import execute
 from bench.records import load_records, run_id
+from bench.tables import markdown_table
+from bench.tasks import build_task
 
 
 @dataclass
@@ -85,12 +93,37 @@ class Study(abc.ABC):
     def run(self, ctx: StudyContext) -> str:
         """Run the study's experiments and write its table(s) and figure(s) into ctx.out.
         Returns the study's report section as Markdown (also written to ctx.out/report.md)."""
+        self.started = time.perf_counter()
+        ctx.out.mkdir(parents=True, exist_ok=True)
         with cpu_threads(ctx.device) if self.one_thread else contextlib.nullcontext():
             return self._run(ctx)
 
     @abc.abstractmethod
     def _run(self, ctx: StudyContext) -> str:
-        """The study itself (see `run`)."""
+        """The study itself (see `run`): ctx.out exists, the clock is running."""
+
+    def elapsed(self) -> float:
+        """Seconds since `run` began: the report's 'this invocation took'."""
+        return time.perf_counter() - self.started
+
+    @staticmethod
+    def write_table(out: Path, stem: str, table, shown, footer: str = "") -> str:
+        """`table` (the numbers) as <stem>.csv and `shown` (as printed) as <stem>.md, with an
+        optional footer after a blank line; returns the Markdown table."""
+        table.to_csv(out / f"{stem}.csv", index=False)
+        md = markdown_table(shown)
+        (out / f"{stem}.md").write_text(f"{md}\n\n{footer}\n" if footer else md + "\n")
+        return md
+
+
+def spec_task(spec):
+    """The task a spec trains on, built once in this process for all of its runs (they share
+    it instead of each loading the data again)."""
+    kwargs = {k: v for k, v in spec.task.items() if k not in ("name", "data")}
+    return build_task(
+        spec.task["name"], context=spec.model.block_size, eval_batches=spec.train.eval_batches,
+        eval_batch_size=spec.train.eval_batch_size, **kwargs,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -109,6 +142,14 @@ def cpu_threads(device: str, n: int = 1):
         torch.set_num_threads(before)
 
 
+def plus_minus(mean: float, std: float, fmt: str) -> str:
+    """A table cell 'mean ± std' in `fmt`; just the mean when std is not finite (one seed),
+    '—' when the mean is not (no finished run)."""
+    if not math.isfinite(mean):
+        return "—"
+    return format(mean, fmt) + (f" ± {format(std, fmt)}" if math.isfinite(std) else "")
+
+
 def wall_times(records, wall: float) -> str:
     """Wall time of this invocation and of the runs' training (the latter includes runs
     trained by earlier, resumed invocations)."""
@@ -118,6 +159,22 @@ def wall_times(records, wall: float) -> str:
         f"Training wall time {train:.0f} s over {len(recs)} run(s) (their records'"
         f" wall_s, earlier invocations included); this invocation took {wall:.0f} s"
     )
+
+
+@contextlib.contextmanager
+def canvas(figsize: tuple[float, float], style: str = "whitegrid"):
+    """A study figure's opening: a matplotlib Figure (not pyplot's: nothing global is left
+    open) drawn in a seaborn style (heatmaps want "white"). Close it with `save_figure`."""
+    import seaborn as sns  # here, not at the top: --list imports this module
+    from matplotlib.figure import Figure
+
+    with sns.axes_style(style):
+        yield Figure(figsize=figsize)
+
+
+def image(path: Path, alt: str) -> str:
+    """The report's line that shows a figure saved next to it."""
+    return f"![{alt}]({path.name})"
 
 
 def save_figure(

@@ -30,16 +30,14 @@ the spread over seeds, plus each condition's overall accuracy (micro-average ove
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.figure import Figure
 
-from ablations.studies.base import Study, StudyContext, save_figure, wall_times
+from ablations.studies.base import Study, StudyContext, canvas, image, save_figure, wall_times
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
 from bench.tasks import build_task
@@ -120,8 +118,6 @@ class CalculatorStudy(Study):
     # --- running ------------------------------------------------------------------------------
 
     def _run(self, ctx: StudyContext) -> str:
-        t0 = time.perf_counter()
-        ctx.out.mkdir(parents=True, exist_ok=True)
         labelled = self.specs(ctx)
         records = ctx.execute([spec for _, spec in labelled])
         cells = cell_frame(records, self.conditions)
@@ -136,13 +132,12 @@ class CalculatorStudy(Study):
             f"{spec0.model.block_size} · {spec0.budget.describe()}, batch"
             f" {spec0.train.batch_size}, lr {spec0.train.lr:g} · {ctx.seeds} seed(s)"
         )
-        figure(table, ctx.out / "calculator.png", context)
-        wall = time.perf_counter() - t0
-        return self.section(table, records, spec0, ctx, context, wall, n_div)
+        png = figure(table, ctx.out / "calculator.png", context)
+        return self.section(table, records, spec0, ctx, context, png, n_div)
 
     # --- report ---------------------------------------------------------------------------------
 
-    def section(self, table, records, spec0, ctx, context, wall, n_div) -> str:
+    def section(self, table, records, spec0, ctx, context, png, n_div) -> str:
         wide = display_table(table)
         ctx_len = spec0.model.block_size
         plain = build_task("calculator", context=ctx_len, **_opts(self.task_dict(False, False)))
@@ -168,10 +163,10 @@ class CalculatorStudy(Study):
             "",
             findings(table),
             "",
-            "![calculator](calculator.png)",
+            image(png, "calculator"),
             "",
             f"Files: `calculator.csv` (this table, long form), `calculator_by_cell.csv` (per"
-            f" seed and run), `calculator.png`, `runs.jsonl`. {wall_times(records, wall)}"
+            f" seed and run), `calculator.png`, `runs.jsonl`. {wall_times(records, self.elapsed())}"
             + (f"; {n_div} diverged run(s) left out." if n_div else "."),
             "",
         ]
@@ -312,8 +307,7 @@ def figure(table: pd.DataFrame, path: Path, context: str) -> Path:
     columns = list(dict.fromkeys(per["column"]))
     ops = [o for o in "+-*/" if o in set(per["op"])]
     lengths = sorted(set(per["length"].astype(int)))
-    with sns.axes_style("white"):
-        fig = Figure(figsize=(2.2 + 2.3 * len(columns), 3.6))
+    with canvas((2.2 + 2.3 * len(columns), 3.6), style="white") as fig:
         axes = np.atleast_1d(fig.subplots(1, len(columns), sharey=True))
         for i, (ax, col) in enumerate(zip(axes, columns, strict=True)):
             sub = per[per["column"] == col]

@@ -18,17 +18,14 @@ Two questions, no training:
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pandas as pd
 import seaborn as sns
 import torch
-from matplotlib.figure import Figure
 
-from ablations.studies.base import Study, StudyContext, save_figure
+from ablations.studies.base import Study, StudyContext, canvas, image, save_figure
 from bench.measure import device_name, environment, time_fn
-from bench.tables import markdown_table
 from variants.attention import FusedHeads, SeparateHeads
 from variants.config import preset
 from variants.model import GPT
@@ -99,6 +96,34 @@ def _timed(fn, device, iters) -> dict:
     return time_fn(fn, device, warmup=max(2, iters // 5), iters=iters)
 
 
+def _calls(model: GPT, attn, x, y, h) -> dict:
+    """The four timed calls of one layout: (level, mode) -> a function of no arguments."""
+    hg = h.clone().requires_grad_(True)
+
+    def model_fwd():
+        with torch.no_grad():
+            model(x)
+
+    def model_fwdbwd():
+        model.zero_grad(set_to_none=True)
+        model(x, y)[1].backward()
+
+    def attn_fwd():
+        with torch.no_grad():
+            attn(h)
+
+    def attn_fwdbwd():
+        attn.zero_grad(set_to_none=True)
+        attn(hg).sum().backward()
+
+    return {
+        ("model", "forward"): model_fwd,
+        ("model", "forward+backward"): model_fwdbwd,
+        ("attention", "forward"): attn_fwd,
+        ("attention", "forward+backward"): attn_fwdbwd,
+    }
+
+
 def timings(
     n_head: int, device: str, iters: int, repeats: int, model=None, batch: int = BATCH
 ) -> list[dict]:
@@ -108,42 +133,13 @@ def timings(
     x = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), generator=g).to(device)
     y = torch.randint(0, cfg.vocab_size, (batch, cfg.block_size), generator=g).to(device)
     h = torch.randn(batch, cfg.block_size, cfg.n_embd, generator=g).to(device)
-    models, attns = {}, {}
+    table = {}
     for layout in ("fused", "separate"):
         torch.manual_seed(0)
-        models[layout] = GPT(cfg.replace(heads=layout)).to(device)
-        kernel = models[layout].blocks[0].attn
-        attns[layout] = kernel  # one attention sublayer of that model, used on its own
-    assert isinstance(attns["fused"], FusedHeads) and isinstance(attns["separate"], SeparateHeads)
-
-    def fns(layout):
-        model, attn = models[layout], attns[layout]
-        hg = h.clone().requires_grad_(True)
-
-        def model_fwd():
-            with torch.no_grad():
-                model(x)
-
-        def model_fwdbwd():
-            model.zero_grad(set_to_none=True)
-            model(x, y)[1].backward()
-
-        def attn_fwd():
-            with torch.no_grad():
-                attn(h)
-
-        def attn_fwdbwd():
-            attn.zero_grad(set_to_none=True)
-            attn(hg).sum().backward()
-
-        return {
-            ("model", "forward"): model_fwd,
-            ("model", "forward+backward"): model_fwdbwd,
-            ("attention", "forward"): attn_fwd,
-            ("attention", "forward+backward"): attn_fwdbwd,
-        }
-
-    table = {layout: fns(layout) for layout in models}
+        gpt = GPT(cfg.replace(heads=layout)).to(device)
+        attn = gpt.blocks[0].attn  # one attention sublayer of that model, used on its own
+        assert isinstance(attn, FusedHeads if layout == "fused" else SeparateHeads)
+        table[layout] = _calls(gpt, attn, x, y, h)
     rows = []
     for rep in range(repeats):
         for key in table["fused"]:
@@ -180,8 +176,6 @@ class HeadsStudy(Study):
         self.model = dict(MODEL if model is None else model)
 
     def _run(self, ctx: StudyContext) -> str:
-        t0 = time.perf_counter()
-        ctx.out.mkdir(parents=True, exist_ok=True)
         device = torch.device(ctx.device)
         iters = max(3, round(ITERS * ctx.scale))
         repeats = REPEATS if ctx.scale >= 0.5 else 1
@@ -212,16 +206,21 @@ class HeadsStudy(Study):
         eq = pd.DataFrame(eq_rows)
         eq.to_csv(ctx.out / "heads_equivalence.csv", index=False)
         table = summary_table(long, eq)
-        table.to_csv(ctx.out / "heads.csv", index=False)
-        md = markdown_table(_display(table))
-        (ctx.out / "heads.md").write_text(md + "\n")
+        md = self.write_table(ctx.out, "heads", table, _display(table))
         context = (
             f"{dev_name} · {ctx.device}, {env['torch_threads']} thread(s) · n_embd "
             f"{M['n_embd']}, {M['n_layer']} layers, batch {B} × {M['block_size']}"
             " tokens"
         )
-        figure(long, ctx.out / "heads.png", context)
-        wall = time.perf_counter() - t0
+        png = figure(long, ctx.out / "heads.png", context)
+        timing = (
+            f"{dev_name} ({ctx.device}, torch {env['torch']}, {env['torch_threads']} thread(s)) · "
+            f"{iters} timed calls × {repeats} alternating repeat(s) per cell"
+        )
+        return self.section(ctx, md, findings(table, long), png, timing)
+
+    def section(self, ctx: StudyContext, md: str, found: str, png: Path, timing: str) -> str:
+        M, B = self.model, self.batch
         return "\n".join(
             [
                 "## Separate vs fused attention heads",
@@ -241,15 +240,13 @@ class HeadsStudy(Study):
                 "",
                 md,
                 "",
-                findings(table, long),
+                found,
                 "",
-                "![separate/fused time ratio by number of heads](heads.png)",
+                image(png, "separate/fused time ratio by number of heads"),
                 "",
-                f"Command: `{ctx.command(self.name, seeds=False)}` · device: {dev_name} "
-                f"({ctx.device}, torch {env['torch']}, {env['torch_threads']} thread(s)) · "
-                f"{iters} timed calls × {repeats} alternating repeat(s) per cell · study wall "
-                f"time {wall / 60:.1f} min. Raw timings (long format): `heads_timings.csv`; "
-                "equality details: `heads_equivalence.csv`.",
+                f"Command: `{ctx.command(self.name, seeds=False)}` · device: {timing} · study "
+                f"wall time {self.elapsed() / 60:.1f} min. Raw timings (long format): "
+                "`heads_timings.csv`; equality details: `heads_equivalence.csv`.",
                 "",
             ]
         )
@@ -356,8 +353,7 @@ def figure(long: pd.DataFrame, path: Path, context: str) -> Path:
     )
     med["ratio"] = med["separate"] / med["fused"]
     ticks = sorted(int(n) for n in med["n_head"].unique())
-    with sns.axes_style("whitegrid"):
-        fig = Figure(figsize=(12, 4.6))
+    with canvas((12, 4.6)) as fig:
         ax_r, ax_ms = fig.subplots(1, 2)
         sns.lineplot(
             data=med, x="n_head", y="ratio", hue="mode", style="level", markers=True, ax=ax_r,

