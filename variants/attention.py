@@ -231,10 +231,12 @@ class SeparateHeads(nn.Module):
                 f"heads 'separate' gives every head its own key and value, got "
                 f"n_kv_head={cfg.n_kv_head}; use heads 'fused' for grouped k/v heads"
             )
-        if cfg.position == "alibi":
+        from variants.registry import SLOTS  # at call time: the registry imports this module
+
+        if SLOTS["position"][cfg.position].bias is not None:
             raise ValueError(
-                "heads 'separate' calls the kernel one head at a time, so it cannot give each "
-                "head its own ALiBi slope; use heads 'fused'"
+                f"heads 'separate' calls the kernel one head at a time, so it cannot give each "
+                f"head its own attention bias (position {cfg.position!r}); use heads 'fused'"
             )
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
