@@ -35,7 +35,7 @@ from variants.config import OPTION_CLASSES, SLOT_FIELDS, ModelConfig
 
 def parse_block_options(given) -> dict[str, dict]:
     """`["slot.key=value", ...]` (values stay strings; `with_block_options` types them) or a
-    nested `{slot: {key: value}}` (a TOML `[model.options.<slot>]` table) -> {slot: {key: value}}."""
+    nested `{slot: {key: value}}` (a TOML `[model.options.<slot>]` table) -> the nested dict."""
     if isinstance(given, dict):
         out = {}
         for slot, values in given.items():
