@@ -233,10 +233,12 @@ class SeparateHeads(nn.Module):
             )
         from variants.registry import SLOTS  # at call time: the registry imports this module
 
-        if SLOTS["position"][cfg.position].bias is not None:
+        scheme = SLOTS["position"][cfg.position]
+        if scheme.bias is not None:  # a (nh, T, T) bias: one slice per head
             raise ValueError(
                 f"heads 'separate' calls the kernel one head at a time, so it cannot give each "
-                f"head its own attention bias (position {cfg.position!r}); use heads 'fused'"
+                f"head its own {scheme.label or 'attention'} bias (position {cfg.position!r}); "
+                "use heads 'fused'"
             )
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
