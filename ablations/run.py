@@ -396,8 +396,8 @@ def list_everything() -> str:
     for name, v in VARIANTS.items():
         lines.append(f"  {name:<{width}}  {v.description}  [{v.diff()}]")
     lines.append("tasks (and the default recipe of each; flags override any part):")
-    for name, (cls, desc) in TASKS.items():
-        lines.append(f"  {name:<{width}}  {desc}")
+    for name, cls in TASKS.items():
+        lines.append(f"  {name:<{width}}  {cls.description}")
         note = f" ({cls.recipe.note})" if cls.recipe.note else ""
         lines.append(f"  {'':<{width}}    recipe: {cls.recipe.describe()}{note}")
     from ablations.studies import STUDIES

@@ -422,9 +422,13 @@ def test_cache_dir_default(monkeypatch, tmp_path):
 
 
 def test_registry():
-    assert task_names() == ["addition", "text", "shakespeare", "calculator", "corpus"]
-    for name, (cls, desc) in TASKS.items():
+    # the built-ins first, in the order --list has always shown them
+    assert task_names()[:5] == ["addition", "text", "shakespeare", "calculator", "corpus"]
+    for name, cls in TASKS.items():
+        desc = TASKS.description(name)
         assert issubclass(cls, Task) and cls.name == name and desc and "\n" not in desc
+        assert desc == cls.description  # written once, on the class
+        cls.Options()  # every option has a default, so `--task NAME` alone is a valid run
     assert dataclasses.asdict(task_options("addition")) == {
         "n_digits": 3,
         "reverse": True,
@@ -460,7 +464,7 @@ def test_registry():
 def test_options_are_parsed_once_into_their_types(name, given, attr, value):
     task = build_task(name, context=64, **given)
     opts = task.options
-    assert type(opts) is TASKS[name][0].Options and getattr(opts, attr) == value
+    assert type(opts) is TASKS[name].Options and getattr(opts, attr) == value
     with pytest.raises(dataclasses.FrozenInstanceError):
         opts.n_heldout = 3  # frozen: what a task was built with never changes
     # left-out options keep their defaults

@@ -108,7 +108,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import IGNORE_INDEX, CharVocab, Task, TaskError, option, option_int
+from .base import IGNORE_INDEX, CharVocab, Task, TaskError, option, option_int, register_task
 from .decode import greedy_decode
 
 OPS = "+-*/"
@@ -298,10 +298,12 @@ class CalculatorOptions:
     eval_problems: int | None = option(None, lo=1)  # decoded by evaluate (all)
 
 
+@register_task
 class CalculatorTask(Task):
     """+ − × ÷ with optional traces; see the module docstring for the exact format."""
 
     name = "calculator"
+    description = "+ - * / (quotient r remainder), optional traces; accuracy"
     has_accuracy = True
     Options = CalculatorOptions
 
