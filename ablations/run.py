@@ -550,12 +550,12 @@ def resolve_optimizers(requested: list[str]) -> tuple[str, ...]:
     """--optimizer's arms, each checked (one line for an unknown name or a torch without
     Muon), the reference first: AdamW when it is among them, which is also the arm the tables
     leave unlabelled and read the others against."""
-    from bench.optim import OPTIMIZERS, check_available
+    from bench.optim import DEFAULT_OPTIMIZER, check_available
 
-    names = list(dict.fromkeys(requested or [OPTIMIZERS[0]]))
+    names = list(dict.fromkeys(requested or [DEFAULT_OPTIMIZER]))
     for name in names:
         check_available(name)
-    return tuple(sorted(names, key=lambda n: n != OPTIMIZERS[0]))
+    return tuple(sorted(names, key=lambda n: n != DEFAULT_OPTIMIZER))
 
 
 def ladder_factors(given: list[float] | None) -> tuple[float, ...]:
