@@ -353,6 +353,9 @@ def load_plugin(path: str) -> None:
         raise ValueError(f"plugin file {path!r} does not exist")
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(spec)
+    # a @dataclass in the plugin looks its module up by name while the class is made; it is
+    # taken out again after, so nothing of the plugin's pickles by a name workers cannot import
+    added = sys.modules.setdefault(spec.name, module) is module
     try:
         spec.loader.exec_module(module)
     except SyntaxError as err:
@@ -364,6 +367,9 @@ def load_plugin(path: str) -> None:
         raise ValueError(
             f"plugin {path}{where} raised {type(err).__name__} at import: {err}"
         ) from None
+    finally:
+        if added:
+            del sys.modules[spec.name]
 
 
 def check_output(out: Path) -> None:
