@@ -9,7 +9,12 @@ the baseline. A user adds their own block without editing this file:
         def __init__(self, cfg): ...
 
 and a named variant with `register_variant("scalenorm", "ScaleNorm instead of LayerNorm",
-norm="scalenorm")`. Every builder of a slot takes the same arguments as its siblings:
+norm="scalenorm")`. A block with knobs of its own declares them as a small frozen dataclass,
+`@register("mlp", "wide", options=WideOptions)`, reads them with `cfg.options_for("mlp")`, and a
+variant sets them with `register_variant(..., mlp="wide", options={"mlp": {"mult": 8}})` (see
+variants/options.py). Each slot is a `variants.named.Registry`, and so is `VARIANTS`.
+
+Every builder of a slot takes the same arguments as its siblings:
   heads(cfg, attend, qk)       nn.Module (B, T, C) -> (B, T, C); calls qk(q, k) on (B, nh, T, hs)
                                and attend(q, k, v, dropout_p) -> (B, nh, T, hs)
   attention                    kernel (q, k, v, dropout_p=0.0, mods=None) -> y, causal; k and v
