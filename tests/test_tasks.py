@@ -442,6 +442,48 @@ def test_registry():
     assert task_options("calculator").lengths == (1, 2, 3)
 
 
+def test_a_task_registers_itself_with_a_decorator():
+    """One class with `@register_task`, its name written once, is a task everywhere."""
+    from bench.tasks import register_task
+    from bench.tasks.base import CharVocab
+
+    class Ones(Task):
+        name = "ones-test"
+        description = "every token is 1 (test only)"
+
+        def _build(self, data):
+            self.vocab, self.vocab_size, self.seq_len = CharVocab("01"), 2, self.context
+
+        def train_batch(self, batch_size, generator):
+            ones = torch.ones(batch_size, self.seq_len, dtype=torch.long)
+            return ones, ones
+
+        def _build_val_batches(self):
+            return [self.train_batch(self.eval_batch_size, None)]
+
+        def describe(self):
+            return {"task": self.name}
+
+    assert register_task(Ones) is Ones
+    try:
+        assert (
+            task_names()[-1] == "ones-test" and TASKS.description("ones-test") == Ones.description
+        )
+        assert build_task("ones-test", context=8).train_batch(3, gen(0))[0].shape == (3, 8)
+    finally:
+        TASKS.remove("ones-test")
+    with pytest.raises(TaskError) as e:
+        build_task("ones-test", context=8)
+    assert "valid tasks: addition" in one_line_error(e)
+
+    class Nameless(Ones):
+        name, description = "nameless-test", ""
+
+    with pytest.raises(TaskError, match="one-line `description`"):
+        register_task(Nameless)
+    assert "nameless-test" not in TASKS
+
+
 # ---------------------------------------------------------------------------------------------
 # typed options: parsed once, in the base, from command-line strings or typed values
 
