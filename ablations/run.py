@@ -353,6 +353,9 @@ def load_plugin(path: str) -> None:
         raise ValueError(f"plugin file {path!r} does not exist")
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(spec)
+    # a @dataclass in the plugin looks its module up by name while the class is made; it is
+    # taken out again after, so nothing of the plugin's pickles by a name workers cannot import
+    added = sys.modules.setdefault(spec.name, module) is module
     try:
         spec.loader.exec_module(module)
     except SyntaxError as err:
@@ -364,6 +367,9 @@ def load_plugin(path: str) -> None:
         raise ValueError(
             f"plugin {path}{where} raised {type(err).__name__} at import: {err}"
         ) from None
+    finally:
+        if added:
+            del sys.modules[spec.name]
 
 
 def check_output(out: Path) -> None:
@@ -396,8 +402,8 @@ def list_everything() -> str:
     for name, v in VARIANTS.items():
         lines.append(f"  {name:<{width}}  {v.description}  [{v.diff()}]")
     lines.append("tasks (and the default recipe of each; flags override any part):")
-    for name, (cls, desc) in TASKS.items():
-        lines.append(f"  {name:<{width}}  {desc}")
+    for name, cls in TASKS.items():
+        lines.append(f"  {name:<{width}}  {cls.description}")
         note = f" ({cls.recipe.note})" if cls.recipe.note else ""
         lines.append(f"  {'':<{width}}    recipe: {cls.recipe.describe()}{note}")
     from ablations.studies import STUDIES
@@ -550,12 +556,12 @@ def resolve_optimizers(requested: list[str]) -> tuple[str, ...]:
     """--optimizer's arms, each checked (one line for an unknown name or a torch without
     Muon), the reference first: AdamW when it is among them, which is also the arm the tables
     leave unlabelled and read the others against."""
-    from bench.optim import OPTIMIZERS, check_available
+    from bench.optim import DEFAULT_OPTIMIZER, check_available
 
-    names = list(dict.fromkeys(requested or [OPTIMIZERS[0]]))
+    names = list(dict.fromkeys(requested or [DEFAULT_OPTIMIZER]))
     for name in names:
         check_available(name)
-    return tuple(sorted(names, key=lambda n: n != OPTIMIZERS[0]))
+    return tuple(sorted(names, key=lambda n: n != DEFAULT_OPTIMIZER))
 
 
 def ladder_factors(given: list[float] | None) -> tuple[float, ...]:

@@ -148,6 +148,7 @@ def load_plugins(paths) -> None:
     for i, path in enumerate(paths):
         spec = importlib.util.spec_from_file_location(f"_bench_plugin_{i}_{Path(path).stem}", path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # a @dataclass in the plugin looks itself up there
         spec.loader.exec_module(module)
 
 

@@ -37,8 +37,56 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TAIL_LINES = 25  # of each step's output, in checks.md
-# variants that reach the kernels through the attention seams (k/v groups, bias, window, caps)
-SEAM_VARIANTS = ("gqa", "alibi", "sliding-window", "speedrun")
+
+
+def _seams() -> dict:
+    """The attention seams a block reaches the kernels through: name -> does config `c` use it."""
+    from variants.config import ModelConfig
+    from variants.registry import SLOTS
+
+    base = ModelConfig()
+    return {
+        "k/v groups": lambda c: c.kv_heads != c.n_head,
+        "score bias": lambda c: SLOTS["position"][c.position].bias is not None,
+        "window": lambda c: c.attn_window > 0,
+        "q/k transform and caps": lambda c: (
+            c.qk_norm != base.qk_norm or c.attn_softcap > 0 or c.logit_softcap > 0
+        ),
+    }
+
+
+def seam_variants() -> tuple[str, ...]:
+    """One registered variant per seam, read off the registry rather than named here: the one
+    that changes the most (so the speedrun set covers QK-norm and the logit cap at once; a tie
+    goes to the first registered), each listed once, in the seams' order."""
+    from variants.config import ModelConfig
+    from variants.registry import VARIANTS
+
+    applied = {name: v.apply(ModelConfig()) for name, v in VARIANTS.items()}
+    size = {name: len(v.overrides) + len(v.options) for name, v in VARIANTS.items()}
+    chosen: list[str] = []
+    for uses in _seams().values():
+        users = [name for name, cfg in applied.items() if uses(cfg)]
+        if users:
+            best = max(users, key=lambda n: size[n])  # max keeps the first of equals
+            chosen += [best] if best not in chosen else []
+    return tuple(chosen)
+
+
+def kernel_variants() -> tuple[str, str]:
+    """(the variant on our Triton kernel, its CPU stand-in): the one whose attention kernel is
+    marked `plain_only` (ours), and the one on another non-default kernel (the naive one)."""
+    from variants.config import ModelConfig
+    from variants.registry import SLOTS, VARIANTS
+
+    base = ModelConfig()
+    kernels = {n: v.apply(base).attention for n, v in VARIANTS.items()}
+    others = {n: k for n, k in kernels.items() if k != base.attention}
+    ours = next(n for n, k in others.items() if getattr(SLOTS["attention"][k], "plain_only", 0))
+    stand_in = next(
+        n for n, k in others.items() if not getattr(SLOTS["attention"][k], "plain_only", 0)
+    )
+    return ours, stand_in
 
 
 @dataclass(frozen=True)
@@ -58,21 +106,22 @@ def steps(out: Path, dry_run: bool) -> list[Step]:
     py = sys.executable
     run = [py, str(ROOT / "ablations" / "run.py"), "--quiet", "--seeds", "1"]
     bench = [py, str(ROOT / "bench" / "bench_flash_attn.py"), "--out-dir", str(out)]
+    kernel, stand_in = kernel_variants()
     if dry_run:
         tests = ["-k", "test_matches_reference and fp32 and D64 and T33 or test_bfloat16"]
         bench += ["--device", "cpu", "--dtype", "fp16", "--seq-lens", "64", "--head-dims", "16"]
         bench += ["--causal", "causal", "--tokens", "64", "--model-dim", "32"]
         train = ["--model", "micro", "--steps", "6", "--device", "cpu", "--eval-every", "3"]
-        train += ["--variant", "naive-attention"]  # the Triton kernel needs a GPU (or interpreter)
+        train += ["--variant", stand_in]  # the Triton kernel needs a GPU (or interpreter)
         seams = ["--model", "micro", "--steps", "4", "--device", "cpu", "--eval-every", "2"]
     else:
         tests = []
         bench += ["--seq-lens", "1024", "2048", "4096", "8192", "--causal", "causal"]
         train = ["--model", "small", "--steps", "300", "--batch-size", "32", "--device", "cuda"]
-        train += ["--variant", "flash-triton"]
+        train += ["--variant", kernel]
         seams = ["--model", "small", "--steps", "40", "--batch-size", "32", "--device", "cuda"]
         seams += ["--eval-every", "20"]  # five short runs must fit the step's minute
-    for name in SEAM_VARIANTS:
+    for name in seam_variants():
         seams += ["--variant", name]
     pytest = [py, "-m", "pytest", str(ROOT / "tests" / "test_flash_attn.py"), "-q", *tests]
     return [

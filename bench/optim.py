@@ -1,5 +1,16 @@
 """The optimizers a run can train with: AdamW (the default) or Muon for the blocks' matrices.
 
+`OPTIMIZERS` is a registry of builders `(model, train_cfg) -> optimizer`, so a plugin file adds
+one the way a block is added (and `--optimizer NAME` accepts it):
+
+    @OPTIMIZERS.register("sgd", description="plain SGD, momentum 0.9")
+    def sgd(model, cfg):
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
+
+A builder may carry `check()`, raising a one-line ValueError where it cannot run (Muon on a
+torch without it). The training loop sets `lr` on `param_groups` each step, then `step()` and
+`zero_grad()`.
+
 `--optimizer muon` follows the speedruns' split: Muon (momentum, then each update
 orthogonalised by a Newton–Schulz iteration) for the 2-D weight matrices inside the
 transformer blocks, AdamW for everything else (token embedding and the head tied to it,
@@ -18,7 +29,10 @@ from dataclasses import dataclass
 
 import torch
 
-OPTIMIZERS = ("adamw", "muon")
+from variants.named import Registry
+
+OPTIMIZERS = Registry("optimizer")
+DEFAULT_OPTIMIZER = "adamw"  # the reference arm: tables read the others against it
 MUON_MIN_TORCH = "2.9"  # torch.optim.Muon first shipped in torch 2.9
 
 # Muon's lr scaling. "match_rms_adamw" (Moonshot, "Muon is Scalable for LLM Training", 2025)
@@ -31,14 +45,10 @@ MUON_ADJUST_LR = "match_rms_adamw"
 
 
 def check_available(name: str) -> None:
-    """One-line ValueError for an unknown optimizer or a Muon this torch does not have."""
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
-    if name == "muon" and not hasattr(torch.optim, "Muon"):
-        raise ValueError(
-            f"--optimizer muon needs torch >= {MUON_MIN_TORCH} (torch.optim.Muon); this is "
-            f"torch {torch.__version__}"
-        )
+    """One-line ValueError for an unknown optimizer or one that cannot run here (its `check`)."""
+    check = getattr(OPTIMIZERS.get(name), "check", None)
+    if check is not None:
+        check()
 
 
 @dataclass
@@ -142,17 +152,28 @@ def _adamw(params: list, cfg) -> torch.optim.AdamW:
 
 
 def make_optimizer(model: torch.nn.Module, cfg):
-    """The run's optimizer for `cfg.optimizer`: a plain AdamW over every trainable parameter
-    (exactly as before Muon existed here), or an `OptimizerGroup` of Muon for the blocks'
-    matrices and AdamW for the rest."""
+    """The run's optimizer: the builder registered as `cfg.optimizer` (AdamW by default)."""
+    name = getattr(cfg, "optimizer", DEFAULT_OPTIMIZER)
+    check_available(name)
+    return OPTIMIZERS.get(name)(model, cfg)
+
+
+@OPTIMIZERS.register("adamw", description="AdamW over every trainable parameter (the default)")
+def adamw(model: torch.nn.Module, cfg) -> torch.optim.AdamW:
+    """A plain AdamW over every trainable parameter (exactly as before Muon existed here)."""
+    return _adamw([p for p in model.parameters() if p.requires_grad], cfg)
+
+
+@OPTIMIZERS.register(
+    "muon", description="Muon for the blocks' matrices (Q, K, V apart), AdamW for the rest"
+)
+def muon(model: torch.nn.Module, cfg) -> OptimizerGroup:
+    """An `OptimizerGroup` of Muon for the blocks' matrices and AdamW for the rest."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if getattr(cfg, "optimizer", "adamw") == "adamw":
-        return _adamw(params, cfg)
-    check_available(cfg.optimizer)
     matrices = muon_matrices(model)
     chosen = {id(p) for m in matrices for p, _ in m}
     rest = [p for p in params if id(p) not in chosen]
-    muon = SplitMuon(
+    split = SplitMuon(
         matrices,
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,  # decoupled, lr·wd per step: the same rule as AdamW's
@@ -160,7 +181,18 @@ def make_optimizer(model: torch.nn.Module, cfg):
         nesterov=True,
         adjust_lr_fn=MUON_ADJUST_LR,
     )
-    return OptimizerGroup([muon, _adamw(rest, cfg)])
+    return OptimizerGroup([split, _adamw(rest, cfg)])
+
+
+def _check_muon() -> None:
+    if not hasattr(torch.optim, "Muon"):
+        raise ValueError(
+            f"--optimizer muon needs torch >= {MUON_MIN_TORCH} (torch.optim.Muon); this is "
+            f"torch {torch.__version__}"
+        )
+
+
+muon.check = _check_muon
 
 
 def as_list(opt) -> list[torch.optim.Optimizer]:

@@ -24,7 +24,13 @@ def test_dry_run_runs_every_step_and_writes_its_report(tmp_path, capsys):
         assert sorted(r.variant for r in recs) == ["baseline", "naive-attention"]
         assert all(r.spec["train"]["compile"] is compiled for r in recs)
     seams = {r.variant for r in load_records(tmp_path / "seams")}
-    assert seams == {"baseline", *gpu_checks.SEAM_VARIANTS}
+    assert seams == {"baseline", *gpu_checks.seam_variants()}
+
+
+def test_the_variants_it_runs_are_read_off_the_registry():
+    """No variant name is written in the script; today's registry yields the set it always ran."""
+    assert gpu_checks.seam_variants() == ("gqa", "alibi", "sliding-window", "speedrun")
+    assert gpu_checks.kernel_variants() == ("flash-triton", "naive-attention")
 
 
 def test_time_limits_fit_eight_minutes():

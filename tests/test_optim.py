@@ -268,3 +268,22 @@ def test_muon_steps_fused_and_separate_heads_alike():
     # the check can fail: the step moved the weights by far more than the tolerance
     w0 = GPT(preset("micro", vocab_size=65)).blocks[0].attn.c_attn.weight
     assert float((fused.blocks[0].attn.c_attn.weight - w0).abs().max()) > 1e-4
+
+
+def test_an_optimizer_registers_like_a_block():
+    """`OPTIMIZERS` is a Registry: a plugin adds a builder, and config validation, the
+    unknown-name message and `make_optimizer` all see it."""
+
+    @optim.OPTIMIZERS.register("sgd-test", description="plain SGD (test only)")
+    def sgd(model, cfg):
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr)
+
+    try:
+        cfg = TrainConfig(optimizer="sgd-test").validate()
+        assert isinstance(optim.make_optimizer(_model(), cfg), torch.optim.SGD)
+        with pytest.raises(ValueError, match="valid optimizers: adamw, muon, sgd-test"):
+            optim.check_available("sgd")
+    finally:
+        optim.OPTIMIZERS.remove("sgd-test")
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd-test'"):
+        TrainConfig(optimizer="sgd-test").validate()

@@ -24,6 +24,20 @@ def test_readme_variant_table_is_the_registrys():
             assert f"{key}: " in row and f"→ {value}" in row, row
 
 
+def test_readme_task_table_is_the_registrys():
+    """A new task (one file under bench/tasks, or a plugin) shows up in README's task table by
+    `python -m variants.catalog --write README.md`; this fails until that is run."""
+    from bench.tasks import TASKS
+
+    table = catalog.task_markdown()
+    assert catalog.replace_block(README, table, catalog.TASKS_BEGIN, catalog.TASKS_END) == README, (
+        "README's task table is stale: run python -m variants.catalog --write README.md"
+    )
+    for name, cls in TASKS.items():
+        assert any(line.startswith(f"| `{name}`") and cls.description in line
+                   for line in table.splitlines()), name  # fmt: skip
+
+
 def test_a_registered_variant_appears_in_the_table_with_its_parameters():
     register_variant("wide-test", "test only", n_embd=256)
     try:

@@ -379,6 +379,8 @@ def test_a_field_added_tomorrow_needs_no_list_entry():
 def _other(f):
     """A value other than the field's default, of its type."""
     d = f.default
+    if isinstance(d, tuple):  # block_options: one block's option off its default
+        return (("mlp", (("hidden_mult", 2),)),)
     return (not d) if isinstance(d, bool) else d + 1 if isinstance(d, (int, float)) else d + "x"
 
 

@@ -422,9 +422,13 @@ def test_cache_dir_default(monkeypatch, tmp_path):
 
 
 def test_registry():
-    assert task_names() == ["addition", "text", "shakespeare", "calculator", "corpus"]
-    for name, (cls, desc) in TASKS.items():
+    # the built-ins first, in the order --list has always shown them
+    assert task_names()[:5] == ["addition", "text", "shakespeare", "calculator", "corpus"]
+    for name, cls in TASKS.items():
+        desc = TASKS.description(name)
         assert issubclass(cls, Task) and cls.name == name and desc and "\n" not in desc
+        assert desc == cls.description  # written once, on the class
+        cls.Options()  # every option has a default, so `--task NAME` alone is a valid run
     assert dataclasses.asdict(task_options("addition")) == {
         "n_digits": 3,
         "reverse": True,
@@ -436,6 +440,48 @@ def test_registry():
     }
     assert dataclasses.asdict(task_options("text")) == {}
     assert task_options("calculator").lengths == (1, 2, 3)
+
+
+def test_a_task_registers_itself_with_a_decorator():
+    """One class with `@register_task`, its name written once, is a task everywhere."""
+    from bench.tasks import register_task
+    from bench.tasks.base import CharVocab
+
+    class Ones(Task):
+        name = "ones-test"
+        description = "every token is 1 (test only)"
+
+        def _build(self, data):
+            self.vocab, self.vocab_size, self.seq_len = CharVocab("01"), 2, self.context
+
+        def train_batch(self, batch_size, generator):
+            ones = torch.ones(batch_size, self.seq_len, dtype=torch.long)
+            return ones, ones
+
+        def _build_val_batches(self):
+            return [self.train_batch(self.eval_batch_size, None)]
+
+        def describe(self):
+            return {"task": self.name}
+
+    assert register_task(Ones) is Ones
+    try:
+        assert (
+            task_names()[-1] == "ones-test" and TASKS.description("ones-test") == Ones.description
+        )
+        assert build_task("ones-test", context=8).train_batch(3, gen(0))[0].shape == (3, 8)
+    finally:
+        TASKS.remove("ones-test")
+    with pytest.raises(TaskError) as e:
+        build_task("ones-test", context=8)
+    assert "valid tasks: addition" in one_line_error(e)
+
+    class Nameless(Ones):
+        name, description = "nameless-test", ""
+
+    with pytest.raises(TaskError, match="one-line `description`"):
+        register_task(Nameless)
+    assert "nameless-test" not in TASKS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,7 +506,7 @@ def test_registry():
 def test_options_are_parsed_once_into_their_types(name, given, attr, value):
     task = build_task(name, context=64, **given)
     opts = task.options
-    assert type(opts) is TASKS[name][0].Options and getattr(opts, attr) == value
+    assert type(opts) is TASKS[name].Options and getattr(opts, attr) == value
     with pytest.raises(dataclasses.FrozenInstanceError):
         opts.n_heldout = 3  # frozen: what a task was built with never changes
     # left-out options keep their defaults

@@ -380,3 +380,78 @@ def test_without_triton_installed_the_kernel_variant_is_one_line_and_others_buil
                        env={**os.environ, "PYTHONPATH": str(root)}, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.startswith("refused:") and "triton is not importable" in r.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# per-block options: declared by the block, one config field, one-line errors
+
+
+def test_block_options_default_leaves_the_config_and_its_id_alone():
+    from variants.options import parse_block_options, with_block_options
+
+    base = preset("micro", vocab_size=VOCAB)
+    same = with_block_options(base, parse_block_options(["mlp.hidden_mult=4"]))  # the default
+    assert same == base and same.block_options == () and "block_options" not in same.to_dict()
+    assert base.options_for("mlp").hidden_mult == 4 and base.options_for("norm") is None
+    torch.manual_seed(0)
+    a = GPT(base)
+    torch.manual_seed(0)
+    b = GPT(same)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_block_options_set_from_strings_a_table_or_a_variant():
+    from variants.options import parse_block_options, with_block_options
+    from variants.registry import register_variant
+
+    base = preset("micro", vocab_size=VOCAB)
+    narrow = with_block_options(base, parse_block_options(["mlp.hidden_mult=2"]))
+    assert narrow == with_block_options(base, parse_block_options({"mlp": {"hidden_mult": 2}}))
+    assert narrow.block_options == (("mlp", (("hidden_mult", 2),)),)
+    assert narrow.to_dict()["block_options"] == {"mlp": {"hidden_mult": 2}}
+    assert ModelConfig.from_dict(narrow.to_dict()) == narrow  # a record reads back the same
+    assert GPT(narrow).blocks[0].mlp.c_fc.out_features == 2 * base.n_embd
+    v = register_variant(
+        "narrow-test", "test only", mlp="relu2", options={"mlp": {"hidden_mult": 2}}
+    )
+    try:
+        assert v.apply(base).options_for("mlp").hidden_mult == 2
+        assert v.diff() == "mlp: gelu → relu2, mlp.hidden_mult: 4 → 2"
+    finally:
+        del VARIANTS["narrow-test"]
+
+
+@pytest.mark.parametrize(
+    "given, words",
+    [
+        (["mlp.hiden_mult=3"], ["mlp.hiden_mult", "valid keys: hidden_mult"]),
+        (["mlp.hidden_mult=wide"], ["mlp.hidden_mult", "int", "wide"]),
+        (["mlp.hidden_mult=2.5"], ["mlp.hidden_mult", "int", "2.5"]),
+        (["norm.eps=1"], ["norm 'layernorm' takes no options", "mlp 'gelu'"]),
+        (["mpl.hidden_mult=3"], ["mpl", "valid slots", "mlp"]),
+        (["hidden_mult=3"], ["slot.key=value"]),
+    ],
+)
+def test_bad_block_option_is_one_line(given, words):
+    from variants.options import parse_block_options, with_block_options
+
+    with pytest.raises(ValueError) as err:
+        with_block_options(preset("micro", vocab_size=VOCAB), parse_block_options(given))
+    msg = str(err.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_block_options_are_checked_by_the_block_and_against_the_chosen_block():
+    from variants.registry import register_variant
+
+    with pytest.raises(ValueError, match="hidden_mult must be at least 1"):
+        ModelConfig(block_options={"mlp": {"hidden_mult": 0}}).validate()
+    with pytest.raises(ValueError, match="mlp 'swiglu' takes no options"):
+        ModelConfig(mlp="swiglu", block_options={"mlp": {"hidden_mult": 2}}).validate()
+    with pytest.raises(ValueError, match="must be int"):
+        ModelConfig(block_options={"mlp": {"hidden_mult": "2"}}).validate()
+    with pytest.raises(ValueError, match="unknown option mlp.width"):
+        register_variant("bad-test", "test only", options={"mlp": {"width": 2}})
+    with pytest.raises(ValueError, match="options=.slot"):
+        register_variant("bad-test", "test only", block_options=(("mlp", ()),))
+    assert "bad-test" not in VARIANTS

@@ -5,6 +5,7 @@ No timing, no files, no CLI here: measurement lives in `bench/`.
 
 from variants.config import PRESETS, ModelConfig, preset
 from variants.model import GPT, build_model
+from variants.options import parse_block_options, with_block_options
 from variants.registry import SLOTS, VARIANTS, get_variant, register, register_variant
 
 __all__ = [
@@ -15,7 +16,9 @@ __all__ = [
     "ModelConfig",
     "build_model",
     "get_variant",
+    "parse_block_options",
     "preset",
     "register",
     "register_variant",
+    "with_block_options",
 ]

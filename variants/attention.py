@@ -145,6 +145,8 @@ def _check_triton(cfg: ModelConfig) -> None:
 
 triton_attention.check = _check_triton
 triton_attention.plain_only = True  # no ScoreMods: see registry.check_slots
+# off CUDA it runs under Triton's interpreter: correct, but no timing of it means anything
+triton_attention.cuda_timings_only = True
 
 
 class Attend(nn.Module):
@@ -231,10 +233,14 @@ class SeparateHeads(nn.Module):
                 f"heads 'separate' gives every head its own key and value, got "
                 f"n_kv_head={cfg.n_kv_head}; use heads 'fused' for grouped k/v heads"
             )
-        if cfg.position == "alibi":
+        from variants.registry import SLOTS  # at call time: the registry imports this module
+
+        scheme = SLOTS["position"][cfg.position]
+        if scheme.bias is not None:  # a (nh, T, T) bias: one slice per head
             raise ValueError(
-                "heads 'separate' calls the kernel one head at a time, so it cannot give each "
-                "head its own ALiBi slope; use heads 'fused'"
+                f"heads 'separate' calls the kernel one head at a time, so it cannot give each "
+                f"head its own {scheme.label or 'attention'} bias (position {cfg.position!r}); "
+                "use heads 'fused'"
             )
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)

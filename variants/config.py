@@ -65,6 +65,28 @@ def late_fields(cls) -> tuple[str, ...]:
 # append to means this module imports nothing from the registry.
 VALIDATORS: list[Callable[[ModelConfig], None]] = []
 
+# (slot, block name) -> the block's frozen options dataclass; the registry fills it (see
+# variants/options.py), so `options_for` needs no import of the registry.
+OPTION_CLASSES: dict[tuple[str, str], type] = {}
+
+
+def _canonical_options(given) -> tuple:
+    """{slot: {key: value}} or its tuple form -> the sorted, hashable tuple form, empty slots
+    dropped (a record read back from JSON gives dicts or lists; both land here)."""
+    try:
+        slots = given.items() if isinstance(given, dict) else given
+        out = []
+        for slot, values in slots:
+            pairs = values.items() if isinstance(values, dict) else values
+            pairs = tuple(
+                sorted((str(k), tuple(v) if isinstance(v, list) else v) for k, v in pairs)
+            )
+            if pairs:
+                out.append((str(slot), pairs))
+        return tuple(sorted(out))
+    except (TypeError, ValueError):
+        raise ValueError(f"block_options must be {{slot: {{key: value}}}}, got {given!r}") from None
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -92,6 +114,18 @@ class ModelConfig:
     mlp: str = "gelu"
     residual: str = "on"
     init: str = "gpt2"
+    # the chosen blocks' own options, non-default values only (see variants/options.py)
+    block_options: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "block_options", _canonical_options(self.block_options))
+
+    def options_for(self, slot: str):
+        """The options dataclass of the block chosen for `slot`, defaults filled in (None for a
+        block that declares none)."""
+        cls = OPTION_CLASSES.get((slot, getattr(self, slot)))
+        given = dict(dict(self.block_options).get(slot, ()))
+        return cls(**given) if cls is not None else None
 
     @property
     def head_size(self) -> int:
@@ -111,7 +145,10 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return id_dict(self)
+        d = id_dict(self)
+        if "block_options" in d:  # as a readable table in records: {slot: {key: value}}
+            d["block_options"] = {slot: dict(values) for slot, values in self.block_options}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -9,14 +11,32 @@ from variants.config import ModelConfig
 from variants.init import init_linear
 
 
+@dataclass(frozen=True)
+class MLPOptions:
+    """The two-matrix MLPs' own knob (`mlp.hidden_mult=2`): hidden width = hidden_mult·C."""
+
+    hidden_mult: int = 4  # GPT-2's 4C
+
+
 class GeluMLP(nn.Module):
-    """The GPT-2 MLP: C -> 4C -> GELU -> C."""
+    """The GPT-2 MLP: C -> hidden_mult·C (4C) -> GELU -> C."""
+
+    Options = MLPOptions  # the registry registers it with the block
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        hidden = cfg.options_for("mlp").hidden_mult * cfg.n_embd
+        self.c_fc = nn.Linear(cfg.n_embd, hidden, bias=cfg.bias)
+        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
+
+    @staticmethod
+    def check(cfg: ModelConfig) -> None:
+        mult = cfg.options_for("mlp").hidden_mult
+        if mult < 1:
+            raise ValueError(
+                f"mlp.hidden_mult must be at least 1 (hidden = mult·n_embd), got {mult}"
+            )
 
     @staticmethod
     def act(h):
@@ -32,7 +52,8 @@ class GeluMLP(nn.Module):
 
 class ReLU2MLP(GeluMLP):
     """ReLU² (So et al., 2021, "Primer"): C -> 4C -> ReLU(h)² -> C. The same two matrices as the
-    GELU MLP, so the same parameters; modded-nanogpt and nanochat use it."""
+    GELU MLP, so the same parameters (and the same `hidden_mult` option); modded-nanogpt and
+    nanochat use it."""
 
     @staticmethod
     def act(h):

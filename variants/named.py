@@ -76,6 +76,9 @@ class Registry(Generic[T]):
         self.get(name)
         del self._items[name], self._descriptions[name]
 
+    def __delitem__(self, name: str) -> None:  # `del REG[name]`, as on the dicts it replaced
+        self.remove(name)
+
     def __contains__(self, name) -> bool:
         return name in self._items
 

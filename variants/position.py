@@ -136,9 +136,10 @@ class PositionScheme:
     bias: Callable[[ModelConfig], nn.Module] | None = None
     bounded: bool = False  # True: no sequence longer than block_size (a table of positions)
     check: Callable[[ModelConfig], None] | None = None
+    label: str = ""  # how messages name the scheme's bias ("ALiBi"); default: "attention"
 
 
 LEARNED = PositionScheme(embedding=LearnedPositions, rotary=NoRotation, bounded=True)
 ROPE = PositionScheme(embedding=NoEmbedding, rotary=RotaryEmbedding, check=_check_rope)
 NO_POSITION = PositionScheme(embedding=NoEmbedding, rotary=NoRotation)
-ALIBI = PositionScheme(embedding=NoEmbedding, rotary=NoRotation, bias=AlibiBias)
+ALIBI = PositionScheme(embedding=NoEmbedding, rotary=NoRotation, bias=AlibiBias, label="ALiBi")

@@ -9,7 +9,12 @@ the baseline. A user adds their own block without editing this file:
         def __init__(self, cfg): ...
 
 and a named variant with `register_variant("scalenorm", "ScaleNorm instead of LayerNorm",
-norm="scalenorm")`. Every builder of a slot takes the same arguments as its siblings:
+norm="scalenorm")`. A block with knobs of its own declares them as a small frozen dataclass,
+`@register("mlp", "wide", options=WideOptions)`, reads them with `cfg.options_for("mlp")`, and a
+variant sets them with `register_variant(..., mlp="wide", options={"mlp": {"mult": 8}})` (see
+variants/options.py). Each slot is a `variants.named.Registry`, and so is `VARIANTS`.
+
+Every builder of a slot takes the same arguments as its siblings:
   heads(cfg, attend, qk)       nn.Module (B, T, C) -> (B, T, C); calls qk(q, k) on (B, nh, T, hs)
                                and attend(q, k, v, dropout_p) -> (B, nh, T, hs)
   attention                    kernel (q, k, v, dropout_p=0.0, mods=None) -> y, causal; k and v
@@ -29,13 +34,37 @@ may carry `init_weights(std, proj_std)` and otherwise gets `init.default_init`.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
-from variants import attention, block, config, init, mlp, norm, position, qk_norm, residual
+from variants import attention, block, config, init, mlp, norm, options, position, qk_norm, residual
 from variants.config import SLOT_FIELDS, ModelConfig
+from variants.named import Registry
 
-SLOTS: dict[str, dict[str, object]] = {
+# slot -> Registry of its choices; plural "choices" keeps the one-line error users know:
+# "unknown mlp 'gleu'; valid choices: gelu, swiglu, relu2"
+SLOTS: dict[str, Registry] = {slot: Registry(slot, plural="choices") for slot in SLOT_FIELDS}
+
+
+def register(slot: str, name: str, *, options: type | None = None, description: str = "",
+             replace: bool = True):  # fmt: skip
+    """Decorator: make `obj` available as choice `name` of `slot`. `options` is the block's own
+    frozen dataclass of knobs (see variants/options.py); the block reads them with
+    `cfg.options_for(slot)`. A name registered again is replaced, as it always was here (a
+    plugin file imported twice in one process registers new objects under the same names)."""
+    if slot not in SLOTS:
+        raise ValueError(f"unknown slot {slot!r}; valid slots: {', '.join(SLOTS)}")
+
+    def deco(obj):
+        SLOTS[slot].register(name, obj, description=description, replace=replace)
+        config.OPTION_CLASSES.pop((slot, name), None)
+        if options is not None:
+            config.OPTION_CLASSES[(slot, name)] = options
+        return obj
+
+    return deco
+
+
+for _slot, _choices in {
     "heads": {"fused": attention.FusedHeads, "separate": attention.SeparateHeads},
     "attention": {
         "sdpa": attention.sdpa_attention,
@@ -58,16 +87,17 @@ SLOTS: dict[str, dict[str, object]] = {
     "mlp": {"gelu": mlp.GeluMLP, "swiglu": mlp.SwiGLU, "relu2": mlp.ReLU2MLP},
     "residual": {"on": residual.residual_add, "off": residual.no_residual},
     "init": {"gpt2": init.gpt2_init, "zero-proj": init.zero_proj_init},
-}
-assert tuple(SLOTS) == SLOT_FIELDS
+}.items():
+    for _name, _obj in _choices.items():
+        register(_slot, _name, options=getattr(_obj, "Options", None))(_obj)
 
 
 def check_slots(cfg: ModelConfig) -> None:
-    """Every slot names a registered choice, and every chosen block accepts the config."""
+    """Every slot names a registered choice, every block option belongs to a chosen block that
+    declares it, and every chosen block accepts the config."""
     for slot in SLOT_FIELDS:
-        value = getattr(cfg, slot)
-        if value not in SLOTS[slot]:
-            raise ValueError(f"unknown {slot} {value!r}; valid choices: {', '.join(SLOTS[slot])}")
+        SLOTS[slot].get(getattr(cfg, slot))
+    options.check_block_options(cfg)
     _check_score_changes(cfg)  # a config error on any machine: before the hardware checks
     for slot in SLOT_FIELDS:
         check = getattr(SLOTS[slot][getattr(cfg, slot)], "check", None)
@@ -102,23 +132,9 @@ def _check_score_changes(cfg: ModelConfig) -> None:
 config.VALIDATORS.append(check_slots)  # ModelConfig.validate() runs it; config imports nothing
 
 
-def register(slot: str, name: str):
-    """Decorator: make `obj` available as choice `name` of `slot`."""
-    if slot not in SLOTS:
-        raise ValueError(f"unknown slot {slot!r}; valid slots: {', '.join(SLOTS)}")
-
-    def deco(obj):
-        SLOTS[slot][name] = obj
-        return obj
-
-    return deco
-
-
 def build(slot: str, name: str):
     """The builder registered for `name` in `slot` (one-line ValueError if there is none)."""
-    if name not in SLOTS[slot]:
-        raise ValueError(f"unknown {slot} {name!r}; valid choices: {', '.join(SLOTS[slot])}")
-    return SLOTS[slot][name]
+    return SLOTS[slot].get(name)
 
 
 @dataclass(frozen=True)
@@ -126,33 +142,51 @@ class Variant:
     name: str
     description: str
     overrides: dict = field(default_factory=dict)
+    options: dict = field(default_factory=dict)  # slot -> {key: value}: the blocks' own knobs
 
     def apply(self, cfg: ModelConfig) -> ModelConfig:
-        return cfg.replace(**self.overrides)
+        cfg = cfg.replace(**self.overrides)
+        return options.with_block_options(cfg, self.options) if self.options else cfg
 
     def diff(self, base: ModelConfig | None = None) -> str:
         """One line: what this variant changes relative to the baseline config."""
         base = base or ModelConfig()
-        if not self.overrides:
+        if not self.overrides and not self.options:
             return "(the reference)"
-        return ", ".join(f"{k}: {getattr(base, k)} → {v}" for k, v in self.overrides.items())
+        changes = [f"{k}: {getattr(base, k)} → {v}" for k, v in self.overrides.items()]
+        new = self.apply(base)
+        for slot, values in self.options.items():
+            before = new.replace(block_options=()).options_for(slot)
+            changes += [f"{slot}.{k}: {getattr(before, k)} → {v}" for k, v in values.items()]
+        return ", ".join(changes)
 
 
-VARIANTS: dict[str, Variant] = {}
+VARIANTS: Registry[Variant] = Registry("variant")
 
 
-def register_variant(name: str, description: str, **overrides) -> Variant:
-    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)})
-    if unknown:
-        raise ValueError(f"variant {name!r} overrides unknown config key(s) {unknown}")
-    VARIANTS[name] = Variant(name, description, dict(overrides))
-    return VARIANTS[name]
+def register_variant(name: str, description: str, *, options: dict | None = None,
+                     replace: bool = True, **overrides) -> Variant:  # fmt: skip
+    """A named variant: the baseline with `overrides` (ModelConfig fields) and `options`
+    ({slot: {key: value}}, the chosen blocks' own knobs) applied. Both are checked here, so a
+    typo fails where it is written. Registering a name again replaces it, as it always did."""
+    unknown = sorted(set(overrides) - set(ModelConfig.__dataclass_fields__) - {"block_options"})
+    if unknown or "block_options" in overrides:
+        bad = unknown or ["block_options"]
+        raise ValueError(
+            f"variant {name!r} overrides unknown config key(s) {bad}"
+            + ("; pass a block's own knobs as options={slot: {key: value}}" if not unknown else "")
+        )
+    variant = Variant(name, description, dict(overrides), _nested(options or {}))
+    variant.apply(ModelConfig())  # unknown slot, key or a wrong type: one line, now
+    return VARIANTS.register(name, variant, description=description, replace=replace)
+
+
+def _nested(opts: dict) -> dict:
+    return {slot: dict(values) for slot, values in opts.items()}
 
 
 def get_variant(name: str) -> Variant:
-    if name not in VARIANTS:
-        raise ValueError(f"unknown variant {name!r}; valid variants: {', '.join(VARIANTS)}")
-    return VARIANTS[name]
+    return VARIANTS.get(name)
 
 
 # The named variants: the baseline plus exactly one change each, then combinations.

@@ -17,6 +17,15 @@ from variants.registry import SLOTS, VARIANTS
 MODES = ["fwd", "fwd+bwd"]
 
 
+def _skip_off_cuda(kernel, device, name):
+    """A kernel marked `cuda_timings_only` (ours: an interpreter runs it elsewhere) is timed on
+    CUDA only."""
+    if getattr(kernel, "cuda_timings_only", False) and device.type != "cuda":
+        pytest.skip(
+            f"the {name} kernel is timed on CUDA only (the CPU interpreter is no benchmark)"
+        )
+
+
 def _bench(benchmark, micro_setup, module, make_inputs, mode, group, name):
     cfg, device, batch = micro_setup
     module = module.to(device)
@@ -85,9 +94,7 @@ def test_heads(benchmark, micro_setup, name, mode):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name", list(SLOTS["attention"]))
 def test_attention(benchmark, micro_setup, name, mode):
-    cfg, device, _ = micro_setup
-    if name == "triton" and device.type != "cuda":
-        pytest.skip("the triton kernel is timed on CUDA only (the CPU interpreter is no benchmark)")
+    _skip_off_cuda(SLOTS["attention"][name], micro_setup[1], name)
     _bench(benchmark, micro_setup, _Kernel(SLOTS["attention"][name]), _qkv, mode, "attention", name)
 
 
@@ -123,8 +130,7 @@ def test_qk_norm(benchmark, micro_setup, name, mode):
 def test_variant(benchmark, micro_setup, name, mode):
     cfg, device, _ = micro_setup
     cfg = VARIANTS[name].apply(cfg)
-    if cfg.attention == "triton" and device.type != "cuda":
-        pytest.skip("the triton kernel is timed on CUDA only (the CPU interpreter is no benchmark)")
+    _skip_off_cuda(SLOTS["attention"][cfg.attention], device, cfg.attention)
     _bench(benchmark, micro_setup, GPT(cfg), _tokens, mode, "variant", name)
 
 

@@ -52,7 +52,7 @@ import torch
 from torch import Tensor
 
 from ..spec import Recipe
-from .base import IGNORE_INDEX, CharVocab, Task, TaskError, option, option_int
+from .base import IGNORE_INDEX, CharVocab, Task, TaskError, option, option_int, register_task
 from .decode import greedy_decode
 
 VOCAB = "0123456789+=$"
@@ -112,10 +112,15 @@ class AdditionOptions:
     eval_problems: int | None = option(None, lo=1)  # decoded per width by evaluate (all)
 
 
+@register_task
 class AdditionTask(Task):
     """a + b = c with n-digit operands; see the module docstring for the exact format."""
 
     name = "addition"
+    description = (
+        "n-digit addition a+b=c, answer reversed, loss on the answer only; mixed and longer"
+        " widths (min_digits, eval_digits); has accuracy"
+    )
     has_accuracy = True
     Options = AdditionOptions
     # The addition study's model and lr. Trained on 3-digit problems only (the study mixes 1-3

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from variants.model import IGNORE_INDEX  # target value on positions that carry no loss
+from variants.named import Registry
 
 from ..spec import Recipe
 
@@ -185,7 +186,8 @@ class Task(abc.ABC):
     `evaluate` for evaluations kept in a run's record).
     """
 
-    name: str = ""
+    name: str = ""  # the registry's name for the task (`@register_task` reads it)
+    description: str = ""  # one line, for --list and README's task table
     vocab_size: int
     seq_len: int  # length T of every row; <= the model context the task was built for
     has_accuracy: bool = False
@@ -318,3 +320,20 @@ class Task(abc.ABC):
 
     def _check_batch_size(self, batch_size: int) -> int:
         return option_int("batch_size", batch_size, lo=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# the registry: a task file registers its class with `@register_task`, and it is a task
+# ---------------------------------------------------------------------------------------------
+
+TASKS: Registry[type[Task]] = Registry("task", error=TaskError)
+
+
+def register_task(cls: type[Task]) -> type[Task]:
+    """Class decorator: make `cls` available as task `cls.name`, listed with `cls.description`.
+    The name is written once, on the class; a plugin file registers the same way."""
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TaskError(f"@register_task takes a Task subclass, got {cls!r}")
+    if not cls.description or "\n" in cls.description:
+        raise TaskError(f"task {cls.name!r} needs a one-line `description` for --list")
+    return TASKS.register(cls.name, cls, description=cls.description, replace=True)

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import CharVocab, TaskError, option
+from .base import CharVocab, TaskError, option, register_task
 from .text import TRAIN_TENTHS, CharWindowsTask, _id_dtype, _read_chunks
 
 _TRAIN_EVAL_SEED = 7331  # fixed: the train-split windows of `train_eval_batches`
@@ -96,10 +96,12 @@ class CorpusOptions:
     vocab: str | None = option(None)  # the characters, in id order (default: the files')
 
 
+@register_task
 class CorpusTask(CharWindowsTask):
     """Character-level next-token prediction on `files`; see the module docstring."""
 
     name = "corpus"
+    description = "char-level LM on local files (files=[...]), optional shared vocab"
 
     Options = CorpusOptions
 

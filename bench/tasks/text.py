@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ..records import CACHE_ENV, cache_dir, write_bytes_atomic
 from ..spec import Recipe
-from .base import CharVocab, Task, TaskError
+from .base import CharVocab, Task, TaskError, register_task
 
 TRAIN_TENTHS = 9  # first 90% of the token stream is train, the rest validation
 _VAL_SEED = 1337  # fixed: validation windows never depend on the run seed
@@ -197,10 +197,12 @@ class CharWindowsTask(Task):
         return torch.from_numpy(np.ascontiguousarray(ids))  # (n_spans, span + 1)
 
 
+@register_task
 class TextTask(CharWindowsTask):
     """Character-level next-token prediction on a local UTF-8 file (`data=PATH`)."""
 
     name = "text"
+    description = "character-level language modelling on a local UTF-8 file (--data PATH)"
 
     def _build(self, data: str | os.PathLike | None) -> None:
         if data is None:
@@ -331,10 +333,12 @@ def shakespeare_path(data: str | os.PathLike | None = None) -> tuple[Path, str]:
     return path, "package"
 
 
+@register_task
 class ShakespeareTask(TextTask):
     """`text` on tiny Shakespeare, shipped with the package and hash-checked (or `data=PATH`)."""
 
     name = "shakespeare"
+    description = "character-level tiny Shakespeare (char-rnn input.txt, ships with the package)"
 
     def _build(self, data: str | os.PathLike | None) -> None:
         path, self.source = shakespeare_path(data)
