@@ -43,6 +43,8 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from bench import tune as tune_defaults
+from bench.placement import ExecutorConfig as ExecutorSection
+from bench.placement import SlurmConfig as SlurmSection  # noqa: F401 (the [executor.slurm] table)
 from bench.spec import BUDGET_FLAGS, TrainConfig
 
 
@@ -84,29 +86,26 @@ class BudgetSection:
         return set_[0] if set_ else None
 
 
-@dataclass
-class TrainSection:
-    """Every TrainConfig field (None: the recipe's value, or TrainConfig's default), plus the
-    optimizer arms to compare."""
+def _train_section() -> type:
+    """Every TrainConfig field, in its order, as an optional one (None: the recipe's value, or
+    TrainConfig's default), with the two the plan resolves itself as lists: probes, and the
+    optimizer arms to compare (`optimizers`; empty: AdamW). Derived, so a new TrainConfig field
+    is a [train] key, a --train.KEY flag and a config.toml line with nothing written here."""
+    hints = get_type_hints(TrainConfig)
+    specs = []
+    for f in fields(TrainConfig):
+        if f.name == "probes":
+            specs.append(("probes", list[str], field(default_factory=list)))
+        elif f.name == "optimizer":
+            specs.append(("optimizers", list[str], field(default_factory=list)))
+        else:
+            specs.append((f.name, hints[f.name] | None, field(default=None)))
+    section = dataclasses.make_dataclass("TrainSection", specs)
+    section.__module__ = __name__  # for repr and pickling, like a class written here
+    return section
 
-    batch_size: int | None = None
-    lr: float | None = None
-    min_lr_frac: float | None = None
-    warmup_frac: float | None = None
-    weight_decay: float | None = None
-    beta1: float | None = None
-    beta2: float | None = None
-    grad_clip: float | None = None
-    eval_every: int | None = None
-    eval_batches: int | None = None
-    eval_batch_size: int | None = None
-    compile: bool | None = None
-    amp: bool | None = None
-    timing_warmup: int | None = None
-    probes: list[str] = field(default_factory=list)
-    save_checkpoint: bool | None = None
-    optimizers: list[str] = field(default_factory=list)  # empty: AdamW; two or more: arms
-    muon_momentum: float | None = None
+
+TrainSection = _train_section()
 
 
 @dataclass
@@ -132,25 +131,6 @@ class StudySection:
     sizes: str | None = None  # --study scaling's ladder, "LxD,..."
     preset: str | None = None  # --study scaling's grid: cpu, h100 (None: the device's)
     dry_run: bool = False  # print the study's plan and its estimated cost; train nothing
-
-
-@dataclass
-class SlurmSection:
-    partition: str | None = None
-    time_min: int = 60
-    cpus: int = 4
-    gpus: int | None = None
-    options: dict = field(default_factory=dict)  # extra #SBATCH keys
-
-
-@dataclass
-class ExecutorSection:
-    kind: str = "local"  # local, slurm, submitit-local (bench.executor.EXECUTORS)
-    jobs: int | None = None  # runs at once; None: one one-thread worker per core on CPU
-    runs_per_job: int = 1
-    ranks_per_run: int = 1
-    wait: bool = True
-    slurm: SlurmSection = field(default_factory=SlurmSection)
 
 
 @dataclass
@@ -200,7 +180,7 @@ class SweepConfig:
                 f"--seeds {c.seeds} is more than --max-seeds {c.max_seeds}; raise --max-seeds"
             )
         # the training fields are checked where they are built (TrainConfig.validate)
-        from bench.executor import check_fan_out  # the one check, shared with execute()
+        from bench.placement import check_fan_out  # the one check, shared with execute()
 
         check_fan_out(1 if x.jobs is None else x.jobs, x.kind, under_torchrun=False)
         if x.ranks_per_run != 1 and x.kind == "local":

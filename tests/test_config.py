@@ -12,7 +12,8 @@ from test_harness import cli, one_line_error
 
 from ablations import config
 from ablations.config import ConfigError, SweepConfig
-from ablations.run import build_plan, parse_args, resolve_config
+from ablations.flags import parse_args, resolve_config
+from ablations.plan import build_plan
 from bench.spec import TrainConfig
 
 # a micro sweep on addition: seconds per run
