@@ -331,8 +331,9 @@ def load(path: str | Path, into: SweepConfig | None = None) -> SweepConfig:
     return cfg
 
 
-def set_value(cfg: SweepConfig, item: str) -> None:
-    """`--set section.key=VALUE` (VALUE in TOML syntax; a bare word is a string)."""
+def set_value(cfg: SweepConfig, item: str, flag: str = "--set") -> None:
+    """`--set section.key=VALUE` (VALUE in TOML syntax; a bare word is a string); errors name
+    `flag` ("": the item is the flag itself, `--section.key=VALUE`)."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r} is not KEY=VALUE (e.g. train.beta2=0.95)")
     key, text = (s.strip() for s in item.split("=", 1))
@@ -349,7 +350,7 @@ def set_value(cfg: SweepConfig, item: str) -> None:
     try:
         _fill(cfg, table, "")
     except ConfigError as err:
-        raise ConfigError(f"--set {item}: {err}") from None
+        raise ConfigError(f"{flag} {item}: {err}" if flag else f"--{item}: {err}") from None
 
 
 # --------------------------------------------------------------------------- to a file

@@ -35,7 +35,7 @@ class _SetField(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         items = list(getattr(namespace, "set", None) or [])
-        items.append(f"{option_string[2:]}={values}")
+        items.append(f"{option_string}={values}")  # "--train.lr=3e-3": errors name it so
         namespace.set = items
 
 
@@ -199,5 +199,8 @@ def resolve_config(args: argparse.Namespace) -> SweepConfig:
     slurm_extra = _key_values("--slurm-option", args.slurm_option, "account=myproj", False)
     cfg.executor.slurm.options.update(slurm_extra)
     for item in args.set:
-        config.set_value(cfg, item)
+        if item.startswith("--"):  # a --section.key flag
+            config.set_value(cfg, item[2:], flag="")
+        else:
+            config.set_value(cfg, item)
     return cfg.validate()
