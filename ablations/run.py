@@ -32,7 +32,7 @@ if str(ROOT) not in sys.path:
 
 from ablations.commands import list as list_command  # noqa: E402
 from ablations.commands import study, sweep, tune  # noqa: E402
-from ablations.commands.common import check_output, format_seconds  # noqa: E402, F401
+from ablations.commands.common import check_output, format_seconds  # noqa: E402
 from ablations.config import SweepConfig  # noqa: E402
 from ablations.flags import parse_args, resolve_config  # noqa: E402
 from ablations.plan import build_plan, default_out  # noqa: E402

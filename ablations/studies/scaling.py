@@ -52,7 +52,7 @@ import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
-from ablations.run import format_seconds
+from ablations.commands.common import format_seconds
 from ablations.studies.base import Study, StudyContext, save_figure, wall_times
 from bench import measure, scaling
 from bench.records import RunRecord, run_id
