@@ -265,3 +265,26 @@ def test_train_section_and_recipe_are_derived_from_train_config():
     defaults = TrainConfig()
     recipe = Recipe().train_fields()
     assert recipe and all(getattr(defaults, k) == v for k, v in recipe.items())
+
+
+def test_the_executor_section_reaches_execute_as_one_object(monkeypatch, tmp_path):
+    """[executor] (file, --executor.* flags or their aliases) goes to bench.executor.execute
+    as the one object it is: no dict of options, no keyword per setting on the way."""
+    from ablations.commands import common
+
+    seen = {}
+    monkeypatch.setattr(common, "execute", lambda *a, **kw: seen.update(kw) or (0, 0))
+    cfg = _cfg("--executor", "submitit-local", "--executor.slurm.time_min=5", "--runs-per-job",
+               "2", "--slurm-option", "account=proj")  # fmt: skip
+    common.run_specs(cfg, [], tmp_path, None, jobs=1, force=False)
+    assert seen["where"] is cfg.executor
+    assert (cfg.executor.slurm.time_min, cfg.executor.runs_per_job) == (5, 2)
+    assert cfg.executor.slurm.options == {"account": "proj"}
+
+
+def test_one_plugin_loader_for_the_command_and_its_workers(tmp_path):
+    from bench import executor, plugins
+
+    assert executor.load_plugins is plugins.load_plugins
+    with pytest.raises(ValueError, match="does not exist"):
+        plugins.load_plugins([str(tmp_path / "missing.py")])
