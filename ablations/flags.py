@@ -85,11 +85,19 @@ def _add_field_flags(p: argparse.ArgumentParser) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     """The flags as given: every default is None (or empty), so `resolve_config` can tell a
     flag that was given, which overrides the --config file, from one that was not."""
-    p = _Parser(
-        prog="ablations/run.py",
-        description="Train variants against the baseline and compare speed, memory and loss.",
-        argument_default=None,
-    )
+
+    def parser(usage=None) -> _Parser:
+        return _Parser(
+            prog="ablations/run.py",
+            usage=usage,
+            description="Train variants against the baseline and compare speed, memory and loss.",
+            argument_default=None,
+        )
+
+    short = parser()  # the usage line shows the short flags, and the dotted ones in one item
+    add_alias_flags(short)
+    usage = short.format_usage().removeprefix("usage: ").rstrip()
+    p = parser(usage + "\n                        [--SECTION.KEY=VALUE ...]")
     add_alias_flags(p)
     _add_field_flags(p)
     return p.parse_args(argv)
