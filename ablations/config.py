@@ -45,6 +45,7 @@ else:  # pragma: no cover - Python 3.10
 from bench import tune as tune_defaults
 from bench.placement import ExecutorConfig as ExecutorSection
 from bench.placement import SlurmConfig as SlurmSection  # noqa: F401 (the [executor.slurm] table)
+from bench.placement import check_fan_out  # the one check, shared with execute()
 from bench.spec import BUDGET_FLAGS, TrainConfig
 
 
@@ -150,14 +151,6 @@ class SweepConfig:
     study: StudySection = field(default_factory=StudySection)
     executor: ExecutorSection = field(default_factory=ExecutorSection)
 
-    def train_fields(self) -> dict:
-        """The TrainConfig fields this config sets (None ones left to the recipe)."""
-        t = self.train
-        # the ones the plan resolves itself: over the recipe (batch, eval spacing), or as arms
-        names = {f.name for f in fields(TrainConfig)} - {
-            "probes", "optimizer", "batch_size", "eval_every"}  # fmt: skip
-        return {n: getattr(t, n) for n in names if getattr(t, n) is not None}
-
     def validate(self) -> SweepConfig:
         """The checks that need no task or model (those come with the plan): one line each."""
         budget = self.budget.given()
@@ -180,8 +173,6 @@ class SweepConfig:
                 f"--seeds {c.seeds} is more than --max-seeds {c.max_seeds}; raise --max-seeds"
             )
         # the training fields are checked where they are built (TrainConfig.validate)
-        from bench.placement import check_fan_out  # the one check, shared with execute()
-
         check_fan_out(1 if x.jobs is None else x.jobs, x.kind, under_torchrun=False)
         if x.ranks_per_run != 1 and x.kind == "local":
             raise ConfigError(

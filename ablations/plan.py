@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ablations.config import SweepConfig
@@ -155,8 +155,10 @@ def train_config(cfg: SweepConfig, recipe: Recipe, budget: Budget, context: int,
         eval_every = recipe.eval_every(recipe.steps)
     resolved = {"optimizer": optimizer, "batch_size": batch_size, "eval_every": eval_every,
                 "probes": tuple(dict.fromkeys(t.probes))}  # fmt: skip
-    # what the config sets wins over the recipe
-    return TrainConfig(**{**recipe.train_fields(), **cfg.train_fields(), **resolved}).validate()
+    # the other fields the config sets (not None) win over the recipe's
+    given = {f.name: getattr(t, f.name) for f in fields(TrainConfig)
+             if f.name not in resolved and getattr(t, f.name) is not None}  # fmt: skip
+    return TrainConfig(**{**recipe.train_fields(), **given, **resolved}).validate()
 
 
 def resolve_optimizers(requested: list[str]) -> tuple[str, ...]:
