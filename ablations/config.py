@@ -43,6 +43,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from bench import tune as tune_defaults
+from bench.placement import ExecutorConfig as ExecutorSection
+from bench.placement import SlurmConfig as SlurmSection  # noqa: F401 (the [executor.slurm] table)
+from bench.placement import check_fan_out  # the one check, shared with execute()
 from bench.spec import BUDGET_FLAGS, TrainConfig
 
 
@@ -84,29 +87,26 @@ class BudgetSection:
         return set_[0] if set_ else None
 
 
-@dataclass
-class TrainSection:
-    """Every TrainConfig field (None: the recipe's value, or TrainConfig's default), plus the
-    optimizer arms to compare."""
+def _train_section() -> type:
+    """Every TrainConfig field, in its order, as an optional one (None: the recipe's value, or
+    TrainConfig's default), with the two the plan resolves itself as lists: probes, and the
+    optimizer arms to compare (`optimizers`; empty: AdamW). Derived, so a new TrainConfig field
+    is a [train] key, a --train.KEY flag and a config.toml line with nothing written here."""
+    hints = get_type_hints(TrainConfig)
+    specs = []
+    for f in fields(TrainConfig):
+        if f.name == "probes":
+            specs.append(("probes", list[str], field(default_factory=list)))
+        elif f.name == "optimizer":
+            specs.append(("optimizers", list[str], field(default_factory=list)))
+        else:
+            specs.append((f.name, hints[f.name] | None, field(default=None)))
+    section = dataclasses.make_dataclass("TrainSection", specs)
+    section.__module__ = __name__  # for repr and pickling, like a class written here
+    return section
 
-    batch_size: int | None = None
-    lr: float | None = None
-    min_lr_frac: float | None = None
-    warmup_frac: float | None = None
-    weight_decay: float | None = None
-    beta1: float | None = None
-    beta2: float | None = None
-    grad_clip: float | None = None
-    eval_every: int | None = None
-    eval_batches: int | None = None
-    eval_batch_size: int | None = None
-    compile: bool | None = None
-    amp: bool | None = None
-    timing_warmup: int | None = None
-    probes: list[str] = field(default_factory=list)
-    save_checkpoint: bool | None = None
-    optimizers: list[str] = field(default_factory=list)  # empty: AdamW; two or more: arms
-    muon_momentum: float | None = None
+
+TrainSection = _train_section()
 
 
 @dataclass
@@ -135,25 +135,6 @@ class StudySection:
 
 
 @dataclass
-class SlurmSection:
-    partition: str | None = None
-    time_min: int = 60
-    cpus: int = 4
-    gpus: int | None = None
-    options: dict = field(default_factory=dict)  # extra #SBATCH keys
-
-
-@dataclass
-class ExecutorSection:
-    kind: str = "local"  # local, slurm, submitit-local (bench.executor.EXECUTORS)
-    jobs: int | None = None  # runs at once; None: one one-thread worker per core on CPU
-    runs_per_job: int = 1
-    ranks_per_run: int = 1
-    wait: bool = True
-    slurm: SlurmSection = field(default_factory=SlurmSection)
-
-
-@dataclass
 class SweepConfig:
     variants: list[str] = field(default_factory=list)  # besides the baseline; "all": every one
     device: str = "auto"
@@ -169,14 +150,6 @@ class SweepConfig:
     tune: TuneSection = field(default_factory=TuneSection)
     study: StudySection = field(default_factory=StudySection)
     executor: ExecutorSection = field(default_factory=ExecutorSection)
-
-    def train_fields(self) -> dict:
-        """The TrainConfig fields this config sets (None ones left to the recipe)."""
-        t = self.train
-        # the ones the plan resolves itself: over the recipe (batch, eval spacing), or as arms
-        names = {f.name for f in fields(TrainConfig)} - {
-            "probes", "optimizer", "batch_size", "eval_every"}  # fmt: skip
-        return {n: getattr(t, n) for n in names if getattr(t, n) is not None}
 
     def validate(self) -> SweepConfig:
         """The checks that need no task or model (those come with the plan): one line each."""
@@ -200,8 +173,6 @@ class SweepConfig:
                 f"--seeds {c.seeds} is more than --max-seeds {c.max_seeds}; raise --max-seeds"
             )
         # the training fields are checked where they are built (TrainConfig.validate)
-        from bench.executor import check_fan_out  # the one check, shared with execute()
-
         check_fan_out(1 if x.jobs is None else x.jobs, x.kind, under_torchrun=False)
         if x.ranks_per_run != 1 and x.kind == "local":
             raise ConfigError(
@@ -351,8 +322,9 @@ def load(path: str | Path, into: SweepConfig | None = None) -> SweepConfig:
     return cfg
 
 
-def set_value(cfg: SweepConfig, item: str) -> None:
-    """`--set section.key=VALUE` (VALUE in TOML syntax; a bare word is a string)."""
+def set_value(cfg: SweepConfig, item: str, flag: str = "--set") -> None:
+    """`--set section.key=VALUE` (VALUE in TOML syntax; a bare word is a string); errors name
+    `flag` ("": the item is the flag itself, `--section.key=VALUE`)."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r} is not KEY=VALUE (e.g. train.beta2=0.95)")
     key, text = (s.strip() for s in item.split("=", 1))
@@ -369,7 +341,7 @@ def set_value(cfg: SweepConfig, item: str) -> None:
     try:
         _fill(cfg, table, "")
     except ConfigError as err:
-        raise ConfigError(f"--set {item}: {err}") from None
+        raise ConfigError(f"{flag} {item}: {err}" if flag else f"--{item}: {err}") from None
 
 
 # --------------------------------------------------------------------------- to a file

@@ -150,20 +150,27 @@ class Recipe:
 
     model: str = "tiny"  # a size preset (variants.config.PRESETS) ...
     model_overrides: tuple[tuple[str, object], ...] = ()  # ... with these fields changed
-    batch_size: int = 64
-    lr: float = 1e-3
-    min_lr_frac: float = 0.1
-    warmup_frac: float = 0.05
+    # TrainConfig fields a recipe chooses (same name, TrainConfig's default; `train_fields`)
+    batch_size: int = TrainConfig.batch_size
+    lr: float = TrainConfig.lr
+    min_lr_frac: float = TrainConfig.min_lr_frac
+    warmup_frac: float = TrainConfig.warmup_frac
     steps: int = 1000
     seeds: int = 3
     # validation points per run: the curve the step multiplier reads needs >= 20 of them
     eval_points: int = 25
-    eval_batches: int = 8
-    eval_batch_size: int = 64
+    eval_batches: int = TrainConfig.eval_batches
+    eval_batch_size: int = TrainConfig.eval_batch_size
     note: str = ""  # where the recipe comes from and what it reaches, for --list
     # The committed lr sweep of the baseline that chose `lr` (a folder under the checkout, e.g.
     # results/reference/ablations/lr_sweep_...): --list cites it, --tune reads its runs.
     lr_sweep: str = ""
+
+    def train_fields(self) -> dict:
+        """The TrainConfig fields this recipe sets: every field the two classes share, so a
+        recipe that should choose a new training setting gets one line here and no mapping."""
+        train = {f.name for f in dataclasses.fields(TrainConfig)}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in train}
 
     def lr_sweep_dir(self) -> Path | None:
         """The sweep's folder in this checkout, or None (none cited, or an installed copy

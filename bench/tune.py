@@ -17,7 +17,7 @@ The rule against fooling ourselves: the tuning seeds (offset by `TUNE_SEED_OFFSE
 disjoint from the verdict's seeds, so the verdict is never taken on the runs that chose.
 
 This module holds the choice and the table; it reads finished losses and records only (the
-training is `ablations/tune.py`'s).
+training is `ablations/commands/tune.py`'s).
 """
 
 from __future__ import annotations

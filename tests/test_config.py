@@ -12,7 +12,8 @@ from test_harness import cli, one_line_error
 
 from ablations import config
 from ablations.config import ConfigError, SweepConfig
-from ablations.run import build_plan, parse_args, resolve_config
+from ablations.flags import parse_args, resolve_config
+from ablations.plan import build_plan
 from bench.spec import TrainConfig
 
 # a micro sweep on addition: seconds per run
@@ -183,3 +184,107 @@ def test_the_readme_sweep_file_is_a_valid_config(tmp_path):
     plan, _ = build_plan(cfg)
     assert plan.train.weight_decay == 0.05 and (plan.train.beta1, plan.train.beta2) == (0.9, 0.95)
     assert plan.variants[0][1].n_layer == 6 and plan.seeds == 5
+
+
+# every flag of before, spelled as it was (the README and scripts use them); each an alias
+OLD_FLAGS = """--batch-size --betas --ci-width --compile --config --data --device --dropout
+--dry-run --eval-every --executor --force --grad-clip --jobs --ladder --list --lr --max-seeds
+--model --no-amp --no-wait --optimizer --out --plugin --preset --probe --quiet --ranks-per-run
+--runs-per-job --scale --seeds --set --sizes --slurm-cpus --slurm-gpus --slurm-option
+--slurm-partition --slurm-time --steps --study --task --task-option --time --tokens --tune
+--tune-frac --tune-grid --tune-seeds --variant --warmup-frac --weight-decay""".split()
+
+
+def _option_strings() -> set[str]:
+    import contextlib
+    import io
+
+    help_text = io.StringIO()
+    with contextlib.redirect_stdout(help_text), pytest.raises(SystemExit):
+        parse_args(["--help"])
+    return set(help_text.getvalue().split())
+
+
+def test_every_old_flag_is_still_there():
+    shown = _option_strings()
+    assert [f for f in OLD_FLAGS if f not in shown] == []
+
+
+def test_every_config_field_is_a_dotted_flag():
+    """The dotted flags come from the dataclasses: a new field (in any section, TrainConfig or
+    ModelConfig) is a flag with nothing else written."""
+    from ablations.flags import config_keys
+    from variants.config import ModelConfig
+
+    keys = {k for k, _ in config_keys()}
+    for f in dataclasses.fields(TrainConfig):
+        assert f"train.{f.name if f.name != 'optimizer' else 'optimizers'}" in keys
+    assert {f"model.{f.name}" for f in dataclasses.fields(ModelConfig)} <= keys
+    assert {"budget.tokens", "executor.jobs", "executor.slurm.time_min", "study.scale"} <= keys
+    shown = _option_strings()
+    assert [k for k in keys if f"--{k}" not in shown] == []
+
+
+def test_dotted_flags_set_their_field_in_order_with_set():
+    cfg = _cfg("--train.lr=3e-3", "--model.n_layer=6", "--executor.jobs=2", "--train.compile",
+               "--budget.tokens", "5e4", "--set", "train.lr=0.004", "--train.beta2=0.95",
+               "--task.options={n_digits = 3}", "--executor.slurm.time_min=30")  # fmt: skip
+    assert cfg.train.lr == 0.004  # --set came after --train.lr
+    assert cfg.model.fields == {"n_layer": 6} and cfg.executor.jobs == 2
+    assert cfg.train.compile is True and cfg.budget.tokens == 5e4 and cfg.train.beta2 == 0.95
+    assert cfg.task.options == {"n_digits": 3} and cfg.executor.slurm.time_min == 30
+    assert _cfg("--set", "train.lr=0.004", "--train.lr=3e-3").train.lr == 3e-3
+    # an alias and its dotted key are the same setting (the dotted one applied after)
+    assert _cfg("--lr", "0.01").train == _cfg("--train.lr=0.01").train
+    assert _cfg("--jobs", "2", "--executor.jobs=3").executor.jobs == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--train.lr=fast"], ["--train.lr=fast:", "train.lr must be a number"]),
+        (["--executor.jobs", "two"], ["--executor.jobs=two:", "an integer"]),
+        (["--train.lrr=1"], ["unrecognized arguments", "--train.lrr"]),
+    ],
+)
+def test_a_bad_dotted_flag_is_one_line(args, words):
+    with pytest.raises((ConfigError, SystemExit)) as err:
+        _cfg(*args)
+    if err.type is ConfigError:
+        message = str(err.value)
+        assert "\n" not in message and all(w in message for w in words), message
+
+
+def test_train_section_and_recipe_are_derived_from_train_config():
+    from ablations.config import TrainSection
+    from bench.spec import Recipe
+
+    names = [f.name for f in dataclasses.fields(TrainSection)]
+    expected = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert names == [n if n != "optimizer" else "optimizers" for n in expected]
+    defaults = TrainConfig()
+    recipe = Recipe().train_fields()
+    assert recipe and all(getattr(defaults, k) == v for k, v in recipe.items())
+
+
+def test_the_executor_section_reaches_execute_as_one_object(monkeypatch, tmp_path):
+    """[executor] (file, --executor.* flags or their aliases) goes to bench.executor.execute
+    as the one object it is: no dict of options, no keyword per setting on the way."""
+    from ablations.commands import common
+
+    seen = {}
+    monkeypatch.setattr(common, "execute", lambda *a, **kw: seen.update(kw) or (0, 0))
+    cfg = _cfg("--executor", "submitit-local", "--executor.slurm.time_min=5", "--runs-per-job",
+               "2", "--slurm-option", "account=proj")  # fmt: skip
+    common.run_specs(cfg, [], tmp_path, None, jobs=1, force=False)
+    assert seen["where"] is cfg.executor
+    assert (cfg.executor.slurm.time_min, cfg.executor.runs_per_job) == (5, 2)
+    assert cfg.executor.slurm.options == {"account": "proj"}
+
+
+def test_one_plugin_loader_for_the_command_and_its_workers(tmp_path):
+    from bench import executor, plugins
+
+    assert executor.load_plugins is plugins.load_plugins
+    with pytest.raises(ValueError, match="does not exist"):
+        plugins.load_plugins([str(tmp_path / "missing.py")])

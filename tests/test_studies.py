@@ -14,6 +14,7 @@ from ablations.studies import STUDIES, StudyContext, get_study
 from ablations.studies import addition as add_study
 from ablations.studies import heads as heads_study
 from ablations.studies import residual as res_study
+from bench.placement import ExecutorConfig, SlurmConfig
 from bench.records import load_records
 from bench.tasks import build_task
 from bench.tasks.addition import END, AdditionTask, format_problem, problem_tokens
@@ -325,9 +326,10 @@ def test_a_study_runs_through_a_cluster_executor_like_any_sweep(tmp_path):
     read from those records."""
     pytest.importorskip("submitit")
     study = res_study.ResidualStudy(depths=(2,), model=dict(n_embd=16, n_head=2, block_size=16))
-    slurm = {"time_min": 5, "cpus": 1, "gpus": 0, "runs_per_job": 2, "ranks_per_run": 1,
-             "parallelism": None, "additional": {}, "partition": None}  # fmt: skip
-    ctx = dataclasses.replace(_ctx(tmp_path, "residual"), executor="submitit-local", slurm=slurm)
+    where = ExecutorConfig(
+        "submitit-local", runs_per_job=2, slurm=SlurmConfig(time_min=5, cpus=1, gpus=0)
+    )
+    ctx = dataclasses.replace(_ctx(tmp_path, "residual"), executor=where)
     study.run(ctx)
     files = sorted((ctx.out / "runs").glob("*.json"))
     assert len(files) == 2 and not (ctx.out / "runs.jsonl").exists()  # baseline + no-residual

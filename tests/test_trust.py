@@ -262,10 +262,11 @@ FAST = ["--model", "micro", "--steps", "30", "--batch-size", "16", "--quiet"]
 def test_recipe_fills_what_flags_leave_out():
     """Each part of the task's recipe applies unless a flag names it; --model names a preset
     as it stands."""
-    from ablations import run as run_cli
+    from ablations.flags import parse_args, resolve_config
+    from ablations.plan import build_plan
 
     def plan_of(*argv):
-        return run_cli.build_plan(run_cli.resolve_config(run_cli.parse_args(list(argv))))
+        return build_plan(resolve_config(parse_args(list(argv))))
 
     plan, _ = plan_of("--task", "addition", "--variant", "rope")
     base = plan.variants[0][1]

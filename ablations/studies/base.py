@@ -18,12 +18,12 @@ import abc
 import contextlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from bench.executor import execute
+from bench.executor import ExecutorConfig, execute
 from bench.records import load_records, run_id
 from bench.tables import markdown_table
 from bench.tasks import build_task
@@ -42,9 +42,8 @@ class StudyContext:
     preset: str | None = None  # --preset: a study's named grid (scaling: cpu, h100)
     dry_run: bool = False  # --dry-run: print the plan, train nothing
     jobs: int = 1  # runs at once for a study that fans out (each in its own process)
-    # where the runs happen, as for any sweep (bench.executor): local processes, or a cluster
-    executor: str = "local"
-    slurm: dict | None = None  # the cluster options (ablations.run.slurm_options)
+    # where the runs happen, as for any sweep: the command's [executor] section, as given
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     plugins: tuple[str, ...] = ()  # plugin files a cluster job imports before training
 
     def steps(self, full: int, minimum: int = 5) -> int:
@@ -66,7 +65,7 @@ class StudyContext:
         command's executor says, wait for them, and return their records in spec order."""
         execute(
             specs, self.out, force=self.force if force is None else force, quiet=self.quiet,
-            task=task, jobs=jobs, executor=self.executor, plugins=self.plugins, slurm=self.slurm,
+            task=task, jobs=jobs, where=self.executor, plugins=self.plugins,
         )  # fmt: skip
         by_id = {r.run_id: r for r in load_records(self.out)}  # runs.jsonl and runs/*.json
         return [by_id[run_id(s.to_dict())] for s in specs if run_id(s.to_dict()) in by_id]

@@ -50,7 +50,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from ablations.run import format_seconds
+from ablations.commands.common import format_seconds
 from ablations.studies.base import Study, StudyContext
 from ablations.studies.scaling_grid import (
     CONTROL,

@@ -1,4 +1,5 @@
-"""`ablations/run.py --tune lr`: every arm at its own best learning rate (see bench.tune).
+"""`ablations/run.py --tune lr`: every arm at its own best learning rate (the choice and its
+tables: bench.tune), then the comparison at those bests and at the shared default.
 
 Three stages, each an ordinary batch of runs through the same executor as any sweep (so resume,
 claims, fan-out and SLURM work unchanged, and a rerun trains nothing twice): (1) each arm's
@@ -10,13 +11,27 @@ lr,weight_decay`), stages 1-2 run per key, each at the values chosen before it.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
+from ablations.commands.common import default_jobs, run_specs, write_command
+from ablations.config import SweepConfig
+from ablations.plan import Plan
 from bench.records import RunRecord, load_records, run_id
 from bench.spec import RunSpec, TrainConfig
 from bench.tables import arm_label
-from bench.tune import MAX_EXTENSIONS, Choice, TuneConfig, beyond, mean_losses
+from bench.tune import (
+    MAX_EXTENSIONS,
+    Choice,
+    TuneConfig,
+    beyond,
+    check,
+    mean_losses,
+    parse_grid,
+    parse_keys,
+)
 from variants.config import ModelConfig
 
 
@@ -224,3 +239,52 @@ def write_results(outcome: Outcome, cfg: TuneConfig, plan, out) -> str:
     }  # fmt: skip
     write_bytes_atomic(out / "tune.json", json.dumps(choices, indent=1).encode("utf-8"))
     return text
+
+
+# ------------------------------------------------------------------------- the command
+
+
+def tune_config(cfg: SweepConfig, plan: Plan):
+    """The tuning settings, checked at the edge (one line each), or None without --tune."""
+    t = cfg.tune
+    if not t.keys:
+        return None
+    grid = parse_grid(",".join(repr(float(f)) for f in t.grid))
+    tune = TuneConfig(parse_keys(",".join(t.keys)), grid, t.frac, t.seeds)
+    lone_baseline = cfg.variants == ["baseline"]  # asked for by name: its own sweep
+    if len(plan.variants) * len(plan.optimizers) < 2 and not lone_baseline:
+        raise ValueError(
+            "--tune compares arms, each at its own best: add --variant NAME or a second "
+            "--optimizer (or --variant baseline alone: the baseline's own lr sweep)"
+        )
+    return check(tune, plan.seeds)
+
+
+def tune_command(cfg: SweepConfig, tune, plan: Plan, task, out: Path, world: int, argv) -> int:
+    """--tune: the tuning stages, then the comparison at each arm's best and at the default."""
+    jobs = default_jobs(cfg, plan.device, world)
+    counts = [0, 0]
+
+    def train(specs):
+        ran, skipped = run_specs(cfg, specs, out, task, jobs, force=cfg.force)
+        counts[0], counts[1] = counts[0] + ran, counts[1] + skipped
+        return ran
+
+    tokens_per_step = plan.train.batch_size * task.seq_len
+    sweep = task.recipe.lr_sweep_dir()  # the recipe's own baseline sweep: its runs are reused
+    pool = load_records(sweep) if sweep else []
+    tuner = Tuner(tune, plan, tokens_per_step, out, train, wait=cfg.executor.wait, pool=pool,
+                  pool_name=task.recipe.lr_sweep)  # fmt: skip
+    write_command(out, cfg, argv, world, plan.specs(plan.seeds), plan.seeds)
+    try:
+        outcome = tuner.run()
+    except NotYet as err:
+        print(f"{err}; rerun this command when they are done", file=sys.stderr)
+        return 0
+    print(write_results(outcome, tune, plan, out))
+    print(
+        f"{counts[0]} run(s) trained, {counts[1]} skipped (finished earlier); records in "
+        f"{out}, tables in {out / 'tune.md'}",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,1 @@
+"""The commands of ablations/run.py, one module each: sweep (the default), list, study, tune."""

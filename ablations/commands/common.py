@@ -1,0 +1,88 @@
+"""What the commands share: where the runs happen (`run_specs`), how many at once, the output
+folder's check, and the resolved config and specs written beside the results."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from ablations import config
+from ablations.config import SweepConfig
+from bench.executor import cpu_cores, execute
+from bench.records import RUNS_FILE, write_bytes_atomic
+from bench.spec import RunSpec
+
+
+def plugin_paths(cfg: SweepConfig) -> tuple[str, ...]:
+    """The plugin files as absolute paths: worker processes and jobs import them again."""
+    return tuple(str(Path(p).resolve()) for p in cfg.plugins)
+
+
+def default_jobs(cfg: SweepConfig, device: str, world: int) -> int:
+    """--jobs when not given: on a CPU, one one-thread worker process per core (two such
+    processes beat one two-thread process on a 2-core machine); one run at a time elsewhere."""
+    if cfg.executor.jobs is not None:
+        return cfg.executor.jobs
+    if device == "cpu" and cfg.executor.kind == "local" and world == 1:
+        return cpu_cores()
+    return 1
+
+
+def write_command(out: Path, cfg: SweepConfig, argv, world: int, specs: list[RunSpec],
+                  seeds: int) -> None:  # fmt: skip
+    """Beside the results: the resolved config (config.toml, which --config takes back) and
+    the command with every resolved spec (command.json; rewritten when seeds grow)."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(out / "config.toml", config.dumps(cfg).encode("utf-8"))
+    (out / "command.json").write_text(
+        json.dumps(
+            {
+                "argv": sys.argv[1:] if argv is None else argv,
+                "world_size": world,
+                "seeds": seeds,
+                "specs": [s.to_dict() for s in specs],
+            },
+            indent=1,
+        )
+    )
+
+
+def run_specs(cfg: SweepConfig, specs: list[RunSpec], out: Path, task, jobs: int, force: bool):
+    """Train what of `specs` is not finished, where the config's executor says; returns
+    (runs trained or submitted, runs skipped)."""
+    return execute(specs, out, force=force, quiet=cfg.quiet, task=task, jobs=jobs,
+                   where=cfg.executor, plugins=plugin_paths(cfg))  # fmt: skip
+
+
+def check_output(out: Path) -> None:
+    """Before anything trains: the output folder can be made and its runs.jsonl appended to,
+    so no finished run is lost to an unwritable output. One line if not."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / RUNS_FILE).exists():
+            with open(out / RUNS_FILE, "a", encoding="utf-8"):
+                pass
+        else:  # a probe, so that a cluster sweep's folder gets no empty runs.jsonl
+            with tempfile.TemporaryFile(dir=out):
+                pass
+    except FileExistsError:
+        raise ValueError(f"--out {out} is a file, not a folder; name a folder") from None
+    except NotADirectoryError:
+        raise ValueError(f"--out {out}: a part of that path is a file, not a folder") from None
+    except OSError as err:
+        reason = err.strerror or type(err).__name__
+        raise ValueError(
+            f"--out {out} cannot be written ({reason}); name a folder you can write to"
+        ) from None
+
+
+def format_seconds(seconds: float) -> str:
+    """E.g. '42 s', '3 min 05 s', '1 h 02 min'."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
