@@ -47,6 +47,10 @@ def _what_flags(p) -> None:
     p.add_argument("--task", help=f"task name (see --list); default {DEFAULT_TASK}")
     p.add_argument("--data", help="data file for the text/shakespeare tasks")
     _repeatable(p, "--task-option", "KEY=VALUE", "task option, e.g. n_digits=4 (repeatable)")
+    _repeatable(
+        p, "--block-option", "SLOT.KEY=VALUE",
+        "an option of the chosen block of SLOT, e.g. mlp.hidden_mult=3 (repeatable; see --list)",
+    )  # fmt: skip
 
 
 def _recipe_flags(p) -> None:

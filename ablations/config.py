@@ -68,6 +68,9 @@ class ModelSection:
     size: str | None = None  # a preset (variants.config.PRESETS); None: the recipe's model
     # ModelConfig fields to change over that preset (n_layer, n_embd, dropout, ...)
     fields: dict = field(default_factory=dict)
+    # the chosen blocks' own options, {slot: {key: value}} ([model.options.mlp] hidden_mult = 3;
+    # variants.options): applied to every arm after its variant, checked by the block
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -266,6 +269,9 @@ def _fill(obj, table: dict, where: str) -> None:
     hints = get_type_hints(type(obj))
     for key, value in table.items():
         name = f"{where}.{key}" if where else key
+        if isinstance(obj, ModelSection) and key == "options":
+            merge_block_options(obj.options, value, name)
+            continue
         if isinstance(obj, ModelSection) and key != "size":
             obj.fields[key] = value  # a ModelConfig field: checked by name below
             continue
@@ -289,10 +295,23 @@ def _fill(obj, table: dict, where: str) -> None:
         _check_model_fields(obj.fields, where)
 
 
+def merge_block_options(into: dict, value, where: str) -> None:
+    """Add a `[model.options]` table ({slot: {key: value}}) or "slot.key=value" strings."""
+    from variants.options import parse_block_options
+
+    try:
+        nested = parse_block_options(value if isinstance(value, dict | list) else [value])
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
+    for slot, values in nested.items():
+        into.setdefault(slot, {}).update(values)
+
+
 def _check_model_fields(changes: dict, where: str) -> None:
     from variants.config import ModelConfig  # torch-free
 
-    names = {f.name for f in fields(ModelConfig)}
+    # block options have their own table ([model.options.SLOT]), not the flat field
+    names = {f.name for f in fields(ModelConfig)} - {"block_options"}
     for key in changes:
         if key not in names:
             raise ConfigError(
@@ -382,6 +401,8 @@ def _lines(obj, header: str) -> list[str]:
             tables += _lines(value, f"{header}.{f.name}" if header else f.name)
         elif isinstance(obj, ModelSection) and f.name == "fields":
             scalars += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()]
+        elif isinstance(obj, ModelSection) and f.name == "options":
+            scalars += [f"options = {_toml_value(value)}"] if value else []
         elif value is not None and f.name not in _PER_INVOCATION:
             scalars.append(f"{f.name} = {_toml_value(value)}")
     head = [f"[{header}]"] if header and scalars else []

@@ -52,7 +52,11 @@ def config_keys() -> list[tuple[str, object]]:
                 walk(tp, f"{prefix}{f.name}.")
             elif cls is ModelSection and f.name == "fields":
                 model = get_type_hints(ModelConfig)
-                keys.extend((f"model.{m.name}", model[m.name]) for m in fields(ModelConfig))
+                keys.extend(
+                    (f"model.{m.name}", model[m.name])
+                    for m in fields(ModelConfig)
+                    if m.name != "block_options"
+                )  # set through model.options
             elif prefix:  # the top-level fields have their own flags (--variant, --out, ...)
                 keys.append((f"{prefix}{f.name}", tp))
 
@@ -204,6 +208,8 @@ def resolve_config(args: argparse.Namespace) -> SweepConfig:
         given = {"steps": args.steps, "tokens": args.tokens, "seconds": args.time}
         cfg.budget = BudgetSection(**given)  # a budget flag replaces the file's budget
     cfg.task.options.update(_key_values("--task-option", args.task_option, "n_digits=4", True))
+    if args.block_option:
+        config.merge_block_options(cfg.model.options, args.block_option, "--block-option")
     slurm_extra = _key_values("--slurm-option", args.slurm_option, "account=myproj", False)
     cfg.executor.slurm.options.update(slurm_extra)
     for item in args.set:

@@ -16,9 +16,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ablations.config import SweepConfig
+from bench.probing import PROBES
 from bench.spec import REPO_ROOT, Budget, Recipe, RunSpec, TrainConfig
 from bench.tasks import DEFAULT_TASK
 from variants.config import PRESETS, ModelConfig
+from variants.options import with_block_options
 from variants.registry import VARIANTS, get_variant
 
 LOCAL_RESULTS = REPO_ROOT / "results" / "local"  # where runs write by default (git-ignored)
@@ -124,14 +126,14 @@ def build_plan(cfg: SweepConfig) -> tuple[Plan, object]:
     )
     base = base.replace(vocab_size=task.vocab_size)
     budget.validate(tokens_per_step=train.batch_size * task.seq_len)  # before anything is written
-    if "lengths" in train.probes and not task.has_spans:
-        task.held_out_spans(1, 1)  # raises the task's one-line reason
+    for probe in train.probes:  # a probe the task cannot serve: its one-line reason, now
+        PROBES.get(probe)().check(task)
     # the options as the task typed them ("4" and 4 are one run), those given only
     options = json.loads(json.dumps({k: getattr(task.options, k) for k in cfg.task.options}))
     task_spec = {"name": task_name, "data": _data_identity(cfg.task.data), **options}
     variants = tuple(
         # e.g. triton on CPU fails here, one line
-        (name, get_variant(name).apply(base).validate())
+        (name, _with_options(name, get_variant(name).apply(base), cfg.model.options).validate())
         for name in resolve_variants(cfg.variants, base)
     )
     given_eval = cfg.train.eval_every is not None
@@ -159,6 +161,15 @@ def train_config(cfg: SweepConfig, recipe: Recipe, budget: Budget, context: int,
     given = {f.name: getattr(t, f.name) for f in fields(TrainConfig)
              if f.name not in resolved and getattr(t, f.name) is not None}  # fmt: skip
     return TrainConfig(**{**recipe.train_fields(), **given, **resolved}).validate()
+
+
+def _with_options(variant: str, model: ModelConfig, options: dict) -> ModelConfig:
+    """The sweep's block options on one arm's model; one line naming the arm if they do not
+    fit its blocks."""
+    try:
+        return with_block_options(model, options)
+    except ValueError as err:
+        raise ValueError(f"variant {variant!r}: {err}") from None
 
 
 def resolve_optimizers(requested: list[str]) -> tuple[str, ...]:

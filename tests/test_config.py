@@ -288,3 +288,25 @@ def test_one_plugin_loader_for_the_command_and_its_workers(tmp_path):
     assert executor.load_plugins is plugins.load_plugins
     with pytest.raises(ValueError, match="does not exist"):
         plugins.load_plugins([str(tmp_path / "missing.py")])
+
+
+def test_block_options_from_the_command_line_and_the_dumped_file(tmp_path):
+    """--block-option reaches every arm's model (in its spec and run id), is written into
+    config.toml as a [model] options table that --config reads back to the same runs, and an
+    option the arm's block does not take is one line naming the arm."""
+    from test_harness import cli, one_line_error
+
+    from bench.records import load_records
+
+    out = tmp_path / "wide"
+    base = ("--model", "micro", "--steps", "3", "--seeds", "1", "--out", str(out))
+    r = cli(*base, "--block-option", "mlp.hidden_mult=2")
+    assert r.returncode == 0, r.stderr
+    (rec,) = load_records(out)
+    assert rec.spec["model"]["block_options"] == {"mlp": {"hidden_mult": 2}}
+    assert 'options = { mlp = { hidden_mult = "2" } }' in (out / "config.toml").read_text()
+    again = cli("--config", str(out / "config.toml"))
+    assert again.returncode == 0 and "0 run(s) trained, 1 skipped" in again.stdout + again.stderr
+    r = cli(*base, "--variant", "swiglu", "--block-option", "mlp.hidden_mult=2")
+    one_line_error(r, "variant 'swiglu'", "takes no options")
+    one_line_error(cli(*base, "--block-option", "mlp.width=2"), "mlp.width", "hidden_mult")
