@@ -5,7 +5,7 @@ Kept as they were, names, help and types, so that every command of before still 
 
 from __future__ import annotations
 
-from bench.placement import EXECUTORS
+from bench.exec.placement import EXECUTORS
 from bench.tasks import DEFAULT_TASK
 from variants.config import PRESETS
 
@@ -115,7 +115,9 @@ def _precision_flags(p) -> None:
         "log-linear on fewer; the table checks the ladder by reading its 2x rung, left out of "
         "the fit, back as 2x",
     )
-    t = p.add_argument_group("tuned comparisons: every arm at its own best (bench/tune.py)")
+    t = p.add_argument_group(
+        "tuned comparisons: every arm at its own best (bench/analysis/tuning.py)"
+    )
     t.add_argument(
         "--tune",
         metavar="KEYS",

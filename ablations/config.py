@@ -42,11 +42,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from bench import tune as tune_defaults
-from bench.placement import ExecutorConfig as ExecutorSection
-from bench.placement import SlurmConfig as SlurmSection  # noqa: F401 (the [executor.slurm] table)
-from bench.placement import check_fan_out  # the one check, shared with execute()
-from bench.spec import BUDGET_FLAGS, TrainConfig
+from bench.analysis import tuning as tune_defaults
+from bench.core.spec import BUDGET_FLAGS, TrainConfig
+from bench.exec.placement import ExecutorConfig as ExecutorSection
+from bench.exec.placement import SlurmConfig as SlurmSection  # noqa: F401 (the [executor.slurm] table)
+from bench.exec.placement import check_fan_out  # the one check, shared with execute()
 
 
 class ConfigError(ValueError):

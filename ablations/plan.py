@@ -16,8 +16,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from ablations.config import SweepConfig
-from bench.probing import PROBES
-from bench.spec import REPO_ROOT, Budget, Recipe, RunSpec, TrainConfig
+from bench.core.probing import PROBES
+from bench.core.spec import REPO_ROOT, Budget, Recipe, RunSpec, TrainConfig
 from bench.tasks import DEFAULT_TASK
 from variants.config import PRESETS, ModelConfig
 from variants.options import with_block_options
@@ -103,8 +103,8 @@ class Plan:
 def build_plan(cfg: SweepConfig) -> tuple[Plan, object]:
     """The comparison this config asks for (over the task's recipe), and the task its runs
     share (built once, here)."""
+    from bench.core.train import resolve_device
     from bench.tasks import build_task, task_recipe
-    from bench.train import resolve_device
 
     task_name = cfg.task.name or DEFAULT_TASK
     recipe = task_recipe(task_name)  # one-line error for an unknown task
@@ -176,7 +176,7 @@ def resolve_optimizers(requested: list[str]) -> tuple[str, ...]:
     """--optimizer's arms, each checked (one line for an unknown name or a torch without
     Muon), the reference first: AdamW when it is among them, which is also the arm the tables
     leave unlabelled and read the others against."""
-    from bench.optim import DEFAULT_OPTIMIZER, check_available
+    from bench.core.optim import DEFAULT_OPTIMIZER, check_available
 
     names = list(dict.fromkeys(requested or [DEFAULT_OPTIMIZER]))
     for name in names:

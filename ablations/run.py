@@ -26,20 +26,18 @@ import time
 from pathlib import Path
 
 # runnable as a script from anywhere: make the repository root importable
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from ablations.commands import list as list_command
+from ablations.commands import study, sweep, tune
+from ablations.commands.common import check_output, format_seconds
+from ablations.config import SweepConfig
+from ablations.flags import parse_args, resolve_config
+from ablations.plan import build_plan, default_out
+from bench.exec import distributed
+from bench.exec.distributed import check_batch_split
+from bench.exec.executor import WorkerDied, check_fan_out
+from bench.exec.plugins import load_plugin
 
-from ablations.commands import list as list_command  # noqa: E402
-from ablations.commands import study, sweep, tune  # noqa: E402
-from ablations.commands.common import check_output, format_seconds  # noqa: E402
-from ablations.config import SweepConfig  # noqa: E402
-from ablations.flags import parse_args, resolve_config  # noqa: E402
-from ablations.plan import build_plan, default_out  # noqa: E402
-from bench import distributed  # noqa: E402
-from bench.distributed import check_batch_split  # noqa: E402
-from bench.executor import WorkerDied, check_fan_out  # noqa: E402
-from bench.plugins import load_plugin  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:

@@ -9,7 +9,7 @@ out of time is recorded and the next one still runs, so one bad step costs no ot
 1. ``kernel-tests``: the Triton kernel's tests, bf16 included (tests/test_flash_attn.py);
 2. ``kernel-bench``: our kernel against SDPA's flash backend and eager attention, forward and
    forward+backward, T = 1024 ... 8192, head dims 64 and 128, causal, bf16, with the target
-   check (bench/bench_flash_attn.py);
+   check (bench/micro/bench_flash_attn.py);
 3. ``train-eager`` and ``train-compile``: the ``small`` model on tiny Shakespeare, baseline and
    ``flash-triton``, one seed, eager and with ``--compile``;
 4. ``seams``: the blocks that reach the kernels through the attention seams (GQA, ALiBi, a
@@ -105,7 +105,7 @@ def steps(out: Path, dry_run: bool) -> list[Step]:
     """The checks, GPU-sized or (dry run) CPU-sized. Time limits add up to under 8 minutes."""
     py = sys.executable
     run = [py, str(ROOT / "ablations" / "run.py"), "--quiet", "--seeds", "1"]
-    bench = [py, str(ROOT / "bench" / "bench_flash_attn.py"), "--out-dir", str(out)]
+    bench = [py, str(ROOT / "bench" / "micro" / "bench_flash_attn.py"), "--out-dir", str(out)]
     kernel, stand_in = kernel_variants()
     if dry_run:
         tests = ["-k", "test_matches_reference and fp32 and D64 and T33 or test_bfloat16"]

@@ -4,7 +4,9 @@ import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("bap", ROOT / "bench" / "bench_attention_paths.py")
+spec = importlib.util.spec_from_file_location(
+    "bap", ROOT / "bench" / "micro" / "bench_attention_paths.py"
+)
 bap = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bap)
 

@@ -14,7 +14,7 @@ from variants.kernels.flash_attn import triton_available
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location(
-    "bench_flash_attn", ROOT / "bench" / "bench_flash_attn.py"
+    "bench_flash_attn", ROOT / "bench" / "micro" / "bench_flash_attn.py"
 )
 bfa = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bfa)

@@ -1,4 +1,4 @@
-"""bench/bench_overhead.py end to end on the micro model (its figures are only meaningful on a
+"""bench/micro/bench_overhead.py end to end on the micro model (its figures are only meaningful on a
 quiet machine at `tiny`; here the point is that the script runs and reports what it says)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location(
-    "bench_overhead", ROOT / "bench" / "bench_overhead.py"
+    "bench_overhead", ROOT / "bench" / "micro" / "bench_overhead.py"
 )
 bo = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(bo)
@@ -26,7 +26,7 @@ def test_eager_run_prints_both_loops_and_writes_the_file(tmp_path, capsys):
     for variant in ("baseline", "rmsnorm"):
         assert f"{variant}: device cpu, model micro" in printed
     text = out.read_text()
-    assert text.startswith("`python bench/bench_overhead.py --model micro")
+    assert text.startswith("`python bench/micro/bench_overhead.py --model micro")
     assert text.count("harness/bare") == 2 and "torch " + torch.__version__ in text
 
 

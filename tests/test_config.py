@@ -14,7 +14,7 @@ from ablations import config
 from ablations.config import ConfigError, SweepConfig
 from ablations.flags import parse_args, resolve_config
 from ablations.plan import build_plan
-from bench.spec import TrainConfig
+from bench.core.spec import TrainConfig
 
 # a micro sweep on addition: seconds per run
 SWEEP = """
@@ -257,7 +257,7 @@ def test_a_bad_dotted_flag_is_one_line(args, words):
 
 def test_train_section_and_recipe_are_derived_from_train_config():
     from ablations.config import TrainSection
-    from bench.spec import Recipe
+    from bench.core.spec import Recipe
 
     names = [f.name for f in dataclasses.fields(TrainSection)]
     expected = [f.name for f in dataclasses.fields(TrainConfig)]
@@ -268,7 +268,7 @@ def test_train_section_and_recipe_are_derived_from_train_config():
 
 
 def test_the_executor_section_reaches_execute_as_one_object(monkeypatch, tmp_path):
-    """[executor] (file, --executor.* flags or their aliases) goes to bench.executor.execute
+    """[executor] (file, --executor.* flags or their aliases) goes to bench.exec.executor.execute
     as the one object it is: no dict of options, no keyword per setting on the way."""
     from ablations.commands import common
 
@@ -283,7 +283,7 @@ def test_the_executor_section_reaches_execute_as_one_object(monkeypatch, tmp_pat
 
 
 def test_one_plugin_loader_for_the_command_and_its_workers(tmp_path):
-    from bench import executor, plugins
+    from bench.exec import executor, plugins
 
     assert executor.load_plugins is plugins.load_plugins
     with pytest.raises(ValueError, match="does not exist"):
@@ -296,7 +296,7 @@ def test_block_options_from_the_command_line_and_the_dumped_file(tmp_path):
     option the arm's block does not take is one line naming the arm."""
     from test_harness import cli, one_line_error
 
-    from bench.records import load_records
+    from bench.core.records import load_records
 
     out = tmp_path / "wide"
     base = ("--model", "micro", "--steps", "3", "--seeds", "1", "--out", str(out))

@@ -113,8 +113,8 @@ def test_calculator_scores_are_the_old_decoders():
 
 
 def test_a_finished_run_keeps_its_tasks_evaluation_in_its_record():
-    from bench.spec import Budget, RunSpec, TrainConfig
-    from bench.train import run
+    from bench.core.spec import Budget, RunSpec, TrainConfig
+    from bench.core.train import run
 
     train = TrainConfig(batch_size=8, lr=1e-3, eval_every=5, eval_batches=1, timing_warmup=1)
     cfg = preset("micro", vocab_size=13, block_size=32)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import distributed
-from bench.records import load_records
-from bench.spec import RunSpec
-from bench.train import _shard_batch, run
+from bench.core.records import load_records
+from bench.core.spec import RunSpec
+from bench.core.train import _shard_batch, run
+from bench.exec import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ["--task", "addition", "--model", "micro", "--steps", "10", "--batch-size", "8"]

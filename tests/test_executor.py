@@ -16,9 +16,9 @@ import torch
 from test_records import rec  # a minimal complete record
 
 from ablations.run import main
-from bench import records
-from bench.executor import cpu_cores
-from bench.records import as_record, load_records, run_id
+from bench.core import records
+from bench.core.records import as_record, load_records, run_id
+from bench.exec.executor import cpu_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ["--model", "micro", "--steps", "10", "--batch-size", "8", "--eval-every", "5"]
@@ -97,7 +97,7 @@ def test_submitit_local_executor_runs_a_sweep_for_real(tmp_path, capsys):
     assert not (out / "runs.jsonl").exists()
     assert any((out / "slurm").glob("*_log.out"))  # submitit's per-job logs
     # where the report reads them
-    from bench.report import build_report
+    from bench.analysis.report import build_report
 
     report = build_report(out)
     assert "baseline" in report.read_text()
@@ -109,8 +109,8 @@ def test_submitit_local_executor_runs_a_sweep_for_real(tmp_path, capsys):
 
 def test_sweep_job_requeues_only_unfinished_runs(tmp_path):
     pytest.importorskip("submitit")
-    from bench.executor import SweepJob
-    from bench.spec import Budget, RunSpec
+    from bench.core.spec import Budget, RunSpec
+    from bench.exec.executor import SweepJob
     from variants import preset
 
     cfg = preset("micro", vocab_size=13)
@@ -176,8 +176,8 @@ def test_submitit_job_with_two_ranks_trains_one_run_with_ddp(tmp_path):
     # --ranks-per-run 2: the job's two tasks become DDP ranks (gloo) that train the run together,
     # exactly as under torchrun; rank 0 alone writes the record, equal to one process's run.
     pytest.importorskip("submitit")
-    from bench.spec import RunSpec
-    from bench.train import run
+    from bench.core.spec import RunSpec
+    from bench.core.train import run
 
     out = tmp_path / "ddp-jobs"
     args = ["--seeds", "1", "--device", "cpu", "--out", str(out), "--quiet", *MICRO]
@@ -229,7 +229,7 @@ def test_two_identical_sweeps_train_each_run_once(tmp_path):
 
 
 def test_live_claims_are_respected_and_dead_ones_taken_over(tmp_path):
-    from bench import claims
+    from bench.core import claims
 
     out = tmp_path / "c"
     assert claims.claim(out, "aaaaaaaaaaaa")  # this (live) process holds it

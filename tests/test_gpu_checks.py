@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench import gpu_checks
-from bench.records import load_records
+from bench.core.records import load_records
 
 
 @pytest.mark.slow

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.records import SCHEMA, RunRecord, load_records
-from bench.spec import Budget, RunSpec, TrainConfig
-from bench.train import lr_at, run
+from bench.core.records import SCHEMA, RunRecord, load_records
+from bench.core.spec import Budget, RunSpec, TrainConfig
+from bench.core.train import lr_at, run
 from variants import preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -349,6 +349,6 @@ def test_grad_norm_probe_and_checkpoint_round_trip(tmp_path):
 
 
 def run_id_of(spec):
-    from bench.records import run_id
+    from bench.core.records import run_id
 
     return run_id(spec.to_dict())

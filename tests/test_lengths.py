@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from ablations.run import main
-from bench import lengths
-from bench.lengths import length_losses
-from bench.records import RunRecord
-from bench.sections import SECTIONS
+from bench.analysis.sections import SECTIONS
+from bench.core.records import RunRecord
+from bench.probes import lengths
+from bench.probes.lengths import length_losses
 from bench.tasks import build_task
 from variants import build_model, preset
 

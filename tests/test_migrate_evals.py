@@ -1,4 +1,4 @@
-"""bench.migrate_evals: a study's cached evaluations folded into its records' `evals`."""
+"""bench.tools.migrate_evals: a study's cached evaluations folded into its records' `evals`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bench.migrate_evals import main, migrate
-from bench.records import run_id
+from bench.core.records import run_id
+from bench.tools.migrate_evals import main, migrate
 
 
 def _record(seed: int) -> dict:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bench import multiplier as mp
+from bench.analysis import multiplier as mp
 
 
 def _loss(s):

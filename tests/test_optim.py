@@ -10,10 +10,11 @@ import math
 import pytest
 import torch
 
-from bench import optim, tables
-from bench.spec import Budget, RunSpec, TrainConfig
+from bench.analysis import tables
+from bench.core import optim
+from bench.core.spec import Budget, RunSpec, TrainConfig
+from bench.core.train import lr_at, run
 from bench.tasks import build_task
-from bench.train import lr_at, run
 from variants import preset
 
 LR, WD, MOMENTUM = 2e-3, 0.1, 0.95
@@ -114,7 +115,7 @@ def test_embedding_steps_like_adamw_under_muon():
 
 
 def _old_make_optimizer(model, cfg):
-    """AdamW as bench.train built it before --optimizer existed (copied as the reference)."""
+    """AdamW as bench.core.train built it before --optimizer existed (copied as the reference)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
@@ -138,7 +139,7 @@ def test_adamw_trains_bit_identically_to_before(monkeypatch):
     task = build_task("shakespeare", context=32, eval_batches=2, eval_batch_size=16)
     now = run(spec, task=task)
     with monkeypatch.context() as patch:
-        patch.setattr("bench.train.make_optimizer", _old_make_optimizer)
+        patch.setattr("bench.core.train.make_optimizer", _old_make_optimizer)
         before = run(spec, task=task)
     assert now.run_id == before.run_id
     losses = [(p["train_loss"], p["val_loss"]) for p in now.curve]

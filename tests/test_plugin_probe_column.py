@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.columns import COLUMNS, Column
-from bench.display import display_frame, headline_frame
+from bench.analysis.columns import COLUMNS, Column
+from bench.analysis.display import display_frame, headline_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 
 PLUGIN = '''
 import pandas as pd
 
-from bench.columns import COLUMNS, Column
-from bench.probing import PROBES, Probe
-from bench.records import as_record
-from bench.sections import SECTIONS, Section
+from bench.analysis.columns import COLUMNS, Column
+from bench.core.probing import PROBES, Probe
+from bench.core.records import as_record
+from bench.analysis.sections import SECTIONS, Section
 
 
 class WeightNorm(Probe):
@@ -76,7 +76,7 @@ def test_a_plugin_adds_a_probe_its_section_and_a_column(tmp_path):
     assert "Weight norm: L2 norm of all final weights." in md
     assert "\n## Weight norms\n" in md and "Mean over seeds." in md
 
-    r = _run("-m", "bench.report", str(out), "--plugin", str(plugin))
+    r = _run("-m", "bench.analysis.report", str(out), "--plugin", str(plugin))
     report = (out / "report.md").read_text()
     assert "## Weight norms" in report and "Mean over seeds." in report
     assert "weight norm" in report and "## Weight norms" in r.stdout

@@ -1,4 +1,4 @@
-"""Tests for bench.records: stable ids, concurrent appends, crash tolerance, merging."""
+"""Tests for bench.core.records: stable ids, concurrent appends, crash tolerance, merging."""
 
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import records, tables
-from bench.records import SCHEMA, RunRecord, as_record
+from bench.analysis import tables
+from bench.core import records
+from bench.core.records import SCHEMA, RunRecord, as_record
 from variants.config import late_fields
 
 N_PROCS = 8
@@ -32,7 +33,7 @@ STUB = {"run_id": "0123456789ab", "variant": "baseline"}  # valid JSON, not a re
 
 
 def rec(rid: str, **extra) -> dict:
-    """A minimal complete record (the keys bench.train.run() always writes), plus `extra`."""
+    """A minimal complete record (the keys bench.core.train.run() always writes), plus `extra`."""
     budget = {"mode": "steps", "value": 10}
     return {
         "run_id": rid,
@@ -296,7 +297,7 @@ def test_a_skipped_line_is_reported_once_on_stderr_without_source_line(tmp_path)
     # What a sweep does in one process: resume check, then the summary (and the --ci-width
     # loop reads again every round).
     code = (
-        "import sys; from bench.records import finished_ids, load_records\n"
+        "import sys; from bench.core.records import finished_ids, load_records\n"
         "d = sys.argv[1]\n"
         "finished_ids(d)\n"
         "load_records(d)\n"
@@ -338,7 +339,7 @@ def test_committed_records_keep_their_run_ids():
     """Fields added to the configs since a record was written are left out of the spec while
     they hold their default, so every committed record's spec still hashes to its own id (resume
     finds them) and a spec that sets a new field gets a new id."""
-    from bench.spec import RunSpec
+    from bench.core.spec import RunSpec
 
     n = 0
     for path in sorted((REPO / "results" / "reference").rglob("runs.jsonl")):

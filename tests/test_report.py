@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bench import plots, plots_micro, tables
-from bench.records import append_record
-from bench.report import ReportError, build_report, main
+from bench.analysis import plots, plots_micro, tables
+from bench.analysis.report import ReportError, build_report, main
+from bench.core.records import append_record
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parents[1]
@@ -208,7 +208,7 @@ def test_missing_or_empty_dir_is_a_clean_error(tmp_path):
 
 def test_cli_missing_dir_exits_nonzero_one_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.report", str(tmp_path / "missing")],
+        [sys.executable, "-m", "bench.analysis.report", str(tmp_path / "missing")],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2

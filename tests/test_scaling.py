@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import minimize_scalar
 
-from bench import scaling
+from bench.analysis import scaling_law as scaling
 
 # a surface with the losses of the CPU grid (2 to 3 nats): E + A·N^-α + B·D^-β
 TRUE = scaling.Surface(e=1.0, a=40.0, alpha=0.35, b=30.0, beta=0.3)
@@ -200,7 +200,7 @@ def _fake_execute(shift: float = 0.0):
     the baseline's N for the spec's size and WORTH x its tokens, plus seed luck (`shift` added
     to the largest size's baseline: a size off the law)."""
     from ablations.studies.scaling import Ladder, model_counts, size_config
-    from bench.records import RunRecord, run_id
+    from bench.core.records import RunRecord, run_id
 
     ladder = Ladder(**MICRO)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bench import stats
+from bench.analysis import stats
 
 # z_{0.975} + z_{0.80}: the normal-approximation factor of the minimum detectable effect.
 Z_SUM = 1.959963984540054 + 0.8416212335729143

@@ -14,8 +14,8 @@ from ablations.studies import STUDIES, StudyContext, get_study
 from ablations.studies import addition as add_study
 from ablations.studies import heads as heads_study
 from ablations.studies import residual as res_study
-from bench.placement import ExecutorConfig, SlurmConfig
-from bench.records import load_records
+from bench.core.records import load_records
+from bench.exec.placement import ExecutorConfig, SlurmConfig
 from bench.tasks import build_task
 from bench.tasks.addition import END, AdditionTask, format_problem, problem_tokens
 from bench.tasks.base import IGNORE_INDEX

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from ablations.studies import StudyContext
-from bench.records import as_record
+from bench.core.records import as_record
 from bench.tasks import IGNORE_INDEX, TaskError, build_task
 from bench.tasks.calculator import VOCAB, CalculatorTask, format_problem
 from bench.tasks.corpus import CorpusTask, corpus_vocab

@@ -22,7 +22,7 @@ PLUGIN = textwrap.dedent(
 
     from ablations.studies import Study, register_study
     from ablations.studies.base import spec_task
-    from bench.spec import Budget, RunSpec, TrainConfig
+    from bench.core.spec import Budget, RunSpec, TrainConfig
     from variants.config import preset
     from variants.registry import get_variant
 

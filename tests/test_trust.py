@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from test_harness import cli, one_line_error  # the CLI in a subprocess, as a user runs it
 
-from bench import multiplier, tables
-from bench.records import finished_ids, load_records, run_id
-from bench.spec import Budget, RunSpec, TrainConfig
+from bench.analysis import multiplier, tables
+from bench.core.records import finished_ids, load_records, run_id
+from bench.core.spec import Budget, RunSpec, TrainConfig
+from bench.core.train import run
 from bench.tasks import build_task
-from bench.train import run
 from variants import preset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -385,7 +385,7 @@ def _study_tables(name: str, records, out: Path) -> list[str]:
 @pytest.mark.parametrize("name", ["addition", "calculator", "pretraining"])
 def test_reference_study_tables_rebuild_from_their_records(tmp_path, name):
     """The studies read their runs' evaluations from the records (`evals`, folded in from the
-    old caches by bench.migrate_evals): the committed tables are what those records give, and
+    old caches by bench.tools.migrate_evals): the committed tables are what those records give, and
     every record still hashes to its own run id."""
     src = REFERENCE / "studies" / name
     records = load_records(src)

@@ -9,8 +9,8 @@ import math
 import pytest
 from test_harness import cli, one_line_error  # the CLI in a subprocess, as a user runs it
 
-from bench import tune
-from bench.records import load_records
+from bench.analysis import tuning as tune
+from bench.core.records import load_records
 
 FAST = ["--model", "micro", "--batch-size", "16", "--quiet", "--jobs", "1"]
 TUNE = ["--variant", "rope", "--tune", "lr"]
@@ -100,7 +100,9 @@ def test_a_micro_tune_chooses_on_other_seeds_and_resumes(tmp_path):
         assert words in text, words
     assert (out / "figures" / "lr_sweep.png").stat().st_size > 10_000
     assert "wall time:" in r.stderr
-    from bench.report import build_report  # the report from records: the table and the figure
+    from bench.analysis.report import (
+        build_report,  # the report from records: the table and the figure
+    )
 
     report = build_report(out).read_text()
     assert "Tuned comparison" in report and "lr_sweep.png" in report
@@ -115,7 +117,7 @@ def test_tune_reuses_the_recipes_baseline_sweep(tmp_path, monkeypatch, capsys):
     its folder: they may be another machine's), trains only the variant's grid, and its table
     says which points were reused. A sweep of another spec (other steps) is not used."""
     from ablations.run import main
-    from bench.spec import Recipe
+    from bench.core.spec import Recipe
 
     sweep = tmp_path / "sweep"
     common = [*FAST, "--seeds", "2", "--tune", "lr", "--tune-grid", "0.5,2", "--tune-seeds", "1"]

@@ -21,7 +21,7 @@ Why SDPA with a float mask for bias and window, and an explicit path for soft-ca
 `flex_attention` would take all three as a score modifier, but on CPU it has no backward
 ("FlexAttention does not support backward on CPU", torch 2.13), so it cannot train here. SDPA
 takes a bias and a window as an additive float mask; only the (non-linear) cap needs the scores
-materialised (`python bench/bench_attention_paths.py` times the paths).
+materialised (`python bench/micro/bench_attention_paths.py` times the paths).
 
 Weight mapping between the two layouts (what `to_fused_qkv` / `load_fused_qkv` implement):
 the fused `c_attn.weight` has shape (3C, C); rows [0, C) are the queries, [C, 2C) the keys,

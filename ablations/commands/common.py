@@ -10,9 +10,9 @@ from pathlib import Path
 
 from ablations import config
 from ablations.config import SweepConfig
-from bench.executor import cpu_cores, execute
-from bench.records import RUNS_FILE, write_bytes_atomic
-from bench.spec import RunSpec
+from bench.core.records import RUNS_FILE, write_bytes_atomic
+from bench.core.spec import RunSpec
+from bench.exec.executor import cpu_cores, execute
 
 
 def plugin_paths(cfg: SweepConfig) -> tuple[str, ...]:

@@ -10,8 +10,8 @@ from pathlib import Path
 from ablations.commands.common import default_jobs, run_specs, write_command
 from ablations.config import SweepConfig
 from ablations.plan import Plan, ladder_factors
-from bench import distributed
-from bench.records import load_records, run_id
+from bench.core.records import load_records, run_id
+from bench.exec import distributed
 
 
 def sweep(cfg: SweepConfig, plan: Plan, task, out: Path, world: int, argv):
@@ -19,7 +19,7 @@ def sweep(cfg: SweepConfig, plan: Plan, task, out: Path, world: int, argv):
     of every Δ val loss is narrower than the target or --max-seeds is reached. Whether to add
     seeds is decided from the CI widths alone, never from the sign or size of a difference.
     Returns (runs trained, runs skipped as finished earlier, notes for the table)."""
-    from bench.tables import ci_widths
+    from bench.analysis.tables import ci_widths
 
     c = cfg.comparison
     seeds = plan.seeds
@@ -89,7 +89,7 @@ def report(cfg: SweepConfig, out: Path, ran: int, skipped: int, notes: list[str]
             file=sys.stderr,
         )
         return
-    from bench.tables import write_summary
+    from bench.analysis.tables import write_summary
 
     write_summary(load_records(out), out, notes=notes)
     print((out / "summary.md").read_text())

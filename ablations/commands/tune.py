@@ -1,5 +1,5 @@
 """`ablations/run.py --tune lr`: every arm at its own best learning rate (the choice and its
-tables: bench.tune), then the comparison at those bests and at the shared default.
+tables: bench.analysis.tuning), then the comparison at those bests and at the shared default.
 
 Three stages, each an ordinary batch of runs through the same executor as any sweep (so resume,
 claims, fan-out and SLURM work unchanged, and a rerun trains nothing twice): (1) each arm's
@@ -19,10 +19,8 @@ from pathlib import Path
 from ablations.commands.common import default_jobs, run_specs, write_command
 from ablations.config import SweepConfig
 from ablations.plan import Plan
-from bench.records import RunRecord, load_records, run_id
-from bench.spec import RunSpec, TrainConfig
-from bench.tables import arm_label
-from bench.tune import (
+from bench.analysis.tables import arm_label
+from bench.analysis.tuning import (
     MAX_EXTENSIONS,
     Choice,
     TuneConfig,
@@ -32,6 +30,8 @@ from bench.tune import (
     parse_grid,
     parse_keys,
 )
+from bench.core.records import RunRecord, load_records, run_id
+from bench.core.spec import RunSpec, TrainConfig
 from variants.config import ModelConfig
 
 
@@ -194,7 +194,7 @@ class Tuner:
 
 def _comparison(records: list[RunRecord], ids: set[str], title: str) -> tuple[str, object]:
     """The standard table (verdicts, MDE, multipliers) of one subset of the runs."""
-    from bench import tables
+    from bench.analysis import tables
 
     groups = tables.summaries([r for r in records if r.run_id in ids])
     (meta, df), *rest = groups
@@ -209,8 +209,9 @@ def write_results(outcome: Outcome, cfg: TuneConfig, plan, out) -> str:
     tune.md's text."""
     import json
 
-    from bench import plots, tables, tune
-    from bench.records import write_bytes_atomic
+    from bench.analysis import plots, tables
+    from bench.analysis import tuning as tune
+    from bench.core.records import write_bytes_atomic
 
     records = load_records(out)
     tuned_md, tuned = _comparison(records, outcome.tuned_ids, "Every arm at its own best")

@@ -55,8 +55,8 @@ import seaborn as sns
 import torch
 
 from ablations.studies.base import Study, StudyContext, canvas, image, plus_minus, save_figure
-from bench.spec import Budget, RunSpec, TrainConfig
-from bench.tables import markdown_table
+from bench.analysis.tables import markdown_table
+from bench.core.spec import Budget, RunSpec, TrainConfig
 from bench.tasks.addition import VOCAB
 from variants.config import preset
 from variants.registry import get_variant

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from bench.executor import ExecutorConfig, execute
-from bench.records import load_records, run_id
-from bench.tables import markdown_table
+from bench.analysis.tables import markdown_table
+from bench.core.records import load_records, run_id
+from bench.exec.executor import ExecutorConfig, execute
 from bench.tasks import build_task
 
 

@@ -38,8 +38,8 @@ import pandas as pd
 import seaborn as sns
 
 from ablations.studies.base import Study, StudyContext, canvas, image, save_figure, wall_times
-from bench.spec import Budget, RunSpec, TrainConfig
-from bench.tables import markdown_table
+from bench.analysis.tables import markdown_table
+from bench.core.spec import Budget, RunSpec, TrainConfig
 from bench.tasks import build_task
 from variants.config import preset
 

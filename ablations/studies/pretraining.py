@@ -64,10 +64,10 @@ from ablations.studies.base import (
     wall_times,
 )
 from ablations.studies.corpora import corpora
-from bench import stats
-from bench.records import finished_ids, run_id
-from bench.spec import Budget, RunSpec, TrainConfig
-from bench.tables import markdown_table
+from bench.analysis import stats
+from bench.analysis.tables import markdown_table
+from bench.core.records import finished_ids, run_id
+from bench.core.spec import Budget, RunSpec, TrainConfig
 from bench.tasks.corpus import corpus_vocab
 from variants.config import preset
 

@@ -31,8 +31,8 @@ from ablations.studies.base import (
     save_figure,
     spec_task,
 )
-from bench.records import RunRecord
-from bench.spec import Budget, RunSpec, TrainConfig
+from bench.core.records import RunRecord
+from bench.core.spec import Budget, RunSpec, TrainConfig
 from variants.config import preset
 from variants.registry import get_variant
 

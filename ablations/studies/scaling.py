@@ -10,7 +10,8 @@ The baseline is trained at every size of a width/depth ladder (`--sizes LxD,...`
 n_embd, heads of 32 dims) on several token budgets (tokens per non-embedding parameter N of the
 size, x --scale), each with its own full warm-up + cosine schedule, on tiny Shakespeare; every
 `--variant` and the control `baseline ×2 tokens` (the baseline on twice the variants' tokens,
-charged the variants' tokens) at one budget between the grid's. bench/scaling.py fits the
+charged the variants' tokens) at one budget between the grid's. bench/analysis/scaling_law.py fits
+the
 baseline's surface (Chinchilla's approach 3, the exponent-grid + non-negative least-squares
 recipe of Besiroglu et al. 2024) and reads each arm at each size as a data multiplier (the
 tokens the baseline of that size needs for the arm's loss, over the arm's tokens) and a compute
@@ -77,10 +78,10 @@ from ablations.studies.scaling_grid import (
     size_label,
 )
 from ablations.studies.scaling_report import FOOTNOTE, display, figure, flags, report
-from bench import scaling
-from bench.records import RunRecord, run_id
-from bench.spec import Budget, RunSpec, TrainConfig
-from bench.tables import markdown_table
+from bench.analysis import scaling_law as scaling
+from bench.analysis.tables import markdown_table
+from bench.core.records import RunRecord, run_id
+from bench.core.spec import Budget, RunSpec, TrainConfig
 from bench.tasks import build_task
 from variants.config import preset
 from variants.registry import get_variant

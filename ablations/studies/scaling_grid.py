@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from bench import measure
-from bench.spec import RunSpec
+from bench.core.spec import RunSpec
 from variants.config import ModelConfig, preset
 from variants.model import GPT
 

@@ -14,7 +14,7 @@ import torch
 
 from ablations.studies.base import StudyContext, canvas, image, save_figure, wall_times
 from ablations.studies.scaling_grid import CONTROL_FACTOR, HEAD_DIM, Ladder
-from bench import scaling
+from bench.analysis import scaling_law as scaling
 
 FOOTNOTE = (
     "_Each cell: the multiplier at that size with its 95% percentile bootstrap interval over "
@@ -144,8 +144,8 @@ def report(study, ctx, ladder: Ladder, result, table: str, records, wall: float,
         f"is charged it once); batch {ladder.batch_size}, lr {ladder.lr:g} with the harness's "
         "warm-up + cosine schedule per run, on tiny Shakespeare. The baseline's final losses "
         "are fitted with L(N, D) = E + A·N^(−α) + B·D^(−β) (exponents on a grid, E, A, B by "
-        "non-negative least squares: bench/scaling.py). C = training FLOPs per token (the "
-        "matmuls as built, causal attention, the head; 3 × forward) × tokens.",
+        "non-negative least squares: bench/analysis/scaling_law/). C = training FLOPs per "
+        "token (the matmuls as built, causal attention, the head; 3 × forward) × tokens.",
         "",
         table,
         "",

@@ -163,7 +163,7 @@ def measured_peak_flops(device: torch.device | str, dtype: torch.dtype) -> float
     the cache folder (`peak_flops.json`, keyed by device name, dtype and threads). MFU is
     reported against this; the datasheet table (`peak_flops`) stays as a labelled cross-check
     on GPUs, where it once gave an MFU above 100%."""
-    from bench.records import cache_dir, write_json_atomic
+    from bench.core.records import cache_dir, write_json_atomic
 
     device = as_device(device)
     key = _peak_key(device, dtype)

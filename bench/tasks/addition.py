@@ -51,7 +51,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..spec import Recipe
+from bench.core.spec import Recipe
+
 from .base import IGNORE_INDEX, CharVocab, Task, TaskError, option, option_int, register_task
 from .decode import greedy_decode
 

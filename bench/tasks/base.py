@@ -20,10 +20,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from bench.core.spec import Recipe
 from variants.model import IGNORE_INDEX  # target value on positions that carry no loss
 from variants.named import Registry
-
-from ..spec import Recipe
 
 _FREQ_SEED = 4242  # training rows counted for the frequency floor (never a run's own stream)
 

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..records import CACHE_ENV, cache_dir, write_bytes_atomic
-from ..spec import Recipe
+from bench.core.records import CACHE_ENV, cache_dir, write_bytes_atomic
+from bench.core.spec import Recipe
+
 from .base import CharVocab, Task, TaskError, register_task
 
 TRAIN_TENTHS = 9  # first 90% of the token stream is train, the rest validation

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.optim import OPTIMIZERS
+from bench.core.optim import OPTIMIZERS
 from bench.tasks import Task, register_task
 from bench.tasks.base import CharVocab
 from variants.registry import register, register_variant

@@ -1,0 +1,114 @@
+"""The metrics of a run, declared once: every row of `records_frame`, every column of the
+comparison frame (summary.csv), the full table, the headline and the footnote iterate `COLUMNS`.
+
+Adding a metric is one entry, from a plugin file too:
+
+    from bench.analysis.columns import COLUMNS, Column
+    COLUMNS.register("wnorm", Column("wnorm", label="weight norm", fmt=".3f", delta="abs",
+                                     test="paired", read=lambda rec: rec.probes["wnorm"]))
+
+A column with a `label` gets mean ± std per variant in the tables; one with a `delta` also its
+difference to the baseline ('abs': variant − baseline, 'pct': relative to the baseline mean),
+tested by seed ('paired': the seed fixes data and init, so differences pair) or with Welch's
+test ('welch': timing noise has nothing to do with the seed), or untested (None). Without a
+label it is a raw record metric: a row of `records_frame`, in no table.
+
+The frame's column names keep the names committed summary.csv files use: `d_<key>` and
+`d_<key>_ci` and `<key>_verdict` for a paired difference, `d_<key>_pct` and `d_<key>_verdict`
+for a relative one. `PRIMARY` (val loss) is the comparison itself: its verdict, interval and
+MDE get their own columns (bench.analysis.compare).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from variants.named import Registry
+
+PRIMARY = "val_loss"  # the metric every verdict is about
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str  # the record's metric key, and the stem of the frame's columns
+    label: str = ""  # the full table's header; '' = a raw metric, in no table
+    fmt: str = ".4g"  # format of mean ± std; 'sig3': three significant digits
+    agg: str = "mean"  # 'mean': mean ± std over finished runs; 'median': one integer
+    delta: str | None = None  # None | 'abs' | 'pct'
+    delta_label: str = ""  # the full table's header of the difference
+    delta_fmt: str = ".1f"
+    test: str | None = None  # None | 'paired' | 'welch'
+    lower_is_better: bool = True
+    headline: str = ""  # the difference's header in the headline table; '' = not there
+    optional: bool = False  # in the tables only when some run of the group measured it
+    key: str = ""  # stem of the difference's columns, where it differs from `name`
+    footnote: str = ""  # said under every table that shows the column
+    read: Callable | None = None  # RunRecord -> value; default: the record's metric `name`
+
+    @property
+    def stem(self) -> str:
+        return self.key or self.name
+
+    @property
+    def d(self) -> str:
+        """The difference's column: 'd_accuracy', 'd_step_ms_pct'."""
+        return f"d_{self.stem}" + ("_pct" if self.delta == "pct" else "")
+
+    @property
+    def d_ci(self) -> str:
+        return f"d_{self.stem}_ci"
+
+    @property
+    def verdict(self) -> str:
+        """The test's verdict column: '<key>_verdict' paired, 'd_<key>_verdict' Welch."""
+        return f"{self.stem}_verdict" if self.test == "paired" else f"d_{self.stem}_verdict"
+
+    def value(self, rec) -> float:
+        if self.read is None:
+            return rec.metric(self.name)
+        try:
+            value = self.read(rec)
+        except (KeyError, TypeError, IndexError):  # a record without that measurement
+            return math.nan
+        return math.nan if value is None else float(value)
+
+
+COLUMNS: Registry[Column] = Registry("column")
+
+
+def _add(col: Column, description: str = "") -> None:
+    COLUMNS.register(col.name, col, description=description)
+
+
+# In the order a row of records_frame lays them out; the labelled ones are the tables' columns,
+# in this same order.
+_add(Column(PRIMARY, "val loss", ".4f", delta="abs", delta_label="Δ val loss", delta_fmt=".4f",
+            test="paired", headline="Δ val loss"), "final validation loss")  # fmt: skip
+_add(Column("accuracy", "accuracy", ".3f", delta="abs", delta_label="Δ acc (verdict)",
+            delta_fmt=".3f", test="paired", lower_is_better=False, optional=True),
+     "exact match on held-out problems (tasks with exact answers)")  # fmt: skip
+_add(Column("train_loss"), "the last training step's loss")
+_add(Column("step_ms", "step ms", "sig3", delta="pct", delta_label="Δ step", test="welch",
+            headline="Δ step time"), "median training step time")  # fmt: skip
+_add(Column("step_ms_p10"))
+_add(Column("step_ms_p90"))
+_add(Column("tokens_per_s", "tokens/s", ",.0f", delta="pct", delta_label="Δ tok/s",
+            test="welch", lower_is_better=False), "training throughput")  # fmt: skip
+_add(Column("fwd_ms"), "median forward time")
+_add(Column("peak_mem_mb", "peak MB", ",.1f", delta="pct", delta_label="Δ mem",
+            headline="Δ memory", key="peak_mem"), "peak memory of one training step")  # fmt: skip
+_add(Column("params", "params", agg="median"), "parameter count")
+for _name in ("flops_per_token", "mfu", "steps", "tokens", "wall_s", "freq_loss"):
+    _add(Column(_name))
+
+
+def metric_names() -> list[str]:
+    """Every column's record metric, in the order records_frame lays them out."""
+    return COLUMNS.names()
+
+
+def shown(present: Callable[[str], bool] = lambda name: True) -> list[Column]:
+    """The columns the tables show, in order; an optional one only where `present(name)`."""
+    return [c for _, c in COLUMNS.items() if c.label and (not c.optional or present(c.name))]

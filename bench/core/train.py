@@ -1,0 +1,456 @@
+"""The one training loop: run(spec) -> record.
+
+A run is a pure function of its `RunSpec`: the seed fixes the model init and the order of the
+training batches, the task fixes the held-out set, so two variants with the same seed see the
+same data in the same order and differ only by the variant. Measurement goes through
+`bench.measure`; nothing here knows about particular variants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+
+from bench import measure
+from bench.core.optim import as_list, make_optimizer
+from bench.core.records import RunRecord, run_id
+from bench.core.spec import Budget, RunSpec, TrainConfig
+from bench.exec import distributed
+from bench.probes import PROBES
+from bench.tasks import build_task
+from variants.model import GPT, IGNORE_INDEX
+
+# Offsets so that init, data order and dropout draw from different streams of the same seed.
+_DATA_STREAM = 1_000_003
+_RANK_STREAM = 7_919  # per-rank dropout streams under DDP (rank r > 0)
+
+
+class Diverged(Exception):
+    pass
+
+
+def lr_at(progress: float, cfg) -> float:
+    """Linear warm-up over the first warmup_frac of the budget, then cosine to min_lr_frac·lr.
+    `progress` in [0, 1] is the fraction of the budget used (steps, tokens or seconds alike)."""
+    if cfg.warmup_frac > 0 and progress < cfg.warmup_frac:
+        return cfg.lr * max(progress, 1e-3) / cfg.warmup_frac
+    p = min(1.0, (progress - cfg.warmup_frac) / max(1e-9, 1.0 - cfg.warmup_frac))
+    lo = cfg.lr * cfg.min_lr_frac
+    return lo + 0.5 * (cfg.lr - lo) * (1.0 + math.cos(math.pi * p))
+
+
+@torch.no_grad()
+def evaluate(model, task, device, amp_ctx) -> float:
+    """Mean loss over the task's fixed held-out batches (the same for every variant and seed).
+    Under DDP each rank takes every world_size-th batch and the sums are all-reduced, so every
+    rank returns the loss over all held-out batches."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    batches = task.val_batches()
+    if distributed.is_active():
+        batches = batches[distributed.rank() :: distributed.world_size()]
+    for x, y in batches:
+        with amp_ctx():
+            _, loss = model(x.to(device), y.to(device))
+        n = int((y != IGNORE_INDEX).sum())
+        total += loss.float().item() * n
+        count += n
+    if distributed.is_active():
+        total, count = distributed.all_reduce_sum([total, count])
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def _throughput(steps: int, tokens_per_step: int, seconds: float) -> float | None:
+    return steps * tokens_per_step / seconds if steps > 0 and seconds > 0 else None
+
+
+def _checkpoint_path(rid: str, checkpoint_dir) -> Path:
+    if checkpoint_dir is None:
+        raise ValueError("saving or loading a checkpoint needs a checkpoint_dir")
+    return Path(checkpoint_dir) / f"{rid}.pt"
+
+
+def save_checkpoint(model, rid: str, checkpoint_dir) -> Path:
+    path = _checkpoint_path(rid, checkpoint_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, path)  # never a half-written checkpoint under the real name
+    return path
+
+
+def load_checkpoint(rid: str, checkpoint_dir, device) -> dict:
+    path = _checkpoint_path(rid, checkpoint_dir)
+    if not path.is_file():
+        raise ValueError(f"no checkpoint for run {rid} at {path}; train that run first")
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def _shard_batch(x, y) -> tuple:
+    """Under DDP: this rank's rows of the global batch (x, y), the weight its mean loss gets
+    before backward, and its share of the batch's targets. The weight (share × world_size)
+    makes DDP's gradient average exactly the gradient of the global-batch mean loss, even when
+    ranks hold different numbers of targets."""
+    rows = distributed.shard(len(x))
+    mine = y[rows]
+    share = int((mine != IGNORE_INDEX).sum()) / max(int((y != IGNORE_INDEX).sum()), 1)
+    return x[rows], mine, share * distributed.world_size(), share
+
+
+def _max_over_ranks(*values):
+    """Each value's maximum over ranks (None stays None): the slowest rank's time, the largest
+    rank's memory."""
+    ranks = distributed.all_gather_floats([math.nan if v is None else float(v) for v in values])
+    out = []
+    for i in range(len(values)):
+        vals = [r[i] for r in ranks if not math.isnan(r[i])]
+        out.append(max(vals) if vals else None)
+    return out
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available; use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda")
+    return torch.device(name)
+
+
+@dataclass
+class _Setup:
+    """What set-up builds; the loop and the final measurements only read it."""
+
+    spec: RunSpec
+    tcfg: TrainConfig
+    budget: Budget
+    device: torch.device
+    world: int  # ranks under torchrun (1 without)
+    rank: int
+    task: object
+    model: GPT  # what is evaluated, probed and saved
+    step_model: torch.nn.Module  # what the loop calls: `model`, DDP-wrapped and/or compiled
+    opt: object
+    gen: torch.Generator  # the training batches' stream
+    tokens_per_step: int
+    use_amp: bool
+    probes: dict = field(default_factory=dict)  # name -> this run's Probe (bench.core.probing)
+
+    def amp(self):
+        """bf16 autocast on CUDA when asked for; nothing on CPU."""
+        if self.use_amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def progress(self, step: int, elapsed: float) -> float:
+        """The fraction of the budget used after `step` steps and `elapsed` training seconds."""
+        if self.budget.mode == "steps":
+            return step / self.budget.value
+        if self.budget.mode == "tokens":
+            return step * self.tokens_per_step / self.budget.value
+        return elapsed / self.budget.value
+
+
+@dataclass
+class _Loop:
+    """The training loop's running state, and what it measured on the way."""
+
+    step: int = 0
+    train_time: float = 0.0  # seconds inside training steps (the clock of a time budget)
+    train_loss: float | None = None
+    status: str = "ok"
+    diverged_at: int | None = None
+    peak_mem: int | None = None  # bytes, from one tracked step after the warm-up
+    tracked_s: float = 0.0  # that step's time, left out of tokens/s
+    wall: float = 0.0
+    timing: dict = field(default_factory=dict)  # StepTimer's summary of the timed steps
+    curve: list[dict] = field(default_factory=list)
+
+    def add_point(self, s: _Setup, val_loss: float, acc=None) -> None:
+        self.curve.append(
+            {
+                "step": self.step,
+                "tokens": self.step * s.tokens_per_step,
+                "time_s": round(self.train_time, 4),
+                "train_loss": self.train_loss,
+                "val_loss": val_loss,
+                "accuracy": acc,
+            }
+        )
+
+
+def run(
+    spec: RunSpec,
+    progress: Callable[[dict], None] | None = None,
+    task=None,
+    checkpoint_dir: str | Path | None = None,
+) -> RunRecord:
+    """Train `spec` and return its record. `progress(info)` is called every few steps for a
+    progress bar; `task` may pass an already built task (it must match spec.task).
+    `checkpoint_dir` is where `train.save_checkpoint` writes the final weights as
+    `<run_id>.pt` and where `spec.init_from` (a run id) is looked up; where files live is not
+    part of a run's identity, so it is an argument, not a spec field.
+
+    Four steps: set up (task, model, optimizer), the loop, the final measurements, the record.
+    """
+    s = _set_up(spec, task, checkpoint_dir)
+    loop = _train(s, progress if s.rank == 0 else None)  # rank 0 alone shows progress
+    evals = _evals(s, loop)  # first: the final accuracy may be read off it
+    metrics, probes = _final_measurements(s, loop, evals)
+    if spec.train.save_checkpoint and loop.status == "ok" and s.rank == 0:
+        save_checkpoint(s.model, run_id(spec.to_dict()), checkpoint_dir)
+    distributed.barrier()  # a later run may start from that checkpoint on any rank
+    return _record(s, loop, metrics, probes, evals)
+
+
+def _set_up(spec: RunSpec, task, checkpoint_dir) -> _Setup:
+    device = distributed.local_device(resolve_device(spec.device))
+    tcfg = spec.train.validate()
+    budget = spec.budget.validate()
+    # Under torchrun (bench.exec.distributed): batch_size is the GLOBAL batch, split over the ranks.
+    world, rank = distributed.world_size(), distributed.rank()
+    distributed.check_batch_split(tcfg.batch_size, world)
+    if task is None:
+        task = build_task(
+            spec.task["name"],
+            context=spec.model.block_size,
+            data=spec.task.get("data"),
+            eval_batches=tcfg.eval_batches,
+            eval_batch_size=tcfg.eval_batch_size,
+            **{k: v for k, v in spec.task.items() if k not in ("name", "data")},
+        )
+    tokens_per_step = tcfg.batch_size * task.seq_len
+    budget.validate(tokens_per_step)
+
+    torch.manual_seed(spec.seed)  # model init (and dropout, if any)
+    model = GPT(spec.model).to(device)
+    if spec.init_from is not None:
+        model.load_state_dict(load_checkpoint(spec.init_from, checkpoint_dir, device))
+    opt = make_optimizer(model, tcfg)
+    train_model = model
+    if world > 1:
+        train_model = distributed.wrap(model, device)
+        if rank > 0:  # dropout (if any) draws different masks on each rank's rows
+            torch.manual_seed(spec.seed + _RANK_STREAM * rank)
+    s = _Setup(
+        spec=spec,
+        tcfg=tcfg,
+        budget=budget,
+        device=device,
+        world=world,
+        rank=rank,
+        task=task,
+        model=model,
+        step_model=torch.compile(train_model) if tcfg.compile else train_model,
+        opt=opt,
+        gen=torch.Generator().manual_seed(spec.seed + _DATA_STREAM),
+        tokens_per_step=tokens_per_step,
+        use_amp=tcfg.amp and device.type == "cuda",
+        # in the registry's order, so a record lists its probes the same way every time
+        probes={name: PROBES[name]() for name in PROBES if name in tcfg.probes},
+    )
+    for probe in s.probes.values():
+        probe.check(task)  # one line, before any training, when a probe cannot read this task
+    return s
+
+
+def _train_step(s: _Setup, loop: _Loop, x, y, weight=None):
+    """Forward, backward (the probes read the gradients), clip, optimizer step."""
+    with s.amp():
+        _, loss = s.step_model(x, y)
+    (loss if weight is None else loss * weight).backward()
+    for probe in s.probes.values():
+        probe.after_backward(s, loop.step)
+    if s.tcfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.tcfg.grad_clip)
+    s.opt.step()
+    s.opt.zero_grad(set_to_none=True)
+    return loss
+
+
+def _tracked_step(s: _Setup, loop: _Loop, x, y, weight):
+    """One (untimed) step under the memory tracker, after compile and allocator warm-up."""
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        # MemTracker's global module hooks make torch.compile warn that they fire once more
+        # for the compiled wrapper; that wrapper is not among `modules`, and the peak counts
+        # tensors, not hook calls, so the warning is moot here.
+        warnings.filterwarnings("ignore", message=r"Using `torch\.compile\(module\)`")
+        with measure.memory_peak(s.device, modules=[s.model], optimizer=as_list(s.opt)) as mem:
+            loss = _train_step(s, loop, x, y, weight)
+    loop.peak_mem = mem.bytes
+    loop.tracked_s = time.perf_counter() - t0  # the tracker slows this step down
+    return loss
+
+
+def _train(s: _Setup, progress: Callable[[dict], None] | None) -> _Loop:
+    """The loop: until the budget is used, one step and, every eval_every steps, a validation
+    point. A non-finite loss ends it as diverged, keeping what was measured so far."""
+    loop = _Loop()
+    timer = measure.StepTimer(s.device, warmup=s.tcfg.timing_warmup)
+    s.model.train()
+    loop.add_point(s, evaluate(s.model, s.task, s.device, s.amp))
+    t_start = time.perf_counter()
+    try:
+        while s.progress(loop.step, loop.train_time) < 1.0:
+            lr = lr_at(s.progress(loop.step, loop.train_time), s.tcfg)
+            for g in s.opt.param_groups:
+                g["lr"] = lr
+            x, y = s.task.train_batch(s.tcfg.batch_size, s.gen)
+            weight = share = None
+            if s.world > 1:  # every rank draws the global batch from the shared stream
+                x, y, weight, share = _shard_batch(x, y)
+            t0 = time.perf_counter()
+            x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
+            if loop.step == s.tcfg.timing_warmup and loop.peak_mem is None:
+                loss = _tracked_step(s, loop, x, y, weight)
+            else:
+                timer.start()
+                loss = _train_step(s, loop, x, y, weight)
+                timer.stop()
+            loop.step += 1
+            loop.train_loss = loss.item()  # syncs; the timer already stopped
+            loop.train_time += time.perf_counter() - t0
+            if s.world > 1:  # the global-batch loss on every rank, so all stop on the same step
+                ranks = distributed.all_gather_floats([loop.train_loss * share, loop.train_time])
+                loop.train_loss = sum(r[0] for r in ranks)
+                if s.budget.mode == "seconds":  # one clock for the budget and the lr schedule
+                    loop.train_time = max(r[1] for r in ranks)
+            if not math.isfinite(loop.train_loss):
+                raise Diverged()
+            if progress is not None and (loop.step % 10 == 0 or loop.step == 1):
+                progress(
+                    {
+                        "step": loop.step,
+                        "loss": loop.train_loss,
+                        "progress": s.progress(loop.step, loop.train_time),
+                        "tokens_per_s": loop.step * s.tokens_per_step / max(loop.train_time, 1e-9),
+                    }
+                )
+            if loop.step % s.tcfg.eval_every == 0:
+                loop.add_point(s, evaluate(s.model, s.task, s.device, s.amp))
+    except Diverged:
+        loop.status, loop.diverged_at = "diverged", loop.step
+    loop.wall = time.perf_counter() - t_start
+    if s.world > 1:
+        loop.train_time, loop.wall, loop.peak_mem = _max_over_ranks(
+            loop.train_time, loop.wall, loop.peak_mem
+        )
+    loop.timing = timer.summary()
+    return loop
+
+
+def _final_measurements(s: _Setup, loop: _Loop, evals: dict) -> tuple[dict, dict]:
+    """The record's metrics and probes: sizes, speed, memory, the final val loss and accuracy
+    (finished runs), the forward time, MFU against the measured peak."""
+    model = s.model
+    flops_tok = measure.flops_per_token(model, s.task.seq_len)
+    metrics: dict = {
+        "params": model.num_params(),
+        "flops_per_token": flops_tok,
+        "steps": loop.step,
+        "tokens": loop.step * s.tokens_per_step,
+        "wall_s": round(loop.wall, 3),
+        "train_loss": loop.train_loss,
+        "peak_mem_mb": None if loop.peak_mem is None else loop.peak_mem / 2**20,
+        # the loss of a token-frequency table: the learning guard's floor (bench.analysis.tables)
+        "freq_loss": s.task.frequency_loss(),
+    }
+    timing = loop.timing
+    if s.world > 1:
+        keys = ("median_ms", "p10_ms", "p90_ms")
+        timing = dict(zip(keys, _max_over_ranks(*(timing[k] for k in keys)), strict=True))
+    steps_timed = loop.step - (loop.tracked_s > 0)
+    metrics.update(
+        step_ms=timing["median_ms"],
+        step_ms_p10=timing["p10_ms"],
+        step_ms_p90=timing["p90_ms"],
+        tokens_per_s=_throughput(steps_timed, s.tokens_per_step, loop.train_time - loop.tracked_s),
+    )
+    if loop.status == "ok":
+        metrics.update(_finished_metrics(s, loop, evals))
+    else:
+        metrics.update(val_loss=None, accuracy=None, fwd_ms=None)
+    dtype = torch.bfloat16 if s.use_amp else torch.float32
+    peak = measure.measured_peak_flops(s.device, dtype) * s.world  # tokens/s: the whole group's
+    table = measure.peak_flops(s.device, dtype)  # the datasheet's, a cross-check on known GPUs
+    metrics["peak_flops"] = peak
+    metrics["mfu"] = measure.mfu(flops_tok, metrics["tokens_per_s"], peak)
+    metrics["mfu_datasheet"] = measure.mfu(
+        flops_tok, metrics["tokens_per_s"], None if table is None else table * s.world
+    )
+    return metrics, _probe_results(s, loop)
+
+
+def _probe_results(s: _Setup, loop: _Loop) -> dict:
+    """Each probe's value for the record: finished runs only, unless the probe keeps its
+    value for diverged runs too (`on_diverged`)."""
+    ok = loop.status == "ok"
+    return {name: p.result(s) for name, p in s.probes.items() if ok or p.on_diverged}
+
+
+def _finished_metrics(s: _Setup, loop: _Loop, evals: dict) -> dict:
+    """Final val loss and accuracy (also the curve's last point) and the forward time."""
+    val_loss = evaluate(s.model, s.task, s.device, s.amp)
+    acc = None
+    if s.task.has_accuracy:  # from the task's evaluation when it decoded the same problems
+        acc = s.task.accuracy_from(evals)
+        acc = s.task.accuracy(s.model, s.device) if acc is None else acc
+    if not loop.curve or loop.curve[-1]["step"] != loop.step:
+        loop.add_point(s, val_loss, acc)
+    else:
+        loop.curve[-1]["accuracy"] = acc
+    x, _ = s.task.train_batch(s.tcfg.batch_size, s.gen)
+    if s.world > 1:
+        x = x[distributed.shard(len(x))]  # the forward of one rank's share of the batch
+    x = x.to(s.device)
+    s.model.eval()
+    with torch.no_grad():
+        fwd = measure.time_fn(lambda: s.step_model(x), s.device, warmup=2, iters=10)
+    s.model.train()
+    if s.world > 1:
+        (fwd["median_ms"],) = _max_over_ranks(fwd["median_ms"])
+    return {"val_loss": val_loss, "accuracy": acc, "fwd_ms": fwd["median_ms"]}
+
+
+def _evals(s: _Setup, loop: _Loop) -> dict:
+    """The task's own evaluations of the final model (exact match by width, per cell, ...),
+    kept in the record so that studies read them instead of reloading saved weights; {} for
+    a diverged run or a task without any."""
+    if loop.status != "ok":
+        return {}
+    return s.task.evaluate(s.model, s.device) or {}
+
+
+def _record(s: _Setup, loop: _Loop, metrics: dict, probes: dict, evals: dict) -> RunRecord:
+    spec_dict = s.spec.to_dict()
+    return RunRecord(
+        run_id=run_id(spec_dict),
+        variant=s.spec.variant,
+        seed=s.spec.seed,
+        task=s.spec.task["name"],
+        budget={"mode": s.budget.mode, "value": s.budget.value},
+        spec=spec_dict,
+        task_info=s.task.describe(),
+        status=loop.status,
+        diverged_at_step=loop.diverged_at,
+        env=measure.environment(s.device),
+        distributed=distributed.info(),  # {"world_size": 1, "backend": None} without DDP
+        metrics=metrics,
+        curve=loop.curve,
+        probes=probes,
+        evals=evals,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )

@@ -1,0 +1,1 @@
+"""One-off maintenance tools (record migrations); not part of any run."""
