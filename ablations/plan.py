@@ -103,7 +103,7 @@ class Plan:
 def build_plan(cfg: SweepConfig) -> tuple[Plan, object]:
     """The comparison this config asks for (over the task's recipe), and the task its runs
     share (built once, here)."""
-    from bench.core.train import resolve_device
+    from bench.measure.env import resolve_device
     from bench.tasks import build_task, task_recipe
 
     task_name = cfg.task.name or DEFAULT_TASK

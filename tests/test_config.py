@@ -10,7 +10,7 @@ import json
 import pytest
 from test_harness import cli, one_line_error
 
-from ablations import config
+from ablations import config, config_toml
 from ablations.config import ConfigError, SweepConfig
 from ablations.flags import parse_args, resolve_config
 from ablations.plan import build_plan
@@ -96,7 +96,7 @@ def test_the_dumped_config_reads_back_equal(tmp_path):
     cfg = _cfg("--config", str(_write(tmp_path, SWEEP)), "--betas", "0.9,0.95", "--ladder",
                "--slurm-option", "account=proj", "--set", "model.n_layer=3", "--probe",
                "grad_norms")  # fmt: skip
-    again = config.load(_write(tmp_path, config.dumps(cfg), "again.toml"))
+    again = config.load(_write(tmp_path, config_toml.dumps(cfg), "again.toml"))
     assert again == cfg
     assert cfg.model.fields == {"n_layer": 3} and cfg.comparison.ladder == [0.5, 2.0, 4.0]
 

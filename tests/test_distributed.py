@@ -12,8 +12,9 @@ import torch
 
 from bench.core.records import load_records
 from bench.core.spec import RunSpec
-from bench.core.train import _shard_batch, run
+from bench.core.train import run
 from bench.exec import distributed
+from bench.exec.distributed import shard_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 MICRO = ["--task", "addition", "--model", "micro", "--steps", "10", "--batch-size", "8"]
@@ -92,7 +93,7 @@ def test_uneven_targets_are_weighted_to_the_global_mean(monkeypatch):
     weighted, shares = [], []
     for r in range(2):
         monkeypatch.setattr(distributed, "rank", lambda r=r: r)
-        xs, ts, weight, share = _shard_batch(x, targets)
+        xs, ts, weight, share = shard_batch(x, targets)
         assert torch.equal(xs, x[4 * r : 4 * r + 4])
         local = y[4 * r : 4 * r + 4][ts != -100].mean()
         weighted.append(local * weight)

@@ -220,6 +220,10 @@ class Head(nn.Module):
 class SeparateHeads(nn.Module):
     """Multi-head attention as a list of independent `Head` modules, concatenated."""
 
+    # the kernel sees one head at a time, so a per-head attention bias cannot reach it (the
+    # registry refuses such a config: registry._check_per_head_bias)
+    one_head_at_a_time = True
+
     def __init__(self, cfg: ModelConfig, attend, qk: nn.Module):
         super().__init__()
         self.heads = nn.ModuleList(Head(cfg, attend, qk) for _ in range(cfg.n_head))
@@ -232,15 +236,6 @@ class SeparateHeads(nn.Module):
             raise ValueError(
                 f"heads 'separate' gives every head its own key and value, got "
                 f"n_kv_head={cfg.n_kv_head}; use heads 'fused' for grouped k/v heads"
-            )
-        from variants.registry import SLOTS  # at call time: the registry imports this module
-
-        scheme = SLOTS["position"][cfg.position]
-        if scheme.bias is not None:  # a (nh, T, T) bias: one slice per head
-            raise ValueError(
-                f"heads 'separate' calls the kernel one head at a time, so it cannot give each "
-                f"head its own {scheme.label or 'attention'} bias (position {cfg.position!r}); "
-                "use heads 'fused'"
             )
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)

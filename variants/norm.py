@@ -40,9 +40,8 @@ class RMSNorm(nn.Module):
 def rms_normalise(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """x / sqrt(mean(x²) + eps) · weight over the last dimension, computed in float32.
 
-    torch's `F.rms_norm`, the fastest path it offers (`python bench/micro/bench_block_paths.py`:
-    on a
-    CPU 7% faster than the five elementwise ops it replaces, and equal to them to the bit, values
-    and gradients, in float32; `tests/test_variants.py` checks it against that formula). It is
-    still about twice ATen's fused LayerNorm on a CPU, where torch has no fused RMSNorm kernel."""
+    torch's `F.rms_norm`, the fastest path it offers (`python bench/micro/bench_block_paths.py`: on
+    a CPU 7% faster than the five elementwise ops it replaces, and equal to them to the bit, values
+    and gradients, in float32; `tests/test_variants.py` checks it against that formula). It is still
+    about twice ATen's fused LayerNorm on a CPU, where torch has no fused RMSNorm kernel."""
     return F.rms_norm(x.float(), (x.size(-1),), weight.float(), eps).to(x.dtype)

@@ -99,10 +99,24 @@ def check_slots(cfg: ModelConfig) -> None:
         SLOTS[slot].get(getattr(cfg, slot))
     options.check_block_options(cfg)
     _check_score_changes(cfg)  # a config error on any machine: before the hardware checks
+    _check_per_head_bias(cfg)
     for slot in SLOT_FIELDS:
         check = getattr(SLOTS[slot][getattr(cfg, slot)], "check", None)
         if check is not None:
             check(cfg)
+
+
+def _check_per_head_bias(cfg: ModelConfig) -> None:
+    """Heads that call the kernel one head at a time cannot give each head its own slice of a
+    position scheme's (nh, T, T) bias."""
+    heads = SLOTS["heads"][cfg.heads]
+    scheme = SLOTS["position"][cfg.position]
+    if getattr(heads, "one_head_at_a_time", False) and scheme.bias is not None:
+        raise ValueError(
+            f"heads {cfg.heads!r} calls the kernel one head at a time, so it cannot give each "
+            f"head its own {scheme.label or 'attention'} bias (position {cfg.position!r}); "
+            "use heads 'fused'"
+        )
 
 
 def _check_score_changes(cfg: ModelConfig) -> None:

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ablations import config
+from ablations import config_toml
 from ablations.config import SweepConfig
 from bench.core.records import RUNS_FILE, write_bytes_atomic
 from bench.core.spec import RunSpec
@@ -35,7 +35,7 @@ def write_command(out: Path, cfg: SweepConfig, argv, world: int, specs: list[Run
     """Beside the results: the resolved config (config.toml, which --config takes back) and
     the command with every resolved spec (command.json; rewritten when seeds grow)."""
     out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(out / "config.toml", config.dumps(cfg).encode("utf-8"))
+    write_bytes_atomic(out / "config.toml", config_toml.dumps(cfg).encode("utf-8"))
     (out / "command.json").write_text(
         json.dumps(
             {

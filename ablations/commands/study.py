@@ -17,7 +17,7 @@ def run_study(cfg: SweepConfig) -> int:
     """Check the study's options, then print its plan (--dry-run) or run it and write its
     report; the command's executor section goes to the study's context as it is."""
     from ablations.studies import StudyContext, get_study
-    from bench.core.train import resolve_device
+    from bench.measure.env import resolve_device
 
     name = cfg.study.name
     study = get_study(name)

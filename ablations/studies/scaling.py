@@ -10,13 +10,12 @@ The baseline is trained at every size of a width/depth ladder (`--sizes LxD,...`
 n_embd, heads of 32 dims) on several token budgets (tokens per non-embedding parameter N of the
 size, x --scale), each with its own full warm-up + cosine schedule, on tiny Shakespeare; every
 `--variant` and the control `baseline ×2 tokens` (the baseline on twice the variants' tokens,
-charged the variants' tokens) at one budget between the grid's. bench/analysis/scaling_law.py fits
-the
-baseline's surface (Chinchilla's approach 3, the exponent-grid + non-negative least-squares
-recipe of Besiroglu et al. 2024) and reads each arm at each size as a data multiplier (the
-tokens the baseline of that size needs for the arm's loss, over the arm's tokens) and a compute
-multiplier (the least compute on the surface, over N: the compute-optimal allocation, that
-reaches the arm's loss, over the arm's compute), each with a bootstrap interval over seeds, and
+charged the variants' tokens) at one budget between the grid's. bench/analysis/scaling_law/ fits the
+baseline's surface (Chinchilla's approach 3, the exponent-grid + non-negative least-squares recipe
+of Besiroglu et al. 2024) and reads each arm at each size as a data multiplier (the tokens the
+baseline of that size needs for the arm's loss, over the arm's tokens) and a compute multiplier (the
+least compute on the surface, over N: the compute-optimal allocation, that reaches the arm's loss,
+over the arm's compute), each with a bootstrap interval over seeds, and
 the trend of each across sizes. C = training FLOPs per token (bench.measure.flops_per_token:
 the matmuls as built, causal attention, the head; 3 x forward) x tokens. Two controls are rows
 of every table: the 2x-tokens control must read a data multiplier of 2 at every size, and every

@@ -12,12 +12,10 @@ checks itself: its 2× rung, left out of the fit, is read back off the other run
 misses 2 the ladder's multipliers are marked '(control failed)' instead of standing as findings.
 
 Diverged runs (any status other than ``"ok"``) are counted in ``n_diverged`` and left out of
-every mean, std and test: their metrics are NaN or meaningless. Which metrics are compared, and
-how (paired by seed, Welch, untested), is declared once in :mod:`bench.analysis.columns`; the
-verdict
-itself is about validation loss, paired by seed over the seeds both the variant and the
-baseline finished (see :mod:`bench.analysis.stats`). Repeated runs of one variant and seed keep the
-latest.
+every mean, std and test: their metrics are NaN or meaningless. Which metrics are compared, and how
+(paired by seed, Welch, untested), is declared once in :mod:`bench.analysis.columns`; the verdict
+itself is about validation loss, paired by seed over the seeds both the variant and the baseline
+finished (see :mod:`bench.analysis.stats`). Repeated runs of one variant and seed keep the latest.
 """
 
 from __future__ import annotations
@@ -289,8 +287,7 @@ def summaries(records: list[dict]) -> list[tuple[dict, pd.DataFrame]]:
     Baseline-only groups that serve as the budget ladder of a comparison are folded into it
     (meta["ladder_budgets"]) instead of getting a table of their own; the ladder's control
     (bench.analysis.multiplier.ladder_control, from these records alone) is meta["ladder_control"]
-    and
-    the forms its fits took are meta["ladder_forms"]."""
+    and the forms its fits took are meta["ladder_forms"]."""
     records = [as_record(r) for r in records]
     frame = records_frame(records)
     curves = {r.run_id: r.curve for r in records}

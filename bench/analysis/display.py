@@ -1,7 +1,6 @@
 """The comparison frame (bench.analysis.compare) as tables a person reads: the headline (one row per
-variant against the baseline) and the full table. Both iterate `bench.analysis.columns.COLUMNS`,
-so a
-registered column shows up in them without an edit here.
+variant against the baseline) and the full table. Both iterate `bench.analysis.columns.COLUMNS`, so
+a registered column shows up in them without an edit here.
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -21,10 +20,12 @@ from pathlib import Path
 import torch
 
 from bench import measure
+from bench.core.checkpoint import load_checkpoint, save_checkpoint
 from bench.core.optim import as_list, make_optimizer
 from bench.core.records import RunRecord, run_id
 from bench.core.spec import Budget, RunSpec, TrainConfig
 from bench.exec import distributed
+from bench.measure.env import resolve_device
 from bench.probes import PROBES
 from bench.tasks import build_task
 from variants.model import GPT, IGNORE_INDEX
@@ -73,60 +74,6 @@ def evaluate(model, task, device, amp_ctx) -> float:
 
 def _throughput(steps: int, tokens_per_step: int, seconds: float) -> float | None:
     return steps * tokens_per_step / seconds if steps > 0 and seconds > 0 else None
-
-
-def _checkpoint_path(rid: str, checkpoint_dir) -> Path:
-    if checkpoint_dir is None:
-        raise ValueError("saving or loading a checkpoint needs a checkpoint_dir")
-    return Path(checkpoint_dir) / f"{rid}.pt"
-
-
-def save_checkpoint(model, rid: str, checkpoint_dir) -> Path:
-    path = _checkpoint_path(rid, checkpoint_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)  # never a half-written checkpoint under the real name
-    return path
-
-
-def load_checkpoint(rid: str, checkpoint_dir, device) -> dict:
-    path = _checkpoint_path(rid, checkpoint_dir)
-    if not path.is_file():
-        raise ValueError(f"no checkpoint for run {rid} at {path}; train that run first")
-    return torch.load(path, map_location=device, weights_only=True)
-
-
-def _shard_batch(x, y) -> tuple:
-    """Under DDP: this rank's rows of the global batch (x, y), the weight its mean loss gets
-    before backward, and its share of the batch's targets. The weight (share × world_size)
-    makes DDP's gradient average exactly the gradient of the global-batch mean loss, even when
-    ranks hold different numbers of targets."""
-    rows = distributed.shard(len(x))
-    mine = y[rows]
-    share = int((mine != IGNORE_INDEX).sum()) / max(int((y != IGNORE_INDEX).sum()), 1)
-    return x[rows], mine, share * distributed.world_size(), share
-
-
-def _max_over_ranks(*values):
-    """Each value's maximum over ranks (None stays None): the slowest rank's time, the largest
-    rank's memory."""
-    ranks = distributed.all_gather_floats([math.nan if v is None else float(v) for v in values])
-    out = []
-    for i in range(len(values)):
-        vals = [r[i] for r in ranks if not math.isnan(r[i])]
-        out.append(max(vals) if vals else None)
-    return out
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but CUDA is not available; use --device cpu")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda")
-    return torch.device(name)
 
 
 @dataclass
@@ -199,7 +146,7 @@ def run(
 ) -> RunRecord:
     """Train `spec` and return its record. `progress(info)` is called every few steps for a
     progress bar; `task` may pass an already built task (it must match spec.task).
-    `checkpoint_dir` is where `train.save_checkpoint` writes the final weights as
+    `checkpoint_dir` is where `bench.core.checkpoint.save_checkpoint` writes the final weights as
     `<run_id>.pt` and where `spec.init_from` (a run id) is looked up; where files live is not
     part of a run's identity, so it is an argument, not a spec field.
 
@@ -311,7 +258,7 @@ def _train(s: _Setup, progress: Callable[[dict], None] | None) -> _Loop:
             x, y = s.task.train_batch(s.tcfg.batch_size, s.gen)
             weight = share = None
             if s.world > 1:  # every rank draws the global batch from the shared stream
-                x, y, weight, share = _shard_batch(x, y)
+                x, y, weight, share = distributed.shard_batch(x, y)
             t0 = time.perf_counter()
             x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
             if loop.step == s.tcfg.timing_warmup and loop.peak_mem is None:
@@ -345,7 +292,7 @@ def _train(s: _Setup, progress: Callable[[dict], None] | None) -> _Loop:
         loop.status, loop.diverged_at = "diverged", loop.step
     loop.wall = time.perf_counter() - t_start
     if s.world > 1:
-        loop.train_time, loop.wall, loop.peak_mem = _max_over_ranks(
+        loop.train_time, loop.wall, loop.peak_mem = distributed.max_over_ranks(
             loop.train_time, loop.wall, loop.peak_mem
         )
     loop.timing = timer.summary()
@@ -371,7 +318,9 @@ def _final_measurements(s: _Setup, loop: _Loop, evals: dict) -> tuple[dict, dict
     timing = loop.timing
     if s.world > 1:
         keys = ("median_ms", "p10_ms", "p90_ms")
-        timing = dict(zip(keys, _max_over_ranks(*(timing[k] for k in keys)), strict=True))
+        timing = dict(
+            zip(keys, distributed.max_over_ranks(*(timing[k] for k in keys)), strict=True)
+        )
     steps_timed = loop.step - (loop.tracked_s > 0)
     metrics.update(
         step_ms=timing["median_ms"],
@@ -421,7 +370,7 @@ def _finished_metrics(s: _Setup, loop: _Loop, evals: dict) -> dict:
         fwd = measure.time_fn(lambda: s.step_model(x), s.device, warmup=2, iters=10)
     s.model.train()
     if s.world > 1:
-        (fwd["median_ms"],) = _max_over_ranks(fwd["median_ms"])
+        (fwd["median_ms"],) = distributed.max_over_ranks(fwd["median_ms"])
     return {"val_loss": val_loss, "accuracy": acc, "fwd_ms": fwd["median_ms"]}
 
 

@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import math
 import os
 
 import torch
 import torch.distributed as dist
+
+from variants.model import IGNORE_INDEX
 
 __all__ = [
     "all_gather_floats",
@@ -193,3 +196,25 @@ def broadcast_object(obj, src: int = 0):
 def barrier() -> None:
     if is_active():
         dist.barrier()
+
+
+def shard_batch(x, y) -> tuple:
+    """Under DDP: this rank's rows of the global batch (x, y), the weight its mean loss gets
+    before backward, and its share of the batch's targets. The weight (share × world_size)
+    makes DDP's gradient average exactly the gradient of the global-batch mean loss, even when
+    ranks hold different numbers of targets."""
+    rows = shard(len(x))
+    mine = y[rows]
+    share = int((mine != IGNORE_INDEX).sum()) / max(int((y != IGNORE_INDEX).sum()), 1)
+    return x[rows], mine, share * world_size(), share
+
+
+def max_over_ranks(*values):
+    """Each value's maximum over ranks (None stays None): the slowest rank's time, the largest
+    rank's memory."""
+    ranks = all_gather_floats([math.nan if v is None else float(v) for v in values])
+    out = []
+    for i in range(len(values)):
+        vals = [r[i] for r in ranks if not math.isnan(r[i])]
+        out.append(max(vals) if vals else None)
+    return out

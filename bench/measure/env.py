@@ -116,3 +116,13 @@ def environment(device: torch.device | str) -> dict:
         # concurrent runs share the machine, so the table says how they were taken
         "workers": int(os.environ.get(WORKERS_ENV, "1")),
     }
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but CUDA is not available; use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; valid: auto, cpu, cuda")
+    return torch.device(name)

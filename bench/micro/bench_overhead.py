@@ -26,8 +26,9 @@ from pathlib import Path
 
 import torch
 
+from bench.core.optim import make_optimizer
 from bench.core.spec import Budget, RunSpec, TrainConfig
-from bench.core.train import make_optimizer, resolve_device
+from bench.measure.env import resolve_device
 from bench.tasks import build_task
 from variants import GPT, preset
 from variants.registry import get_variant

@@ -18,7 +18,7 @@ def pytest_addoption(parser):
 
 @pytest.fixture(scope="session")
 def micro_setup(request):
-    from bench.core.train import resolve_device
+    from bench.measure.env import resolve_device
     from variants import preset
 
     device = resolve_device(request.config.getoption("--micro-device"))

@@ -13,9 +13,8 @@ ratios (``2×`` and ``0.5×`` should average to ``1×``).
 
 Caveats: this compares the curves *within one run's learning-rate schedule*; the baseline at an
 intermediate step has not annealed, so the crossing multiplier is a statement about the curves
-as trained, not about what a baseline with a longer schedule would reach. That is what the
-budget ladder (`bench.analysis.multiplier.ladder`) answers. With noisy curves the "first" crossing
-can be
+as trained, not about what a baseline with a longer schedule would reach. That is what the budget
+ladder (`bench.analysis.multiplier.ladder`) answers. With noisy curves the "first" crossing can be
 an early noise dip.
 """
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from bench.analysis.fmt import BASELINE
 from bench.analysis.scaling_law.compute import FlopsCurve, least_compute
 from bench.analysis.scaling_law.surface import Surface, fit_surface
 
-BASELINE = "baseline"
 COLUMNS = ("arm", "size", "seed", "params", "tokens", "compute", "loss")
 KINDS = ("data", "compute")
 

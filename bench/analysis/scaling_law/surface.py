@@ -1,6 +1,5 @@
-"""The loss surface L(N, D) = E + A·N^(−α) + B·D^(−β) and its robust least-squares fit: (α, β)
-on a grid refined twice, E, A, B ≥ 0 solved exactly for each pair (see
-`bench.analysis.scaling_law`)."""
+"""The loss surface L(N, D) = E + A·N^(−α) + B·D^(−β) and its robust least-squares fit: (α, β) on a
+grid refined twice, E, A, B ≥ 0 solved exactly for each pair (see `bench.analysis.scaling_law`)."""
 
 from __future__ import annotations
 

@@ -47,14 +47,13 @@ class RecordError(ValueError):
 
 @dataclass(frozen=True)
 class RunRecord:
-    """One finished (or diverged) run, as `bench.core.train.run` writes it and every reader takes
-    it.
+    """One finished (or diverged) run, as `bench.core.train.run` writes it and every reader
+    takes it.
 
     `spec` stays the dict that hashes to `run_id` (`bench.core.spec.RunSpec.to_dict`), byte for
-    byte,
-    so a record read and written again keeps its id; `run_spec` is its typed form. Keys a
-    record has beyond these fields (written by a later version, or by hand) are kept in
-    `extra` and written back.
+    byte, so a record read and written again keeps its id; `run_spec` is its typed form. Keys a
+    record has beyond these fields (written by a later version, or by hand) are kept in `extra` and
+    written back.
     """
 
     run_id: str
