@@ -136,6 +136,20 @@ def _precision_flags(p) -> None:
     t.add_argument("--tune-seeds", type=int, help="tuning seeds per value (default 3)")
 
 
+# the flags of particular studies (the scaling study's grid, any study's budget scale)
+_STUDY_FLAGS = (
+    ("--sizes", {"metavar": "LxD,...", "help": "--study scaling: the model ladder as n_layer x "
+                 "n_embd, e.g. 1x64,2x64,3x96,4x128 (default: the preset's)"}),
+    ("--preset", {"help": "--study scaling: the grid of sizes and token budgets, cpu (about 15 "
+                  "min on two cores) or h100 (about an hour on one H100); default: h100 on "
+                  "cuda, else cpu; --dry-run shows it"}),
+    ("--dry-run", {"action": "store_true", "help": "--study scaling: print every run of the "
+                   "plan with its FLOPs and estimated time, and train nothing"}),
+    ("--scale", {"type": float, "help": "multiply a study's training budgets (e.g. 0.1 for a "
+                 "look)"}),
+)  # fmt: skip
+
+
 def _output_flags(p) -> None:
     p.add_argument("--out", help="output directory (default results/local/...)")
     _repeatable(
@@ -145,27 +159,8 @@ def _output_flags(p) -> None:
         "a Python file that registers your own blocks/variants (repeatable)",
     )
     p.add_argument("--study", help="run a ready-made study (see --list)")
-    p.add_argument(
-        "--sizes",
-        metavar="LxD,...",
-        help="--study scaling: the model ladder as n_layer x n_embd, e.g. 1x64,2x64,3x96,4x128 "
-        "(default: the preset's)",
-    )
-    p.add_argument(
-        "--preset",
-        help="--study scaling: the grid of sizes and token budgets, cpu (about 15 min on two "
-        "cores) or h100 (about an hour on one H100); default: h100 on cuda, else cpu; "
-        "--dry-run shows it",
-    )
-    p.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="--study scaling: print every run of the plan with its FLOPs and estimated time, "
-        "and train nothing",
-    )
-    p.add_argument(
-        "--scale", type=float, help="multiply a study's training budgets (e.g. 0.1 for a look)"
-    )
+    for flag, kw in _STUDY_FLAGS:
+        p.add_argument(flag, **kw)
     p.add_argument("--list", action="store_true", help="list variants, tasks, sizes and studies")
     p.add_argument("--force", action="store_true", help="rerun runs that already have a record")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

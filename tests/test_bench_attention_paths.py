@@ -1,14 +1,6 @@
 """The attention-path timing script runs end to end and reports every path, flex included."""
 
-import importlib.util
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location(
-    "bap", ROOT / "bench" / "micro" / "bench_attention_paths.py"
-)
-bap = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(bap)
+from bench.micro import bench_attention_paths as bap  # the script, imported as a module
 
 
 def test_script_times_every_path_and_writes_the_table(tmp_path, capsys):

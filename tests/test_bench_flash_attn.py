@@ -4,20 +4,12 @@ that the first GPU session spends its time measuring rather than debugging the s
 from __future__ import annotations
 
 import csv
-import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
+from bench.micro import bench_flash_attn as bfa  # the script, imported as a module
 from variants.kernels.flash_attn import triton_available
-
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "bench_flash_attn", ROOT / "bench" / "micro" / "bench_flash_attn.py"
-)
-bfa = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bfa)
 
 
 @pytest.mark.skipif(not triton_available()[0], reason=triton_available()[1])

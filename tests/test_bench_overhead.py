@@ -3,18 +3,10 @@ quiet machine at `tiny`; here the point is that the script runs and reports what
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location(
-    "bench_overhead", ROOT / "bench" / "micro" / "bench_overhead.py"
-)
-bo = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bo)
+from bench.micro import bench_overhead as bo  # the script, imported as a module
 
 
 def test_eager_run_prints_both_loops_and_writes_the_file(tmp_path, capsys):

@@ -137,12 +137,16 @@ def small_init(cfg):
     return std, std / math.sqrt(2 * cfg.n_layer)
 
 
-register_variant("shared-qk", "keys are the queries (Reformer)", heads="shared-qk")
-register_variant("sigmoid-attention", "sigmoid(s - ln T) instead of softmax", attention="sigmoid")
-register_variant("sinusoidal", "fixed sine/cosine positions", position="sinusoidal")
-register_variant("cosine-attention", "unit q, k with a learned temperature", qk_norm="l2")
-register_variant("scalenorm", "ScaleNorm instead of LayerNorm", norm="scalenorm")
-register_variant("sandwich-norm", "a norm before and after each branch", norm_placement="sandwich")
-register_variant("geglu", "GeGLU MLP, hidden 8d/3", mlp="geglu")
-register_variant("half-residual", "x + F(x)/2", residual="half")
-register_variant("small-init", "std √(2/(5d)) (small init)", init="small")
+# one named variant per block above: (name, description, slot, choice)
+for name, description, slot, choice in (
+    ("shared-qk", "keys are the queries (Reformer)", "heads", "shared-qk"),
+    ("sigmoid-attention", "sigmoid(s - ln T) instead of softmax", "attention", "sigmoid"),
+    ("sinusoidal", "fixed sine/cosine positions", "position", "sinusoidal"),
+    ("cosine-attention", "unit q, k with a learned temperature", "qk_norm", "l2"),
+    ("scalenorm", "ScaleNorm instead of LayerNorm", "norm", "scalenorm"),
+    ("sandwich-norm", "a norm before and after each branch", "norm_placement", "sandwich"),
+    ("geglu", "GeGLU MLP, hidden 8d/3", "mlp", "geglu"),
+    ("half-residual", "x + F(x)/2", "residual", "half"),
+    ("small-init", "std √(2/(5d)) (small init)", "init", "small"),
+):
+    register_variant(name, description, **{slot: choice})

@@ -5,27 +5,11 @@ written and read only through this module: writers hand it a record, readers get
 (:func:`load_records`), each validated against the record schema on the way in, so no table
 or study ever meets a half record. Records written before the schema carried a version
 (``schema`` absent: version 1, as committed under ``results/``) load as they are. The record
-type, its schema and run ids are `bench.core.records.record`; writing and reading records (and files
-atomically) is `bench.core.records.store`; their public names are re-exported here.
+type, its schema and run ids are `bench.core.records.record`; writing and reading records
+(and files atomically) is `bench.core.records.store`; their public names are re-exported here.
 
-A sweep is many independent training runs, possibly in several processes or on several
-machines. Each run appends one JSON line to ``<out_dir>/runs.jsonl``. The design goals:
-
-* **Resume**: a run's id is a hash of its spec, so a restarted sweep can skip every spec whose
-  id is already in the file (:func:`finished_ids`) without any other bookkeeping.
-* **Concurrency**: several writers may append to the same file; each line is written whole
-  under an exclusive ``flock``, so lines never interleave.
-* **Crashes**: a writer killed mid-write can at worst leave a trailing half line. The next
-  writer starts on a fresh line, and readers skip (with a warning) lines that do not parse,
-  so one crash never loses the other records. Lines that parse but are no complete record
-  (:func:`validate_record`, e.g. a hand-written stub) are skipped the same way, so they
-  neither break the tables nor count as finished runs nor shadow a record with their id.
-* **Merging**: results copied from several machines into subfolders are read together by
-  pointing :func:`load_records` at the parent directory.
-* **Clusters**: ``flock`` is per host and ``O_APPEND`` is not atomic across NFS clients, so
-  jobs on a cluster write one file per run instead, ``<out_dir>/runs/<run_id>.json``
-  (:func:`write_run_record`: temp file + rename, so a killed job leaves no half record and no
-  lock is needed). :func:`load_records` on a directory reads both kinds and merges them.
+Why the store is built as it is (resume, concurrent writers, crashes, merging, clusters) is
+said once, in `bench.core.records.store`.
 """
 
 from __future__ import annotations
