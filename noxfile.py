@@ -95,4 +95,4 @@ def bench(session: nox.Session) -> None:
     if not {"--steps", "--tokens", "--time"} & given:
         defaults += ["--steps", str(BENCH_STEPS)]
     session.run("python", "ablations/run.py", *defaults, *sweep_args)
-    session.run("python", "-m", "bench.analysis.report", out)  # picks up out/micro/*.json
+    session.run("python", "-m", "bench.report", out)  # picks up out/micro/*.json

@@ -69,7 +69,7 @@ def test_every_train_config_field_is_reachable_from_a_file(tmp_path):
         "compile": True, "amp": False, "timing_warmup": 3, "save_checkpoint": True,
         "muon_momentum": 0.9, "batch_size": 12, "eval_every": 2,
     }  # fmt: skip
-    lines = [f"{k} = {config._toml_value(v)}" for k, v in changed.items()]
+    lines = [f"{k} = {config_toml._toml_value(v)}" for k, v in changed.items()]
     lines += ['probes = ["grad_norms"]', 'optimizers = ["muon"]']
     path = _write(tmp_path, SWEEP.replace("[train]\nbatch_size = 8\neval_every = 3",
                                           "[train]\n" + "\n".join(lines)))  # fmt: skip
@@ -219,7 +219,9 @@ def test_every_config_field_is_a_dotted_flag():
     keys = {k for k, _ in config_keys()}
     for f in dataclasses.fields(TrainConfig):
         assert f"train.{f.name if f.name != 'optimizer' else 'optimizers'}" in keys
-    assert {f"model.{f.name}" for f in dataclasses.fields(ModelConfig)} <= keys
+    # block options are one table, model.options ({slot: {key: value}}), not the flat field
+    flat = {f"model.{f.name}" for f in dataclasses.fields(ModelConfig)} - {"model.block_options"}
+    assert flat <= keys and "model.options" in keys and "model.block_options" not in keys
     assert {"budget.tokens", "executor.jobs", "executor.slurm.time_min", "study.scale"} <= keys
     shown = _option_strings()
     assert [k for k in keys if f"--{k}" not in shown] == []

@@ -76,7 +76,7 @@ def test_a_plugin_adds_a_probe_its_section_and_a_column(tmp_path):
     assert "Weight norm: L2 norm of all final weights." in md
     assert "\n## Weight norms\n" in md and "Mean over seeds." in md
 
-    r = _run("-m", "bench.analysis.report", str(out), "--plugin", str(plugin))
+    r = _run("-m", "bench.report", str(out), "--plugin", str(plugin))
     report = (out / "report.md").read_text()
     assert "## Weight norms" in report and "Mean over seeds." in report
     assert "weight norm" in report and "## Weight norms" in r.stdout

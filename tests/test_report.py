@@ -208,7 +208,7 @@ def test_missing_or_empty_dir_is_a_clean_error(tmp_path):
 
 def test_cli_missing_dir_exits_nonzero_one_line(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.analysis.report", str(tmp_path / "missing")],
+        [sys.executable, "-m", "bench.report", str(tmp_path / "missing")],
         capture_output=True, text=True, cwd=REPO, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2

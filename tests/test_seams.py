@@ -426,8 +426,16 @@ def test_the_example_plugin_file_trains_a_block_in_every_slot(tmp_path):
     source = plugin.read_text()
     slots = {line.split('"')[1] for line in source.splitlines() if 'register("' in line}
     assert slots == set(SLOTS), slots
-    names = [line.split('"')[1] for line in source.splitlines() if "register_variant(" in line]
-    args = [sys.executable, str(ROOT / "ablations" / "run.py"), "--plugin", str(plugin)]
+    run_py = [sys.executable, str(ROOT / "ablations" / "run.py")]
+
+    def listed(*extra) -> list[str]:  # the variant names --list prints
+        out = subprocess.run([*run_py, *extra, "--list"], capture_output=True, text=True).stdout
+        section = out.split("tasks (")[0].splitlines()[1:]
+        return [line.split()[0] for line in section]
+
+    names = [n for n in listed("--plugin", str(plugin)) if n not in listed()]
+    assert len(names) == len(slots), names  # one named variant per block
+    args = [*run_py, "--plugin", str(plugin)]
     args += [x for n in names for x in ("--variant", n)]
     args += ["--model", "micro", "--steps", "30", "--seeds", "1", "--out", str(tmp_path), "--quiet"]
     r = subprocess.run(args, capture_output=True, text=True, timeout=600)

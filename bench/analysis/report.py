@@ -262,7 +262,7 @@ def _micro_paths(run_dir: Path, micro) -> list[Path]:
 
 
 def rebuild_command(run_dir: Path, out_dir: Path | None, micro, plugins=()) -> str:
-    args = ["python", "-m", "bench.analysis.report", str(run_dir)]
+    args = ["python", "-m", "bench.report", str(run_dir)]
     if out_dir is not None:
         args += ["--out", str(out_dir)]
     for p in micro or []:
@@ -325,7 +325,7 @@ def build_report(run_dir, out_dir=None, micro=None, plugins=()) -> Path:
     """Build report.md, report.html, summary.csv/md and figures; returns the report.md path.
 
     ``micro``: extra pytest-benchmark JSON files, on top of any found in ``run_dir/micro``.
-    ``plugins``: the plugin files already loaded (bench.analysis.report --plugin), for the rebuild
+    ``plugins``: the plugin files already loaded (python -m bench.report --plugin), for the rebuild
     line.
     Raises ReportError when run_dir is missing or holds no records.
     """
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         _load_plugins(args.plugin)
         md_path = build_report(args.run_dir, args.out, args.micro, args.plugin)
     except (ReportError, OSError, ValueError) as exc:
-        print(f"bench.analysis.report: error: {exc}", file=sys.stderr)
+        print(f"bench.report: error: {exc}", file=sys.stderr)
         return 2
     print((md_path.parent / "summary.md").read_text(encoding="utf-8"))
     print(f"wrote {md_path} and {md_path.with_name('report.html')}")
