@@ -168,11 +168,8 @@ def _output_flags(p) -> None:
 
 def _executor_flags(p) -> None:
     x = p.add_argument_group("where the runs happen (one run on several ranks: use torchrun)")
-    x.add_argument(
-        "--executor",
-        choices=EXECUTORS,
-        help="local processes (default), a SLURM job array, or submitit's local executor",
-    )
+    kinds = "local processes (default), a SLURM job array, or submitit's local executor"
+    x.add_argument("--executor", choices=EXECUTORS, help=kinds)
     x.add_argument(
         "--jobs",
         type=int,
