@@ -232,3 +232,23 @@ def test_tradeoff_labels_of_clustered_points_do_not_overlap():
     assert stacked[0] == 0.0
     assert all(b - a >= 1.3 * 8 - 1e-9 for a, b in zip(stacked, stacked[1:], strict=False))
     assert lifts["no-residual"] == 0.0
+
+
+def test_the_loss_figure_zooms_on_the_last_half_past_an_early_spike():
+    """An early spike (post-norm's, to 6 nats) sets the whole-run panel's y range; the zoomed
+    panel's limits hold only the last half's mean ± std, so final curves stay apart."""
+    import pandas as pd
+
+    from bench.analysis.plots import late_half, zoom_limits
+
+    rows = []
+    for label, end in (("baseline", 1.90), ("rope", 1.84)):
+        for seed in (0, 1):
+            for step in range(0, 101, 10):
+                loss = 6.0 if step == 10 else end + (100 - step) / 200 + 0.005 * seed
+                rows.append({"label": label, "seed": seed, "step": step, "val_loss": loss})
+    curves = pd.DataFrame(rows)
+    late = late_half(curves, "step")
+    assert late["step"].min() == 50 and late["step"].max() == 100
+    lo, hi = zoom_limits(late, "step")
+    assert 1.8 < lo < 1.84 and 2.15 < hi < 2.3  # the spike at step 10 is outside

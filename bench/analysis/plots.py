@@ -147,7 +147,9 @@ def _align(curves: pd.DataFrame, x: str, n_points: int = 40) -> pd.DataFrame:
 
 
 def loss_curves(records: Sequence[RunRecord], path) -> Path:
-    """Validation loss against training progress, mean over seeds with a ±1 std band.
+    """Validation loss against training progress, mean over seeds with a ±1 std band: the whole
+    run, and beside it the last half zoomed (an early spike, e.g. post-norm's, would otherwise
+    stretch the y axis and squash every final curve into one band).
 
     The x axis follows the budget: steps for a step budget, tokens for a token budget,
     seconds for a wall-clock budget, so that the last point is where the budget ran out.
@@ -159,27 +161,53 @@ def loss_curves(records: Sequence[RunRecord], path) -> Path:
     labels = dict(zip(frame["run_id"], frame["label"], strict=False))
     curves = _curve_rows(records, set(ok["run_id"]), labels)
     with _style():
-        fig = Figure(figsize=(7.5, 4.8))
-        ax = fig.subplots()
+        fig = Figure(figsize=(12, 4.8))
+        ax_all, ax_late = fig.subplots(1, 2)
         if curves.empty or curves[x].isna().all():
-            _empty_panel(ax, "no validation curve recorded")
+            for ax in (ax_all, ax_late):
+                _empty_panel(ax, "no validation curve recorded")
         else:
             curves = _align(curves.dropna(subset=[x]), x)
             order = [lab for lab in _label_order(frame) if lab in set(curves["label"])]
-            sns.lineplot(
-                data=curves, x=x, y="val_loss", hue="label", hue_order=order,
-                errorbar="sd", ax=ax, marker="o", markersize=3,
-            )  # fmt: skip
+            xlabel = f"training {unit}" if unit != "s" else "training time (s)"
+            _curve_panel(ax_all, curves, x, order, xlabel, "whole run")
             vals = curves["val_loss"].to_numpy()
             if vals.min() > 0 and vals.max() / vals.min() > 10:
-                ax.set_yscale("log")
-            ax.set_xlabel(f"training {unit}" if unit != "s" else "training time (s)")
-            ax.set_ylabel("validation loss")
-            ax.legend(title="variant", fontsize=8)
-        caption = "Line: mean over seeds; band: ±1 std."
+                ax_all.set_yscale("log")
+            late = late_half(curves, x)
+            _curve_panel(ax_late, late, x, order, xlabel, "last half, zoomed")
+            ax_late.set_ylim(*zoom_limits(late, x))
+            ax_late.get_legend().remove()
+        caption = "Line: mean over seeds; band: ±1 std. Right: the last half of training only."
         note = _diverged_note(frame)
         caption += f" {note}" if note else ""
         return _finish(fig, path, "Validation loss", _context_line(frame), caption)
+
+
+def _curve_panel(ax, curves: pd.DataFrame, x: str, order: list[str], xlabel: str, title: str):
+    sns.lineplot(
+        data=curves, x=x, y="val_loss", hue="label", hue_order=order,
+        errorbar="sd", ax=ax, marker="o", markersize=3,
+    )  # fmt: skip
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("validation loss")
+    ax.set_title(title, fontsize=10)
+    ax.legend(title="variant", fontsize=8)
+
+
+def late_half(curves: pd.DataFrame, x: str) -> pd.DataFrame:
+    """The points of the aligned curves in the last half of the x range."""
+    lo, hi = curves[x].min(), curves[x].max()
+    return curves[curves[x] >= lo + (hi - lo) / 2]
+
+
+def zoom_limits(late: pd.DataFrame, x: str, pad: float = 0.08) -> tuple[float, float]:
+    """y limits that hold every variant's mean ± std over `late`, padded by `pad` of the span."""
+    stats = late.groupby(["label", x])["val_loss"].agg(["mean", "std"]).fillna(0.0)
+    lo = float((stats["mean"] - stats["std"]).min())
+    hi = float((stats["mean"] + stats["std"]).max())
+    span = max(hi - lo, 1e-6)
+    return lo - pad * span, hi + pad * span
 
 
 # --------------------------------------------------------------------------- lr sweeps
