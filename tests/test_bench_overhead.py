@@ -1,5 +1,6 @@
-"""bench/micro/bench_overhead.py end to end on the micro model (its figures are only meaningful on a
-quiet machine at `tiny`; here the point is that the script runs and reports what it says)."""
+"""bench/micro/bench_overhead.py end to end on the micro model (its figures are only meaningful
+on a quiet machine at `tiny`; here the point is that the script runs and reports what it
+says)."""
 
 from __future__ import annotations
 

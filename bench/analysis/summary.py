@@ -1,8 +1,7 @@
 """summary.md and summary.csv of a folder of runs: one comparison table per group
-(bench.analysis.compare
-for the numbers, bench.analysis.display for the tables, bench.analysis.notes for the words under
-them), then
-every registered section (bench.analysis.sections: the probes' tables).
+(bench.analysis.compare for the numbers, bench.analysis.display for the tables,
+bench.analysis.notes for the words under them), then every registered section
+(bench.analysis.sections: the probes' tables).
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 concern; this module only gathers their public names:
 
   bench.analysis.frame    run records -> one flat frame; comparable groups
-  bench.analysis.compare  one group -> the comparison frame (verdicts, multipliers, the budget
-  ladder)
+  bench.analysis.compare  one group -> the comparison frame (verdicts, multipliers, ladder)
   bench.analysis.columns  the metrics, declared once (every table below iterates them)
   bench.analysis.display  the headline and the full table (strings)
   bench.analysis.notes    the footnote under every table

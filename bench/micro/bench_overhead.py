@@ -1,6 +1,6 @@
 """Does the harness cost anything? Baseline `tiny` at batch 12 through `bench.core.train.run`
-against a
-bare PyTorch loop over the same model, side by side in one process, plus `--compile`.
+against a bare PyTorch loop over the same model, side by side in one process, plus
+`--compile`.
 
     python bench/micro/bench_overhead.py                 # eager: harness vs bare loop
     python bench/micro/bench_overhead.py --compile       # also both with torch.compile
