@@ -49,8 +49,8 @@ def register(slot: str, name: str, *, options: type | None = None, description: 
              replace: bool = True):  # fmt: skip
     """Decorator: make `obj` available as choice `name` of `slot`. `options` is the block's own
     frozen dataclass of knobs (see variants/options.py); the block reads them with
-    `cfg.options_for(slot)`. A name registered again is replaced, as it always was here (a
-    plugin file imported twice in one process registers new objects under the same names)."""
+    `cfg.options_for(slot)`. A name registered again is replaced, except that a plugin file
+    (`--plugin`) can never replace a built-in's or another plugin's (see `Registry`)."""
     if slot not in SLOTS:
         raise ValueError(f"unknown slot {slot!r}; valid slots: {', '.join(SLOTS)}")
 
@@ -182,7 +182,8 @@ def register_variant(name: str, description: str, *, options: dict | None = None
                      replace: bool = True, **overrides) -> Variant:  # fmt: skip
     """A named variant: the baseline with `overrides` (ModelConfig fields) and `options`
     ({slot: {key: value}}, the chosen blocks' own knobs) applied. Both are checked here, so a
-    typo fails where it is written. Registering a name again replaces it, as it always did."""
+    typo fails where it is written. Registering a name again replaces it, except that a plugin
+    can never replace a built-in's or another plugin's (see `Registry`)."""
     unknown = sorted(set(overrides) - set(ModelConfig.__dataclass_fields__) - {"block_options"})
     if unknown or "block_options" in overrides:
         bad = unknown or ["block_options"]

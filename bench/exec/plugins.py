@@ -7,11 +7,19 @@ before they train.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import sys
 import traceback
 from pathlib import Path
+
+from variants.named import plugin_origin
+
+# Imported before any plugin runs, so that no built-in registers for the first time inside a
+# plugin's import and is taken for the plugin's own (which it could then replace).
+_BUILT_INS = ("variants.registry", "bench.tasks", "bench.probes", "bench.core.optim",
+              "bench.analysis.columns", "bench.analysis.sections")  # fmt: skip
 
 
 def load_plugin(path: str, keep: bool = False) -> None:
@@ -24,11 +32,14 @@ def load_plugin(path: str, keep: bool = False) -> None:
     path = str(path)
     if not os.path.isfile(path):
         raise ValueError(f"plugin file {path!r} does not exist")
+    for name in _BUILT_INS:
+        importlib.import_module(name)
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
     module = importlib.util.module_from_spec(spec)
     added = sys.modules.setdefault(spec.name, module) is module
     try:
-        spec.loader.exec_module(module)
+        with plugin_origin(str(Path(path).resolve())):
+            spec.loader.exec_module(module)
     except SyntaxError as err:
         raise ValueError(f"plugin {path}, line {err.lineno}: syntax error: {err.msg}") from None
     except Exception as err:  # whatever the user's code raises at import
