@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import dataclass, fields, replace
+from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 
 from ablations.config import SweepConfig
@@ -128,8 +128,7 @@ def build_plan(cfg: SweepConfig) -> tuple[Plan, object]:
     budget.validate(tokens_per_step=train.batch_size * task.seq_len)  # before anything is written
     for probe in train.probes:  # a probe the task cannot serve: its one-line reason, now
         PROBES.get(probe)().check(task)
-    # the options as the task typed them ("4" and 4 are one run), those given only
-    options = json.loads(json.dumps({k: getattr(task.options, k) for k in cfg.task.options}))
+    options = given_options(task.options, cfg.task.options)
     task_spec = {"name": task_name, "data": _data_identity(cfg.task.data), **options}
     variants = tuple(
         # e.g. triton on CPU fails here, one line
@@ -161,6 +160,15 @@ def train_config(cfg: SweepConfig, recipe: Recipe, budget: Budget, context: int,
     given = {f.name: getattr(t, f.name) for f in fields(TrainConfig)
              if f.name not in resolved and getattr(t, f.name) is not None}  # fmt: skip
     return TrainConfig(**{**recipe.train_fields(), **given, **resolved}).validate()
+
+
+def given_options(options, given) -> dict:
+    """The task options `given` as the task typed them ("4" and 4 are one run), less those at
+    the task's default: `n_digits=3` spelled out is the same run as the recipe's, one run id."""
+    typed = json.loads(json.dumps({k: getattr(options, k) for k in given}))
+    defaults = {f.name: f.default for f in fields(options) if f.default is not MISSING}
+    defaults = json.loads(json.dumps(defaults))
+    return {k: v for k, v in typed.items() if k not in defaults or defaults[k] != v}
 
 
 def _with_options(variant: str, model: ModelConfig, options: dict) -> ModelConfig:

@@ -74,3 +74,23 @@ def test_plugin_may_register_its_own_names_again(tmp_path):
         assert VARIANTS["faults-mine"].overrides == {"mlp": "swiglu"}
     finally:
         VARIANTS.remove("faults-mine")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. a task option spelled out at its default is the same run
+
+
+def test_task_option_at_its_default_trains_the_same_run_again():
+    from ablations.flags import parse_args, resolve_config
+    from ablations.plan import build_plan
+    from bench.core.records import run_id
+
+    def ids(*extra):
+        argv = ["--task", "addition", "--model", "micro", "--steps", "10", "--device", "cpu"]
+        plan, _ = build_plan(resolve_config(parse_args([*argv, *extra])))
+        return [run_id(s.to_dict()) for s in plan.specs(2)]
+
+    plain = ids()
+    assert ids("--task-option", "n_digits=3") == plain
+    assert ids("--task-option", "reverse=true", "--task-option", "n_heldout=1000") == plain
+    assert ids("--task-option", "n_digits=4") != plain  # a real change is still another run
