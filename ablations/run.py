@@ -105,10 +105,10 @@ def _dispatch(cfg: SweepConfig, listing: bool, world: int, rank0: bool, argv) ->
     distributed.setup(plan.device)
     if tuning is not None:
         return tune.tune_command(cfg, tuning, plan, task, out, world, argv)
-    ran, skipped, notes = sweep.sweep(cfg, plan, task, out, world, argv)
+    outcome, notes = sweep.sweep(cfg, plan, task, out, world, argv)
     distributed.teardown()  # the records are written: rank 0 alone writes the table
     if rank0:
-        sweep.report(cfg, out, ran, skipped, notes)
+        sweep.report(cfg, out, outcome, notes)
     return 0
 
 

@@ -3,34 +3,15 @@ is named after its defect and failed before the fix."""
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
 import sys
-from pathlib import Path
+import time
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-RUN = [sys.executable, str(ROOT / "ablations" / "run.py")]
-
-
-def cli(*args, timeout=300, cwd=ROOT):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [*RUN, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd
-    )
-
-
-def one_line_error(r, *words) -> None:
-    """A bad-input exit: status 2, one 'error: ...' line naming each of `words`, no traceback."""
-    assert r.returncode == 2, r.stderr
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, (
-        r.stderr
-    )
-    for w in words:
-        assert w in lines[0], (w, lines[0])
-
+from faults_cli import ROOT, cli, one_line_error
 
 # ---------------------------------------------------------------------------------------------
 # 1. a plugin must not replace a built-in (its runs would keep the built-in's run ids)
@@ -94,3 +75,84 @@ def test_task_option_at_its_default_trains_the_same_run_again():
     assert ids("--task-option", "n_digits=3") == plain
     assert ids("--task-option", "reverse=true", "--task-option", "n_heldout=1000") == plain
     assert ids("--task-option", "n_digits=4") != plain  # a real change is still another run
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. a claim must not hide a run forever: liveness is a lock its holder keeps, not a pid
+
+HOST = socket.gethostname()
+STALE_CLAIMS = {
+    "live-unrelated-pid": {"pid": os.getppid(), "host": HOST},  # pid reuse: alive, not ours
+    "pid-1": {"pid": 1, "host": HOST},
+    "pid-0": {"pid": 0, "host": HOST},
+    "pid-minus-1": {"pid": -1, "host": HOST},
+    "another-host-silent": {"pid": 4242, "host": "some-other-node"},  # heartbeat old, below
+}
+MALFORMED_CLAIMS = {"pid-missing": {"host": HOST}, "pid-abc": {"pid": "abc", "host": HOST},
+                    "a-list": [1, 2], "not-json": "{half"}  # fmt: skip
+
+
+@pytest.mark.parametrize("content", [*STALE_CLAIMS, *MALFORMED_CLAIMS])
+def test_claim_that_hides_a_run_forever(tmp_path, content, capsys):
+    from bench.core import claims
+
+    path = claims.claim_path(tmp_path, "aaaaaaaaaaaa")
+    path.parent.mkdir(parents=True)
+    value = {**STALE_CLAIMS, **MALFORMED_CLAIMS}[content]
+    path.write_text(value if isinstance(value, str) else json.dumps(value))
+    old = time.time() - 2 * claims.STALE_S
+    os.utime(path, (old, old))  # another host's claim counts while its heartbeat is fresh
+    try:
+        assert claims.claim(tmp_path, "aaaaaaaaaaaa")  # stale: taken over
+        warned = [x for x in capsys.readouterr().err.splitlines() if "not a claim" in x]
+        assert len(warned) == (content in MALFORMED_CLAIMS), warned
+        assert json.loads(path.read_text()) == {"pid": os.getpid(), "host": HOST}
+    finally:
+        claims.release(tmp_path, "aaaaaaaaaaaa")
+    assert not path.exists()
+
+
+def test_claim_of_another_host_counts_while_its_heartbeat_is_fresh(tmp_path):
+    from bench.core import claims
+
+    path = claims.claim_path(tmp_path, "bbbbbbbbbbbb")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"pid": 4242, "host": "some-other-node"}))
+    assert not claims.claim(tmp_path, "bbbbbbbbbbbb")  # just written: live
+    assert json.loads(path.read_text())["host"] == "some-other-node"  # left alone
+
+
+HOLDER = """
+import sys
+from bench.core import claims
+assert claims.claim(sys.argv[1], sys.argv[2])
+print("held", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+def test_claim_held_by_a_live_process_is_not_reported_as_finished_earlier(tmp_path):
+    """A run another live process holds is not trained here and is told as held, not as
+    'finished earlier'; once that process is gone (killed: no release), it is trained."""
+    from bench.core.records import run_id
+    from bench.core.spec import Budget, RunSpec, TrainConfig
+    from bench.exec.executor import execute
+    from variants import preset
+
+    train = TrainConfig(batch_size=8, eval_every=3, timing_warmup=1)
+    spec = RunSpec("baseline", preset("micro", vocab_size=13), {"name": "addition", "data": None},
+                   Budget("steps", 4), train, 0, "cpu")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-c", HOLDER, str(tmp_path), run_id(spec.to_dict())]
+    pipe = subprocess.PIPE
+    holder = subprocess.Popen(argv, stdin=pipe, stdout=pipe, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        got = execute([spec], tmp_path, quiet=True)
+        assert (got.ran, got.skipped, len(got.held)) == (0, 0, 1)
+        assert got.words().startswith("0 run(s) trained, 0 skipped (finished earlier), 1 held")
+    finally:
+        holder.kill()
+        holder.wait()
+    got = execute([spec], tmp_path, quiet=True)
+    assert (got.ran, got.skipped, got.held) == (1, 0, [])

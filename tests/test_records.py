@@ -236,7 +236,7 @@ def _mutated(**changes) -> dict:
         (_mutated(env=None), "'env' is null, not an object"),
         (_mutated(budget={"mode": "steps"}), "'budget' lacks 'value'"),
         (_mutated(budget={"mode": "steps", "value": "1"}), "'budget.value' is a string, not a"),
-        (_mutated(status="running"), "'status' is 'running', not 'ok' or 'diverged'"),
+        (_mutated(status="running"), "'status' is 'running', not 'ok', 'diverged' or 'failed'"),
         ([1, 2], "not a JSON object"),
     ],
 )

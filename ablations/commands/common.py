@@ -49,11 +49,13 @@ def write_command(out: Path, cfg: SweepConfig, argv, world: int, specs: list[Run
     )
 
 
-def run_specs(cfg: SweepConfig, specs: list[RunSpec], out: Path, task, jobs: int, force: bool):
-    """Train what of `specs` is not finished, where the config's executor says; returns
-    (runs trained or submitted, runs skipped)."""
+def run_specs(cfg: SweepConfig, specs: list[RunSpec], out: Path, task, jobs: int, force: bool,
+              retry_failed: bool = True):  # fmt: skip
+    """Train what of `specs` is not finished, where the config's executor says; returns the
+    `bench.exec.executor.Tally` (runs trained or submitted, skipped, held, failed)."""
     return execute(specs, out, force=force, quiet=cfg.quiet, task=task, jobs=jobs,
-                   where=cfg.executor, plugins=plugin_paths(cfg))  # fmt: skip
+                   where=cfg.executor, plugins=plugin_paths(cfg),
+                   retry_failed=retry_failed)  # fmt: skip
 
 
 def check_output(out: Path) -> None:

@@ -12,13 +12,15 @@ from ablations.config import SweepConfig
 from ablations.plan import Plan, ladder_factors
 from bench.core.records import load_records, run_id
 from bench.exec import distributed
+from bench.exec.executor import Tally
 
 
 def sweep(cfg: SweepConfig, plan: Plan, task, out: Path, world: int, argv):
     """Train the plan's runs (and the ladder's); with --ci-width, add seeds until the 95% CI
     of every Δ val loss is narrower than the target or --max-seeds is reached. Whether to add
     seeds is decided from the CI widths alone, never from the sign or size of a difference.
-    Returns (runs trained, runs skipped as finished earlier, notes for the table)."""
+    Returns (the Tally: runs trained, skipped as finished earlier, held, failed; notes for
+    the table). A run that failed is retried by the next command, not by the next round."""
     from bench.analysis.tables import ci_widths
 
     c = cfg.comparison
@@ -29,19 +31,19 @@ def sweep(cfg: SweepConfig, plan: Plan, task, out: Path, world: int, argv):
     tokens_per_step = plan.train.batch_size * task.seq_len
     rank0 = not distributed.is_active() or distributed.is_main()
     jobs = default_jobs(cfg, plan.device, world)
-    ran_total, skipped_first, notes = 0, None, []
+    outcome, first, notes = Tally(), True, []
     while True:
         specs = plan.specs(seeds)
         specs += plan.ladder_specs(tuple(factors), seeds, tokens_per_step) if factors else []
         if rank0:
             write_command(out, cfg, argv, world, specs, seeds)
-        first = skipped_first is None
-        # --force retrains once, not every round of seeds
-        ran, skipped = run_specs(cfg, specs, out, task, jobs, force=cfg.force and first)
-        ran_total += ran
-        skipped_first = skipped if first else skipped_first
+        # --force retrains once, not every round of seeds; a failed run is retried once too
+        got = run_specs(cfg, specs, out, task, jobs, force=cfg.force and first, retry_failed=first)
+        got.skipped = got.skipped if first else 0  # the first round's count is the one told
+        outcome.add(got)
+        first = False
         if c.ci_width is None or not cfg.executor.wait:
-            return ran_total, skipped_first, notes
+            return outcome, notes
         ids = {run_id(s.to_dict()) for s in plan.specs(seeds)}
         records = [r for r in load_records(out) if r.run_id in ids]
         widths = ci_widths(records)  # variant -> (CI width, sd of the paired differences)
@@ -54,7 +56,7 @@ def sweep(cfg: SweepConfig, plan: Plan, task, out: Path, world: int, argv):
                 f"rule looks at CI widths only, never at the sign or size of a difference. "
                 f"Target {reached} at {seeds} seeds (widest CI {worst:.4g})."
             )
-            return ran_total, skipped_first, notes
+            return outcome, notes
         seeds = min(c.max_seeds, max(seeds + 1, seeds_for_width(widths, c.ci_width)))
         if rank0 and not cfg.quiet:
             print(
@@ -79,12 +81,13 @@ def seeds_for_width(widths: dict, target: float) -> int:
     return need
 
 
-def report(cfg: SweepConfig, out: Path, ran: int, skipped: int, notes: list[str]) -> None:
+def report(cfg: SweepConfig, out: Path, outcome: Tally, notes: list[str]) -> None:
     """The comparison table from every record in `out` (every worker's), printed; or, for
     cluster jobs submitted without waiting, how to make it when they are done."""
-    if not cfg.executor.wait and cfg.executor.kind != "local" and ran:
+    if not cfg.executor.wait and cfg.executor.kind != "local" and outcome.ran:
         print(
-            f"{ran} run(s) submitted, {skipped} skipped (finished earlier); when the jobs are "
+            f"{outcome.ran} run(s) submitted, {outcome.skipped} skipped (finished earlier); "
+            "when the jobs are "
             f"done: python -m bench.report {out}  (or rerun this command for the table)",
             file=sys.stderr,
         )
@@ -94,7 +97,7 @@ def report(cfg: SweepConfig, out: Path, ran: int, skipped: int, notes: list[str]
     write_summary(load_records(out), out, notes=notes)
     print((out / "summary.md").read_text())
     print(
-        f"{ran} run(s) trained, {skipped} skipped (finished earlier); records in "
+        f"{outcome.words()}; records in "
         f"{out / ('runs.jsonl' if cfg.executor.kind == 'local' else 'runs')}, "
         f"table in {out / 'summary.md'}",
         file=sys.stderr,

@@ -32,6 +32,7 @@ from bench.analysis.tuning import (
 )
 from bench.core.records import RunRecord, load_records, run_id
 from bench.core.spec import RunSpec, TrainConfig
+from bench.exec.executor import Tally
 from variants.config import ModelConfig
 
 
@@ -264,12 +265,12 @@ def tune_config(cfg: SweepConfig, plan: Plan):
 def tune_command(cfg: SweepConfig, tune, plan: Plan, task, out: Path, world: int, argv) -> int:
     """--tune: the tuning stages, then the comparison at each arm's best and at the default."""
     jobs = default_jobs(cfg, plan.device, world)
-    counts = [0, 0]
+    counts = Tally()
 
-    def train(specs):
-        ran, skipped = run_specs(cfg, specs, out, task, jobs, force=cfg.force)
-        counts[0], counts[1] = counts[0] + ran, counts[1] + skipped
-        return ran
+    def train(specs):  # a failed run is retried by the next command, not by the next stage
+        got = run_specs(cfg, specs, out, task, jobs, force=cfg.force, retry_failed=not counts.ran)
+        counts.add(got)
+        return got.ran
 
     tokens_per_step = plan.train.batch_size * task.seq_len
     sweep = task.recipe.lr_sweep_dir()  # the recipe's own baseline sweep: its runs are reused
@@ -284,8 +285,7 @@ def tune_command(cfg: SweepConfig, tune, plan: Plan, task, out: Path, world: int
         return 0
     print(write_results(outcome, tune, plan, out))
     print(
-        f"{counts[0]} run(s) trained, {counts[1]} skipped (finished earlier); records in "
-        f"{out}, tables in {out / 'tune.md'}",
+        f"{counts.words()}; records in {out}, tables in {out / 'tune.md'}",
         file=sys.stderr,
     )
     return 0

@@ -11,8 +11,10 @@ checks itself: its 2× rung, left out of the fit, is read back off the other run
 (:func:`bench.analysis.multiplier.ladder_control`), the table prints what it reads, and where that
 misses 2 the ladder's multipliers are marked '(control failed)' instead of standing as findings.
 
-Diverged runs (any status other than ``"ok"``) are counted in ``n_diverged`` and left out of
-every mean, std and test: their metrics are NaN or meaningless. Which metrics are compared, and how
+Diverged runs (status ``"diverged"``) are counted in ``n_diverged``, failed ones (``"failed"``:
+the run raised, a fault of code or environment) in ``n_failed``; both are left out of every
+mean, std and test (their metrics are NaN or meaningless) and named under the table
+(``meta["left_out"]``). Which metrics are compared, and how
 (paired by seed, Welch, untested), is declared once in :mod:`bench.analysis.columns`; the verdict
 itself is about validation loss, paired by seed over the seeds both the variant and the baseline
 finished (see :mod:`bench.analysis.stats`). Repeated runs of one variant and seed keep the latest.
@@ -102,7 +104,8 @@ def _variant_row(name: str, runs: pd.DataFrame, cols: list[Column]) -> dict:
     (a 'median' column: the median over all runs, as an integer)."""
     ok = runs[runs["ok"]]
     row: dict = {"variant": name, "n_seeds": int(runs["seed"].nunique())}
-    row["n_diverged"] = int((~runs["ok"]).sum())
+    row["n_failed"] = int((runs["status"] == "failed").sum())
+    row["n_diverged"] = int((~runs["ok"]).sum()) - row["n_failed"]
     for c in cols:
         if c.agg == "median":
             values = runs[c.name].dropna()
@@ -111,6 +114,18 @@ def _variant_row(name: str, runs: pd.DataFrame, cols: list[Column]) -> dict:
             row[f"{c.name}_mean"], row[f"{c.name}_std"] = _mean_std(ok, c.name)
     row["learned"] = learned(runs, any(c.name == "accuracy" for c in cols))
     return row
+
+
+def left_out(g: pd.DataFrame) -> list[str]:
+    """The runs of a group that are in no statistic, named: 'rope seed 1: failed (Type: msg)',
+    'no-residual seed 0: diverged at step 12'."""
+    out = []
+    for _, r in g[~g["ok"]].sort_values(["variant", "seed"]).iterrows():
+        why = f"failed ({r['error']})" if r["status"] == "failed" else r["status"]
+        if r["status"] == "diverged" and pd.notna(r["diverged_at_step"]):
+            why += f" at step {int(r['diverged_at_step'])}"
+        out.append(f"{r['variant']} seed {int(r['seed'])}: {why}")
+    return out
 
 
 def _curves_by_seed(runs: pd.DataFrame, curves: dict) -> dict:
@@ -214,7 +229,7 @@ def frame_columns(cols: list[Column]) -> list[str]:
     """The comparison frame's columns (summary.csv's order): counts and the means of the shown
     columns; the verdict and multipliers; unpaired differences; paired ones with their interval
     and verdict; the verdict's detail; the Welch verdicts."""
-    out = ["variant", "n_seeds", "n_diverged", "learned"]
+    out = ["variant", "n_seeds", "n_diverged", "n_failed", "learned"]
     for c in cols:
         out += [c.name] if c.agg == "median" else [f"{c.name}_mean", f"{c.name}_std"]
     out += _PRIMARY_COLS + _MULTIPLIER_COLS
@@ -299,6 +314,7 @@ def summaries(records: list[dict]) -> list[tuple[dict, pd.DataFrame]]:
             continue
         meta = group_meta(g)
         meta["n_duplicates"] = _dedupe_runs(g)[1]
+        meta["left_out"] = left_out(_dedupe_runs(g)[0])
         meta["positions"] = list(g.index)  # rows of records_frame(records) in this group
         ladder, rung_runs = None, ladders.get(i)
         if rung_runs is not None:

@@ -75,7 +75,7 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     cols = frame_shows(df)
     rows = []
     for _, r in df.iterrows():
-        n, div = int(r["n_seeds"]), int(r["n_diverged"])
+        n, div = int(r["n_seeds"]), int(r["n_diverged"]) + int(r.get("n_failed") or 0)
         out = {
             "variant": r["variant"],
             "ok/seeds": f"{n - div}/{n}",

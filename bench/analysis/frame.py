@@ -55,8 +55,8 @@ _ENV_COLS = ("device", "hostname", "workers", "torch_threads", "torch", "triton"
 # a row's columns before its metrics (one per entry of bench.analysis.columns)
 ROW_COLS = [
     "run_id", "variant", "seed", "task", "budget_mode", "budget_value", "status",
-    "diverged_at_step", "device_name", *_ENV_COLS, "model_size", "optimizer", "lr", "train_cfg",
-    "train_cfg_ladder", "created",
+    "diverged_at_step", "error", "device_name", *_ENV_COLS, "model_size", "optimizer", "lr",
+    "train_cfg", "train_cfg_ladder", "created",
 ]  # fmt: skip
 
 
@@ -70,6 +70,7 @@ def _record_row(rec: RunRecord) -> dict:
         "budget_value": float(rec.budget["value"]),
         "status": rec.status,
         "diverged_at_step": rec.diverged_at_step,
+        "error": rec.error,
         "device_name": rec.device_name,
         **{key: rec.env.get(key) for key in _ENV_COLS},
         "model_size": _model_size(rec.model),

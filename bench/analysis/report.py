@@ -19,17 +19,15 @@ Bad input (missing DIR, no records) exits with status 2 and one line on stderr.
 from __future__ import annotations
 
 import argparse
-import base64
-import html
 import re
 import shlex
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from bench.analysis import compare, display, fmt, notes, plots, plots_micro
+from bench.analysis.document import Block, render_html, render_markdown
 from bench.analysis.frame import records_frame
 from bench.analysis.sections import SECTIONS
 from bench.analysis.summary import write_summary
@@ -40,94 +38,6 @@ MICRO_SUBDIR = "micro"
 
 class ReportError(ValueError):
     """Input the report cannot be built from; the CLI prints it as one line and exits 2."""
-
-
-# --------------------------------------------------------------------------- document model
-
-
-@dataclass
-class Block:
-    """One piece of the report, rendered both to markdown and to HTML.
-
-    kind: "h1" | "h2" | "h3" | "p" | "note" | "ul" | "table" | "img" | "code".
-    """
-
-    kind: str
-    text: str = ""
-    items: list[str] = field(default_factory=list)
-    table: pd.DataFrame | None = None
-    path: Path | None = None
-
-
-def _md(block: Block, out_dir: Path) -> str:
-    if block.kind in ("h1", "h2", "h3"):
-        return "#" * int(block.kind[1]) + " " + block.text
-    if block.kind == "p":
-        return block.text
-    if block.kind == "note":
-        return f"> {block.text}"
-    if block.kind == "ul":
-        return "\n".join(f"- {item}" for item in block.items)
-    if block.kind == "table":
-        return fmt.markdown_table(block.table)
-    if block.kind == "img":
-        return f"![{block.text}]({block.path.relative_to(out_dir).as_posix()})"
-    if block.kind == "code":
-        return f"```\n{block.text}\n```"
-    raise ValueError(f"unknown block kind {block.kind!r}")
-
-
-def _data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
-
-
-def _html(block: Block) -> str:
-    esc = html.escape
-    if block.kind in ("h1", "h2", "h3"):
-        return f"<{block.kind}>{esc(block.text)}</{block.kind}>"
-    if block.kind == "p":
-        return f"<p>{esc(block.text)}</p>"
-    if block.kind == "note":
-        return f'<p class="note">{esc(block.text)}</p>'
-    if block.kind == "ul":
-        return "<ul>" + "".join(f"<li>{esc(i)}</li>" for i in block.items) + "</ul>"
-    if block.kind == "table":  # wide tables scroll inside the page instead of overflowing it
-        table = block.table.to_html(index=False, escape=True, border=0, classes="summary")
-        return f'<div class="scroll">{table}</div>'
-
-    if block.kind == "img":
-        alt = esc(block.text)
-        return f'<figure><img alt="{alt}" src="{_data_uri(block.path)}"></figure>'
-    if block.kind == "code":
-        return f"<pre><code>{esc(block.text)}</code></pre>"
-    raise ValueError(f"unknown block kind {block.kind!r}")
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em;
-       color: #222; }
-div.scroll { overflow-x: auto; max-width: 100%; }
-table.summary { border-collapse: collapse; font-size: 0.85em; margin: 1em 0; }
-table.summary th, table.summary td { padding: 0.3em 0.6em; border-bottom: 1px solid #ddd;
-       text-align: right; white-space: nowrap; }
-table.summary th:first-child, table.summary td:first-child { text-align: left; }
-p.note { color: #555; font-size: 0.85em; border-left: 3px solid #ccc; padding-left: 0.8em; }
-img { max-width: 100%; }
-pre { background: #f5f5f5; padding: 0.8em; overflow-x: auto; }
-"""
-
-
-def render_markdown(blocks: list[Block], out_dir: Path) -> str:
-    return "\n\n".join(_md(b, out_dir) for b in blocks) + "\n"
-
-
-def render_html(blocks: list[Block], title: str) -> str:
-    body = "\n".join(_html(b) for b in blocks)
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{_CSS}</style>\n</head>\n"
-        f"<body>\n{body}\n</body>\n</html>\n"
-    )
 
 
 # --------------------------------------------------------------------------- content
@@ -162,7 +72,8 @@ def _setup_items(frame: pd.DataFrame) -> list[str]:
     seeds = frame.groupby("variant", sort=False)["seed"].nunique()
     seed_counts = sorted(set(seeds.tolist()))
     versions = [f"{name}: {_joined(frame[col], none)}" for name, col, none in _VERSIONS]
-    n_div = int((~frame["ok"]).sum())
+    n_failed = int((frame["status"] == "failed").sum())
+    n_div = int((~frame["ok"]).sum()) - n_failed
     return [
         "Machines / devices: " + "; ".join(machines),
         "; ".join(versions),
@@ -170,7 +81,8 @@ def _setup_items(frame: pd.DataFrame) -> list[str]:
         f"Task(s): {tasks}",
         "Budget: " + "; ".join(budgets),
         f"Variants: {', '.join(fmt.variant_order(frame['variant']))}",
-        f"Seeds per variant: {_joined(seed_counts)} ({len(frame)} runs, {n_div} diverged)",
+        f"Seeds per variant: {_joined(seed_counts)} ({len(frame)} runs, {n_div} diverged, "
+        f"{n_failed} failed)",
     ]
 
 
@@ -298,8 +210,10 @@ def _build_blocks(run_dir, out_dir, fig_dir, records, micro_paths, command) -> l
         blocks += [
             Block("h3", "Full table"),
             Block("table", table=display.display_frame(df)),
-            Block("note", notes.footnote(meta, display.frame_shows(df))),
         ]
+        left = notes.left_out_text(meta)  # diverged and failed runs, named
+        blocks += [Block("p", left)] if left else []
+        blocks += [Block("note", notes.footnote(meta, display.frame_shows(df)))]
         if fmt.BASELINE not in set(df["variant"]):
             blocks.append(Block("note", "No baseline runs in this group: no deltas or verdicts."))
         blocks += _group_figures(_group_records(records, meta["positions"]), fig_dir, prefix)

@@ -14,7 +14,7 @@ from bench import probes  # noqa: F401  (registers the built-in probes' sections
 from bench.analysis.compare import summaries
 from bench.analysis.display import display_frame, frame_shows, headline_frame, summary_header
 from bench.analysis.fmt import BASELINE, group_title, markdown_table
-from bench.analysis.notes import footnote, ladder_control_text
+from bench.analysis.notes import footnote, ladder_control_text, left_out_text
 from bench.analysis.sections import SECTIONS
 from bench.core.records import as_record, write_bytes_atomic
 
@@ -27,7 +27,10 @@ def format_summary(df: pd.DataFrame, meta: dict, notes: list[str] = ()) -> str:
         control = ladder_control_text(meta)
         lines += [markdown_table(head), ""] + ([control, ""] if control else [])
         lines += ["Full table:", ""]
-    lines += [markdown_table(display_frame(df)), "", f"_{footnote(meta, frame_shows(df))}_"]
+    lines += [markdown_table(display_frame(df)), ""]
+    left = left_out_text(meta)  # diverged and failed runs, named
+    lines += [f"**{left}**", ""] if left else []
+    lines += [f"_{footnote(meta, frame_shows(df))}_"]
     lines += [f"\n_{n}_" for n in notes]
     if BASELINE not in set(df["variant"]):
         lines += ["", f"_No '{BASELINE}' runs in this group: no deltas or verdicts._"]

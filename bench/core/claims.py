@@ -2,11 +2,17 @@
 
 Finished runs are known from their records, but a sweep reads those once, at its start: two
 identical sweeps started into one ``--out`` would both train every run. So before training a
-run, a process claims it by creating ``<out>/claims/<run_id>.claim`` with ``O_EXCL`` (atomic on
-a local disk); whoever creates the file trains the run and removes the claim once its record
-is written. A claim whose process has died (same host, pid gone) is stale and is taken over,
-so a killed sweep never blocks the run forever. A claim from another host cannot be checked
-and is respected (cluster jobs write one record file per run and do not use claims).
+run, a process claims it: it opens ``<out>/claims/<run_id>.claim``, takes an exclusive
+``flock`` on it without waiting, and keeps the file open (the lock held) until the run's record
+is written. The kernel drops the lock when the process ends, however it ends, so on this host
+a claim is live exactly while its lock is held. Nothing in the file is trusted for that: a pid
+reused by an unrelated process, a pid of 0 or a file of garbage cannot keep a run from ever
+being trained.
+
+``flock`` is per host (other NFS clients may not see it), so the holder also refreshes the
+file's time every ``HEARTBEAT_S`` seconds: a claim that names another host counts live only
+while that heartbeat is younger than ``STALE_S``. A claim file whose content is no claim is
+stale, with one warning line. (Cluster jobs write one record file per run and use no claims.)
 """
 
 from __future__ import annotations
@@ -15,54 +21,104 @@ import fcntl
 import json
 import os
 import socket
+import sys
+import threading
+import time
 from pathlib import Path
 
 CLAIMS_DIR = "claims"
+HEARTBEAT_S = 30.0  # how often a holder refreshes its claims' time
+STALE_S = 600.0  # another host's claim without a heartbeat for this long is dead
+
+_held: dict[str, int] = {}  # claim path -> the open descriptor that holds its lock
+_beat: threading.Thread | None = None
 
 
 def claim_path(out: str | Path, rid: str) -> Path:
     return Path(out) / CLAIMS_DIR / f"{rid}.claim"
 
 
-def _alive(pid: int) -> bool:
+def _holder(path: Path, fd: int) -> dict | None:
+    """The claim in the file (None if empty: a holder killed before it wrote); a file that
+    holds something else is told once and taken as no claim."""
+    raw = os.pread(fd, 4096, 0)
+    if not raw.strip():
+        return None
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
+        holder = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        holder = None
+    if not isinstance(holder, dict) or not (
+        isinstance(holder.get("host"), str) and type(holder.get("pid")) is int  # not a bool
+    ):
+        print(f"warning: {path} is not a claim (no host and pid); taken as stale", file=sys.stderr)
+        return None
+    return holder
 
 
-def _stale(path: Path) -> bool:
-    """A claim of a process on this host that no longer runs (or an unreadable claim)."""
-    try:
-        holder = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return True  # half-written by a process killed between create and write
-    if holder.get("host") != socket.gethostname():
+def _live_elsewhere(path: Path, fd: int) -> bool:
+    """Whether the unlocked claim in `fd` belongs to a live process on another host: it names
+    another host and its heartbeat is fresh. On this host an unlocked claim is dead."""
+    holder = _holder(path, fd)
+    if holder is None or holder["host"] == socket.gethostname():
         return False
-    return not _alive(int(holder.get("pid", -1)))
+    return time.time() - os.fstat(fd).st_mtime < STALE_S
 
 
 def claim(out: str | Path, rid: str) -> bool:
     """Claim run `rid` for this process: True if it is ours to train now. Checking a claim and
-    taking it (or taking over a stale one) happen under one lock, so two processes never both
-    win the same run."""
+    taking it (or taking over a stale one) happen under one lock of the folder, so two processes
+    never both win the same run."""
     path = claim_path(out, rid)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if path.exists() and not _stale(path):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a live process on this host (this one, maybe) holds it
+            os.close(fd)
             return False
-        me = {"pid": os.getpid(), "host": socket.gethostname()}
-        path.write_text(json.dumps(me))
-        return True
+        if _live_elsewhere(path, fd):
+            os.close(fd)
+            return False
+        me = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me, 0)
+        _held[str(path)] = fd
+    _start_heartbeat()
+    return True
 
 
 def release(out: str | Path, rid: str) -> None:
     """Drop this process's claim on `rid` (after its record is written, or on failure)."""
-    try:
-        claim_path(out, rid).unlink()
-    except FileNotFoundError:
-        pass
+    path = claim_path(out, rid)
+    if not path.parent.is_dir():
+        return
+    with open(path.parent / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        fd = _held.pop(str(path), None)
+        try:
+            path.unlink()  # before the lock goes: no one can take the old file meanwhile
+        except FileNotFoundError:
+            pass
+        if fd is not None:
+            os.close(fd)
+
+
+def _start_heartbeat() -> None:
+    global _beat
+    if _beat is None or not _beat.is_alive():
+        _beat = threading.Thread(target=_heartbeat, name="claims-heartbeat", daemon=True)
+        _beat.start()
+
+
+def _heartbeat() -> None:
+    """Refresh the time of every claim this process holds (what another host reads)."""
+    while True:
+        time.sleep(HEARTBEAT_S)
+        for path in list(_held):
+            try:
+                os.utime(path)
+            except OSError:
+                pass

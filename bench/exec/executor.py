@@ -39,6 +39,7 @@ from bench.core.records import finished_ids, run_id
 from bench.core.spec import RunSpec
 from bench.exec import distributed
 from bench.exec.local import (  # noqa: F401 (re-exported: the executor's public names)
+    Tally,
     WorkerDied,
     cpu_cores,
     progress_bar,
@@ -63,7 +64,8 @@ def execute(
     jobs: int = 1,
     where: ExecutorConfig = LOCAL,
     plugins=(),
-) -> tuple[int, int]:
+    retry_failed: bool = True,
+) -> Tally:
     """Run what is not finished yet; each record is written as soon as it exists, so an
     interrupted sweep keeps every finished run. `task` may share one built task among specs
     that all use it; without it each run builds its own. Saved weights go to <out>/checkpoints.
@@ -72,32 +74,34 @@ def execute(
     `bench.exec.placement`); `jobs` is the resolved number of local worker processes (on a
     cluster, the array's parallelism when `where.jobs` is unset); `plugins` are plugin files
     that worker processes and jobs import before training. With `where.wait` False, cluster
-    jobs are submitted and this returns at once.
-    Returns (runs trained, runs skipped because their record exists); with wait=False the
-    first number counts the runs submitted."""
+    jobs are submitted and this returns at once. A run that raises is recorded as failed and
+    the others go on (`bench.exec.outcome`); it is trained again unless `retry_failed` is
+    False (a later round of seeds of the same command).
+    Returns the Tally: runs trained (with wait=False: submitted), skipped because their
+    record exists, held by another live process, failed."""
     check_fan_out(jobs, where.kind, distributed.is_active())
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     machine = this_machine(specs[0].device, where.kind) if specs else None
-    done = set() if force else finished_ids(out, machine)
+    done = set() if force else finished_ids(out, machine, failed=not retry_failed)
     done = distributed.broadcast_object(done)  # all ranks agree on what to run
     main = distributed.is_main()
-    todo, skipped = [], 0
+    todo, outcome = [], Tally()
     for i, spec in enumerate(specs, 1):
         rid = run_id(spec.to_dict())
         label = f"[{i}/{len(specs)}] {spec.variant} seed {spec.seed}"
         if rid in done:
-            skipped += 1
+            outcome.skipped += 1
             if not quiet and main:
                 print(f"{label}: finished earlier ({rid}), skipped", file=sys.stderr)
             continue
         todo.append((label, spec))
     if not todo:
-        return 0, skipped
+        return outcome
     if where.kind != "local":
-        ran = run_submitit(todo, out, quiet, where, plugins, jobs, force)
+        outcome.add(run_submitit(todo, out, quiet, where, plugins, jobs, force))
     elif jobs > 1:
-        ran = run_pool(todo, out, quiet, jobs, plugins, task, force, machine)
+        outcome.add(run_pool(todo, out, quiet, jobs, plugins, task, force, machine, retry_failed))
     else:
-        ran = run_here(todo, out, quiet, task, force, machine)
-    return ran, skipped + len(todo) - ran
+        outcome.add(run_here(todo, out, quiet, task, force, machine, retry_failed))
+    return outcome

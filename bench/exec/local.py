@@ -7,14 +7,21 @@ the line printed when it ends. `bench.exec.executor.execute` chooses between thi
 from __future__ import annotations
 
 import socket
-import sys
 from pathlib import Path
 
 from bench import measure
 from bench.core import claims
 from bench.core.records import RUNS_FILE, RunRecord, append_record, finished_ids, run_id
-from bench.core.train import run
 from bench.exec import distributed
+from bench.exec.outcome import (
+    FINISHED,
+    HELD,
+    TAKEN,
+    Tally,
+    report,
+    skipped,
+    train_or_fail,
+)
 
 
 class WorkerDied(RuntimeError):
@@ -68,56 +75,42 @@ def brief(record: RunRecord) -> dict:
         "run_id": record.run_id,
         "status": record.status,
         "diverged_at_step": record.diverged_at_step,
+        "error": record.error,
         "val_loss": m.get("val_loss"),
         "accuracy": m.get("accuracy"),
         "step_ms": m.get("step_ms"),
     }
 
 
-def report(label: str, brief: dict, quiet: bool) -> None:
-    if brief["status"] != "ok":
-        print(
-            f"{label}: DIVERGED at step {brief['diverged_at_step']} (non-finite loss); "
-            "recorded, going on",
-            file=sys.stderr,
-        )
-    elif not quiet:
-        print(
-            f"{label}: val_loss {brief['val_loss']:.4f}"
-            + (f" acc {brief['accuracy']:.3f}" if brief.get("accuracy") is not None else "")
-            + f" step {brief['step_ms']:.1f} ms",
-            file=sys.stderr,
-        )
-
-
-def take(out: Path, rid: str, force: bool, machine: dict | None) -> bool:
-    """Whether this process trains run `rid` now: it must win the run's claim, and the run must
-    not have been finished meanwhile by another sweep sharing `out` (`--force`: retrain)."""
+def take(out: Path, rid: str, force: bool, machine: dict | None, retry_failed=True) -> str:
+    """Whether this process trains run `rid` now (TAKEN): it must win the run's claim (else
+    HELD: another live process has it), and the run must not have been finished meanwhile by
+    another sweep sharing `out` (else FINISHED; `--force`: retrain). A failed run counts as
+    finished only when not `retry_failed` (a later round of seeds of the same command)."""
     if not claims.claim(out, rid):
-        return False
-    if not force and rid in finished_ids(out, machine):
+        return HELD
+    if not force and rid in finished_ids(out, machine, failed=not retry_failed):
         claims.release(out, rid)
-        return False
-    return True
+        return FINISHED
+    return TAKEN
 
 
-def elsewhere(label: str, quiet: bool) -> None:
-    if not quiet:
-        print(f"{label}: finished or in training elsewhere (same folder), skipped", file=sys.stderr)
-
-
-def run_here(todo, out: Path, quiet: bool, task, force=False, machine=None) -> int:
+def run_here(todo, out: Path, quiet: bool, task, force=False, machine=None,
+             retry_failed=True) -> Tally:  # fmt: skip
     main = distributed.is_main()
-    ran = 0
+    outcome = Tally()
     for label, spec in todo:
         rid = run_id(spec.to_dict())
-        if not distributed.broadcast_object(take(out, rid, force, machine) if main else None):
-            if main:
-                elsewhere(label, quiet)
+        got = take(out, rid, force, machine, retry_failed) if main else None
+        got = distributed.broadcast_object(got)
+        if got != TAKEN:
+            outcome.skipped += got == FINISHED
+            outcome.held += [label] if got == HELD else []
+            skipped(label, got, quiet or not main)
             continue
         bar, update = progress_bar(quiet or not main, label)
         try:
-            record = run(spec, progress=update, task=task, checkpoint_dir=out / "checkpoints")
+            record = train_or_fail(spec, out, progress=update, task=task)
             if main:
                 append_record(out / RUNS_FILE, record)
         finally:
@@ -127,6 +120,6 @@ def run_here(todo, out: Path, quiet: bool, task, force=False, machine=None) -> i
                 claims.release(out, rid)
         if main:
             report(label, brief(record), quiet)
-        ran += 1
+        outcome.counted(label, brief(record))
     distributed.barrier()  # the records are on disk before any rank reads them
-    return ran
+    return outcome

@@ -21,8 +21,8 @@ from bench import measure
 from bench.core import claims
 from bench.core.records import RUNS_FILE, append_record, run_id
 from bench.core.spec import RunSpec
-from bench.core.train import run
-from bench.exec.local import WorkerDied, brief, cpu_cores, elsewhere, report, take
+from bench.exec.local import WorkerDied, brief, cpu_cores, take
+from bench.exec.outcome import FINISHED, HELD, TAKEN, Tally, report, skipped, train_or_fail
 from bench.exec.plugins import load_plugins
 
 _WORKER_TASK = None
@@ -36,22 +36,25 @@ def _init_worker(threads: int, plugins, task, workers: int) -> None:
     _WORKER_TASK = task
 
 
-def _pool_run(spec: RunSpec, out: str, force: bool, machine: dict | None) -> dict | None:
-    """Train one run in a worker; None when another process has it (see `bench.exec.local.take`)."""
+def _pool_run(spec: RunSpec, out: str, force: bool, machine: dict | None, retry_failed: bool):
+    """Train one run in a worker: (TAKEN, its brief), or (HELD or FINISHED, None) when this
+    worker did not take it (see `bench.exec.local.take`)."""
     out = Path(out)
     rid = run_id(spec.to_dict())
-    if not take(out, rid, force, machine):
-        return None
+    got = take(out, rid, force, machine, retry_failed)
+    if got != TAKEN:
+        return got, None
     try:
-        record = run(spec, task=_WORKER_TASK, checkpoint_dir=out / "checkpoints")
+        record = train_or_fail(spec, out, task=_WORKER_TASK)
         append_record(out / RUNS_FILE, record)  # locked, one write: safe beside other workers
     finally:
         claims.release(out, rid)
-    return brief(record)
+    return TAKEN, brief(record)
 
 
-def run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task, force, machine) -> int:
-    """Train `todo` ((label, spec) pairs) in `jobs` worker processes; returns the runs trained."""
+def run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task, force, machine,
+             retry_failed=True) -> Tally:  # fmt: skip
+    """Train `todo` ((label, spec) pairs) in `jobs` worker processes."""
     workers = min(jobs, len(todo))
     threads = max(1, cpu_cores() // jobs)
     if task is not None:
@@ -73,22 +76,24 @@ def run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task, force, mach
     )
     try:
         futures = {
-            pool.submit(_pool_run, spec, str(out), force, machine): label for label, spec in todo
+            pool.submit(_pool_run, spec, str(out), force, machine, retry_failed): label
+            for label, spec in todo
         }
-        ran, first_error = _collect(futures, quiet)
+        outcome, first_error = _collect(futures, quiet)
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
     if first_error is not None:
         raise first_error
-    return ran
+    return outcome
 
 
 def _collect(futures: dict, quiet: bool):
-    """(runs trained, the first error a run raised) as the workers finish; after an error no
-    new run starts, the running ones finish. A dead worker is WorkerDied at once."""
-    ran, first_error = 0, None
+    """(the Tally, the first error a worker raised outside a run: writing its record, say)
+    as the workers finish; after an error no new run starts, the running ones finish. A dead
+    worker is WorkerDied at once."""
+    outcome, first_error = Tally(), None
     for fut in as_completed(futures):
         label = futures[fut]
         if fut.cancelled():
@@ -107,9 +112,12 @@ def _collect(futures: dict, quiet: bool):
                 for f in futures:
                     f.cancel()
             continue
-        if done is None:
-            elsewhere(label, quiet)
+        got, done = done
+        if got != TAKEN:
+            outcome.skipped += got == FINISHED
+            outcome.held += [label] if got == HELD else []
+            skipped(label, got, quiet)
             continue
-        ran += 1
+        outcome.counted(label, done)
         report(label, done, quiet)
-    return ran, first_error
+    return outcome, first_error

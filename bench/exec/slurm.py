@@ -16,11 +16,11 @@ from pathlib import Path
 
 import torch
 
-from bench.core.records import load_records, run_file, run_id, same_machine, write_run_record
+from bench.core.records import finished_ids, run_file, run_id, write_run_record
 from bench.core.spec import RunSpec
-from bench.core.train import run
 from bench.exec import distributed
-from bench.exec.local import WorkerDied, brief, cpu_cores, report, this_machine
+from bench.exec.local import WorkerDied, brief, cpu_cores, this_machine
+from bench.exec.outcome import Tally, report, train_or_fail
 from bench.exec.placement import ExecutorConfig
 from bench.exec.plugins import load_plugins
 
@@ -69,7 +69,7 @@ class SweepJob:
             skip = rid in self.completed or (not self.force and self._finished(out, rid, spec))
             if distributed.broadcast_object(skip):  # rank 0 decides for all ranks
                 continue
-            record = run(spec, checkpoint_dir=out / "checkpoints")
+            record = train_or_fail(spec, out)  # a run that raises: recorded as failed
             if distributed.is_main():
                 write_run_record(out, record)
                 briefs.append(brief(record))
@@ -78,8 +78,7 @@ class SweepJob:
 
     @staticmethod
     def _finished(out: Path, rid: str, spec: RunSpec) -> bool:
-        machine = this_machine(spec.device, "slurm")
-        return any(same_machine(r, machine) for r in load_records(run_file(out, rid)))
+        return rid in finished_ids(run_file(out, rid), this_machine(spec.device, "slurm"))
 
     def checkpoint(self, *args, **kwargs):
         from submitit.helpers import DelayedSubmission
@@ -91,9 +90,9 @@ class SweepJob:
 
 
 def run_submitit(todo, out: Path, quiet: bool, where: ExecutorConfig, plugins, jobs: int,
-                 force: bool) -> int:  # fmt: skip
-    """Submit `todo` ((label, spec) pairs) as a job array; with `where.wait`, wait for it and
-    return the runs trained, else the runs submitted."""
+                 force: bool) -> Tally:  # fmt: skip
+    """Submit `todo` ((label, spec) pairs) as a job array; with `where.wait`, wait for it
+    (its Tally counts the runs trained), else its Tally counts the runs submitted."""
     try:
         import submitit
     except ImportError:
@@ -122,7 +121,7 @@ def run_submitit(todo, out: Path, quiet: bool, where: ExecutorConfig, plugins, j
         file=sys.stderr,
     )
     if not where.wait:
-        return len(todo)
+        return Tally(ran=len(todo))
     return _wait(submitit, submitted, todo, out, quiet, poll=1.0 if cluster == "local" else 30.0)
 
 
@@ -158,9 +157,9 @@ def _job_parameters(where: ExecutorConfig, cluster: str, device: str, n_jobs: in
     return params, cpus
 
 
-def _wait(submitit, submitted, todo, out: Path, quiet: bool, poll: float) -> int:
+def _wait(submitit, submitted, todo, out: Path, quiet: bool, poll: float) -> Tally:
     """Wait for the jobs, print each run's line; the runs trained, counted from the files."""
-    failed = []
+    failed, outcome = [], Tally()
     labels = {run_id(s.to_dict()): label for label, s in todo}
     for job in submitit.helpers.as_completed(submitted, poll_frequency=poll):
         try:
@@ -171,11 +170,13 @@ def _wait(submitit, submitted, todo, out: Path, quiet: bool, poll: float) -> int
             continue
         for b in briefs:
             report(labels.get(b["run_id"], b["run_id"]), b, quiet)
+            if b["status"] == "failed":
+                outcome.failed.append(f"{labels.get(b['run_id'], b['run_id'])} ({b['error']})")
     # counted from the files: a requeued job reports only what it ran after its restart
-    ran = sum(run_file(out, rid).exists() for rid in labels)
+    outcome.ran = sum(run_file(out, rid).exists() for rid in labels)
     if failed:
         raise WorkerDied(
             f"{len(failed)} of {len(submitted)} job(s) failed, first: {failed[0]}; finished "
             "runs are kept, rerun the same command to resume"
         )
-    return ran
+    return outcome

@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 # and no `evals`. A record of a newer version than this code knows is skipped with a line that
 # says to update the checkout, rather than read wrong.
 SCHEMA = 2
-_STATUSES = ("ok", "diverged")
+# "failed": the run raised (its code or the environment, not a result: a rerun retries it)
+_STATUSES = ("ok", "diverged", "failed")
 _TYPE_NAMES = {
     bool: "a boolean", str: "a string", int: "an integer", float: "a number", dict: "an object",
     list: "a list", type(None): "null",
@@ -62,7 +63,7 @@ class RunRecord:
     task: str
     budget: dict  # {"mode": "steps" | "tokens" | "seconds", "value": number}
     spec: dict  # the resolved RunSpec, as hashed into run_id
-    status: str  # "ok" or "diverged"
+    status: str  # "ok", "diverged" or "failed"
     env: dict  # the machine and software it was measured on (bench.measure.environment)
     metrics: dict  # final numbers: val_loss, step_ms, peak_mem_mb, ... (None where not measured)
     curve: list  # validation points [{"step", "tokens", "time_s", "val_loss", ...}, ...]
@@ -72,6 +73,7 @@ class RunRecord:
     diverged_at_step: int | None = None
     distributed: dict = field(default_factory=dict)  # {"world_size", "backend"}
     created: str | None = None  # ISO time the record was written
+    error: str | None = None  # a failed run's error, "Type: message" (written only then)
     schema: int = SCHEMA
     extra: dict = field(default_factory=dict)
 
@@ -83,7 +85,7 @@ class RunRecord:
     _OPTIONAL: ClassVar[dict[str, tuple[type, ...]]] = {
         "probes": (dict,), "evals": (dict,), "task_info": (dict,),
         "diverged_at_step": (int, type(None)), "distributed": (dict,),
-        "created": (str, type(None)), "schema": (int,),
+        "created": (str, type(None)), "error": (str, type(None)), "schema": (int,),
     }  # fmt: skip
 
     @classmethod
@@ -104,12 +106,15 @@ class RunRecord:
     def to_dict(self) -> dict:
         """The JSON object of this record (the inverse of `from_dict`)."""
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        if out["error"] is None:
+            del out["error"]  # as every record before failed runs were recorded
         return {**out, **self.extra}
 
     # ----------------------------------------------------------------- what readers ask for
     @property
     def ok(self) -> bool:
-        """Finished without diverging (the only runs whose numbers enter a comparison)."""
+        """Finished without diverging or failing (the only runs whose numbers enter a
+        comparison)."""
         return self.status == "ok"
 
     def metric(self, name: str) -> float:
@@ -153,11 +158,11 @@ def validate_record(rec: Any) -> str | None:
     """Why ``rec`` is not a complete run record, or None if it is one.
 
     Complete means what :func:`bench.core.train.run` writes, at least: ``run_id``, ``variant``,
-    ``task``, ``status`` strings (status ``"ok"`` or ``"diverged"``), an integer ``seed``,
-    ``budget`` ``{"mode": str, "value": number}``, ``spec``, ``env`` and ``metrics`` objects
-    (metrics with a ``val_loss`` number or null) and a ``curve`` list; the optional sections
-    (``probes``, ``evals``, ...) of the right JSON type when present; and a ``schema`` this
-    code knows. Other keys are free.
+    ``task``, ``status`` strings (status ``"ok"``, ``"diverged"`` or ``"failed"``), an integer
+    ``seed``, ``budget`` ``{"mode": str, "value": number}``, ``spec``, ``env`` and ``metrics``
+    objects (metrics with a ``val_loss`` number or null) and a ``curve`` list; the optional
+    sections (``probes``, ``evals``, ...) of the right JSON type when present; and a ``schema``
+    this code knows. Other keys are free.
     """
     if not isinstance(rec, dict):
         return "not a JSON object"
@@ -179,7 +184,7 @@ def validate_record(rec: Any) -> str | None:
             f"to {SCHEMA}): update this checkout to read it"
         )
     if rec["status"] not in _STATUSES:
-        return f"'status' is {rec['status']!r}, not 'ok' or 'diverged'"
+        return f"'status' is {rec['status']!r}, not 'ok', 'diverged' or 'failed'"
     for key in ("mode", "value"):
         if key not in rec["budget"]:
             return f"'budget' lacks {key!r}"

@@ -214,16 +214,22 @@ def same_machine(record: RunRecord, machine: dict | None) -> bool:
     return all(record.env.get(k) == v for k, v in machine.items() if v is not None)
 
 
-def finished_ids(path: str | Path, machine: dict | None = None) -> set[str]:
+def finished_ids(path: str | Path, machine: dict | None = None, failed: bool = False) -> set[str]:
     """Ids of the records at ``path`` (file or directory); an empty set if it does not exist.
 
     Every complete record (:func:`load_records` skips the others, so a stub line is trained
     again) counts as finished (the training loop decides what it writes, e.g. whether a
     diverged run is recorded, and ``--force`` reruns regardless), except that with
     ``machine`` a record measured elsewhere does not: its speed and memory are another
-    machine's, so this machine trains the run itself (see :func:`same_machine`).
+    machine's, so this machine trains the run itself (see :func:`same_machine`); and a failed
+    run (status ``failed``: its code or environment raised, no result) does not unless
+    ``failed``, so the next command retries it (`bench.exec.outcome`).
     """
-    return {r.run_id for r in load_records(path) if same_machine(r, machine)}
+    return {
+        r.run_id
+        for r in load_records(path)
+        if same_machine(r, machine) and (failed or r.status != "failed")
+    }
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
