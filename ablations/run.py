@@ -28,7 +28,7 @@ from pathlib import Path
 # runnable as a script from anywhere: make the repository root importable
 from ablations.commands import list as list_command
 from ablations.commands import study, sweep, tune
-from ablations.commands.common import check_output, format_seconds
+from ablations.commands.common import check_output, format_seconds, storage_error
 from ablations.config import SweepConfig
 from ablations.flags import parse_args, resolve_config
 from ablations.plan import build_plan, default_out
@@ -81,6 +81,9 @@ def _main(argv=None) -> int:
         return 2
     except WorkerDied as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a file the command writes: disk full, folder read-only
+        print(f"error: {storage_error(err)}", file=sys.stderr)
         return 1
     finally:
         distributed.teardown()

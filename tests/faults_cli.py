@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +15,21 @@ FAST = ["--task", "addition", "--model", "micro", "--steps", "6", "--eval-every"
 FAST += ["--batch-size", "8", "--device", "cpu", "--seeds", "1"]
 
 
-def cli(*args, timeout=300, cwd=ROOT, env=None, stdin=None):
+def cli(*args, timeout=300, cwd=ROOT, env=None, stdin=None, fsize=None):
+    """The command in a subprocess; `fsize`: no file it writes may grow past that many bytes
+    (a write past it fails, EFBIG, as on a full disk)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run([*RUN, *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=cwd, stdin=stdin)  # fmt: skip
+                          env=env, cwd=cwd, stdin=stdin,
+                          preexec_fn=None if fsize is None else _limit(fsize))  # fmt: skip
+
+
+def _limit(size: int):
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, resource.RLIM_INFINITY))
+
+    return limit
 
 
 def one_line_error(r, *words) -> None:

@@ -33,20 +33,13 @@ def default_jobs(cfg: SweepConfig, device: str, world: int) -> int:
 def write_command(out: Path, cfg: SweepConfig, argv, world: int, specs: list[RunSpec],
                   seeds: int) -> None:  # fmt: skip
     """Beside the results: the resolved config (config.toml, which --config takes back) and
-    the command with every resolved spec (command.json; rewritten when seeds grow)."""
-    out.mkdir(parents=True, exist_ok=True)
+    the command with every resolved spec (command.json; rewritten when seeds grow). Both are
+    written atomically: a full disk leaves the old file whole, never a truncated one."""
     write_bytes_atomic(out / "config.toml", config_toml.dumps(cfg).encode("utf-8"))
-    (out / "command.json").write_text(
-        json.dumps(
-            {
-                "argv": sys.argv[1:] if argv is None else argv,
-                "world_size": world,
-                "seeds": seeds,
-                "specs": [s.to_dict() for s in specs],
-            },
-            indent=1,
-        )
-    )
+    argv = sys.argv[1:] if argv is None else argv
+    command = {"argv": argv, "world_size": world, "seeds": seeds,
+               "specs": [s.to_dict() for s in specs]}  # fmt: skip
+    write_bytes_atomic(out / "command.json", json.dumps(command, indent=1).encode("utf-8"))
 
 
 def run_specs(cfg: SweepConfig, specs: list[RunSpec], out: Path, task, jobs: int, force: bool,
@@ -78,6 +71,15 @@ def check_output(out: Path) -> None:
         raise ValueError(
             f"--out {out} cannot be written ({reason}); name a folder you can write to"
         ) from None
+
+
+def storage_error(err: OSError) -> str:
+    """One line for a file the command could not write (disk full, a read-only folder)."""
+    where = f"{err.filename}: " if err.filename else ""
+    return (
+        f"cannot write {where}{err.strerror or err}; every finished run is kept: free the disk "
+        "(or make the folder writable) and rerun the same command to resume"
+    )
 
 
 def format_seconds(seconds: float) -> str:

@@ -31,7 +31,7 @@ from bench.analysis.document import Block, render_html, render_markdown
 from bench.analysis.frame import records_frame
 from bench.analysis.sections import SECTIONS
 from bench.analysis.summary import write_summary
-from bench.core.records import RunRecord, load_records
+from bench.core.records import RunRecord, load_records, write_bytes_atomic
 
 MICRO_SUBDIR = "micro"
 
@@ -259,9 +259,9 @@ def build_report(run_dir, out_dir=None, micro=None, plugins=()) -> Path:
     )
     blocks = _build_blocks(run_dir, out, fig_dir, records, micro_paths, command)
     md_path = out / "report.md"
-    md_path.write_text(render_markdown(blocks, out), encoding="utf-8")
-    title = "Transformer variant benchmark"
-    (out / "report.html").write_text(render_html(blocks, title), encoding="utf-8")
+    write_bytes_atomic(md_path, render_markdown(blocks, out).encode("utf-8"))
+    html = render_html(blocks, "Transformer variant benchmark").encode("utf-8")
+    write_bytes_atomic(out / "report.html", html)
     return md_path
 
 

@@ -81,6 +81,8 @@ def append_record(path: str | Path, record: RunRecord | dict) -> None:
     the broken fragment stays on its own line, which readers skip, and this record stays
     readable. Parent directories are created. ``flock`` is advisory and per-host: fine for
     local disks; on network filesystems give each machine its own file and merge by directory.
+    A write that fails (disk full) is undone (the file cut back to its old length) and raised
+    as an OSError naming the file, so the records already there stay whole.
     """
     if isinstance(record, RunRecord):
         record = record.to_dict()
@@ -92,16 +94,27 @@ def append_record(path: str | Path, record: RunRecord | dict) -> None:
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
         try:
-            size = os.fstat(fd).st_size
             if size > 0 and os.pread(fd, 1, size - 1) != b"\n":
                 data = b"\n" + data
             _write_all(fd, data)
             os.fsync(fd)
+        except OSError as err:
+            _undo(fd, size)
+            raise OSError(err.errno, err.strerror, str(path)) from None
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _undo(fd: int, size: int) -> None:
+    """Cut a file back to `size` bytes after a failed append (best effort: the disk is full)."""
+    try:
+        os.ftruncate(fd, size)
+    except OSError:
+        pass
 
 
 def run_file(out_dir: str | Path, rid: str) -> Path:
@@ -237,24 +250,37 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
 
     The bytes go to a temporary file in the same directory (same filesystem, so the rename is
     atomic), are fsync'ed, then ``os.replace``'d over ``path``. On any error the temporary file
-    is removed. Parent directories are created.
+    is removed, and an OSError (disk full, a read-only folder) names ``path``. Parent
+    directories are created. The file gets the mode a plain ``open`` would give it (0644 under
+    the usual umask), not ``mkstemp``'s 0600.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as err:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        if isinstance(err, OSError):  # the same subclass again (errno), now naming `path`
+            raise OSError(err.errno, err.strerror, str(path)) from None
         raise
     _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it: set and restore at once
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
