@@ -324,6 +324,8 @@ def load(path: str | Path, into: SweepConfig | None = None) -> SweepConfig:
     """A SweepConfig from a TOML file (over `into`, else the defaults)."""
     path = Path(path)
     try:
+        if path.exists() and not path.is_dir() and not path.is_file():  # a FIFO would hang
+            raise ConfigError(f"--config {path} is not a regular file; name a .toml file")
         table = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"--config {path}: no such file") from None
@@ -333,6 +335,8 @@ def load(path: str | Path, into: SweepConfig | None = None) -> SweepConfig:
         raise ConfigError(f"--config {path} is not a text (TOML) file") from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"--config {path}: not valid TOML ({err})") from None
+    except OSError as err:  # a symlink loop, no permission, ...
+        raise ConfigError(f"--config {path} cannot be read ({err.strerror or err})") from None
     cfg = into if into is not None else SweepConfig()
     try:
         _fill(cfg, table, "")

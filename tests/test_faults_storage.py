@@ -11,7 +11,7 @@ import json
 import os
 
 import pytest
-from faults_cli import FAST, cli
+from faults_cli import FAST, cli, one_line_error
 
 ARGS = [*FAST, "--jobs", "1", "--quiet"]
 
@@ -97,3 +97,42 @@ def test_storage_fault_when_out_turns_read_only_mid_sweep(tmp_path, monkeypatch,
         f"error: cannot write {out / 'runs.jsonl'}: Read-only file system; every finished run is "
         "kept: free the disk (or make the folder writable) and rerun the same command to resume"
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. odd things where the command writes or reads: one line each, no traceback, no hang
+
+
+def _odd(tmp_path, case: str) -> tuple[list[str], str]:
+    """Set up `case` under tmp_path; (the flags that meet it, a word its error line names)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if case in ("summary.md", "config.toml"):
+        (out / case).mkdir()
+    elif case == "claims":
+        (out / case).write_text("")
+    elif case == "runs.jsonl":
+        os.mkfifo(out / case)
+    elif case == "config-loop":
+        (tmp_path / "a.toml").symlink_to(tmp_path / "b.toml")
+        (tmp_path / "b.toml").symlink_to(tmp_path / "a.toml")
+        return ["--config", str(tmp_path / "a.toml"), "--out", str(out)], "a.toml"
+    elif case == "config-fifo":
+        os.mkfifo(tmp_path / "sweep.toml")
+        return ["--config", str(tmp_path / "sweep.toml"), "--out", str(out)], "sweep.toml"
+    elif case == "plugin-txt":
+        (tmp_path / "notpy.txt").write_text("x = 1\n")
+        return ["--plugin", str(tmp_path / "notpy.txt"), "--out", str(out)], "notpy.txt"
+    return ["--out", str(out)], case
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["summary.md", "config.toml", "claims", "runs.jsonl", "config-loop", "config-fifo",
+     "plugin-txt"],
+)  # fmt: skip
+def test_odd_out_contents_give_a_traceback_or_hang(tmp_path, case):
+    flags, word = _odd(tmp_path, case)
+    r = cli(*ARGS, *flags, timeout=60)  # a FIFO opened for reading or appending would hang
+    one_line_error(r, word)
+    assert not (tmp_path / "out" / "command.json").exists()  # refused before anything ran

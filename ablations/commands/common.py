@@ -4,6 +4,7 @@ folder's check, and the resolved config and specs written beside the results."""
 from __future__ import annotations
 
 import json
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -51,11 +52,40 @@ def run_specs(cfg: SweepConfig, specs: list[RunSpec], out: Path, task, jobs: int
                    retry_failed=retry_failed)  # fmt: skip
 
 
+# what a command writes in its output folder, and whether each is a folder (else a file)
+_OUT_ENTRIES = {
+    RUNS_FILE: False, "summary.md": False, "summary.csv": False, "config.toml": False,
+    "command.json": False, "claims": True, "errors": True, "checkpoints": True,
+}  # fmt: skip
+
+
+def _check_entries(out: Path) -> None:
+    """Each thing the command writes in `out` is absent or of its kind: a folder where a file
+    goes would fail after every run trained, and a FIFO for runs.jsonl would hang."""
+    for name, folder in _OUT_ENTRIES.items():
+        try:
+            mode = (out / name).stat().st_mode  # follows a symlink; a loop raises
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            raise ValueError(f"--out {out}: {name} cannot be read ({err.strerror})") from None
+        if stat.S_ISDIR(mode) != folder or not (folder or stat.S_ISREG(mode)):
+            kind = "a folder" if stat.S_ISDIR(mode) else "a file" if stat.S_ISREG(mode) else (
+                "no regular file")  # fmt: skip
+            want = "a folder" if folder else "a file"
+            raise ValueError(
+                f"--out {out}: {name} is {kind}, where the command writes {want}; move it away "
+                "or name another --out"
+            )
+
+
 def check_output(out: Path) -> None:
     """Before anything trains: the output folder can be made and its runs.jsonl appended to,
-    so no finished run is lost to an unwritable output. One line if not."""
+    and nothing in it stands where the command writes (a folder named summary.md, say), so no
+    finished run is lost to an unwritable output. One line if not."""
     try:
         out.mkdir(parents=True, exist_ok=True)
+        _check_entries(out)
         if (out / RUNS_FILE).exists():
             with open(out / RUNS_FILE, "a", encoding="utf-8"):
                 pass

@@ -32,6 +32,8 @@ def load_plugin(path: str, keep: bool = False) -> None:
     path = str(path)
     if not os.path.isfile(path):
         raise ValueError(f"plugin file {path!r} does not exist")
+    if not path.endswith(".py"):
+        raise ValueError(f"plugin file {path!r} is not a Python file; name a .py file")
     for name in _BUILT_INS:
         importlib.import_module(name)
     spec = importlib.util.spec_from_file_location(Path(path).stem, path)
