@@ -156,6 +156,9 @@ class SweepConfig:
 
     def validate(self) -> SweepConfig:
         """The checks that need no task or model (those come with the plan): one line each."""
+        from ablations.checks import check_config  # empty values, flags that do nothing
+
+        check_config(self)
         budget = self.budget.given()
         if budget is not None:
             mode, value = budget

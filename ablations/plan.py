@@ -15,6 +15,7 @@ import sys
 from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
 
+from ablations.checks import check_budget_size
 from ablations.config import SweepConfig
 from bench.core.probing import PROBES
 from bench.core.spec import REPO_ROOT, Budget, Recipe, RunSpec, TrainConfig
@@ -129,6 +130,7 @@ def build_plan(cfg: SweepConfig) -> tuple[Plan, object]:
     for probe in train.probes:  # a probe the task cannot serve: its one-line reason, now
         PROBES.get(probe)().check(task)
     options = given_options(task.options, cfg.task.options)
+    check_heldout(task, options)
     task_spec = {"name": task_name, "data": _data_identity(cfg.task.data), **options}
     variants = tuple(
         # e.g. triton on CPU fails here, one line
@@ -137,6 +139,8 @@ def build_plan(cfg: SweepConfig) -> tuple[Plan, object]:
     )
     given_eval = cfg.train.eval_every is not None
     plan = Plan(variants, task_spec, budget, train, device, recipe, given_eval, seeds, optimizers)
+    factors = ladder_factors(cfg.comparison.ladder)
+    check_budget_size(plan, train.batch_size * task.seq_len, factors, cfg.force)
     return plan, task
 
 
@@ -169,6 +173,22 @@ def given_options(options, given) -> dict:
     defaults = {f.name: f.default for f in fields(options) if f.default is not MISSING}
     defaults = json.loads(json.dumps(defaults))
     return {k: v for k, v in typed.items() if k not in defaults or defaults[k] != v}
+
+
+def check_heldout(task, options: dict) -> None:
+    """An `n_heldout` the task caps (at 10% of a width's or cell's problems) would train under
+    the asked value's run id: refuse it, naming the most the task holds out here."""
+    if "n_heldout" not in options:
+        return
+    info = task.describe()
+    counts = info.get("n_heldout_by_width") or info.get("n_heldout_per_cell") or {}
+    held = min([*counts.values(), info.get("n_heldout", math.inf)])
+    if held < options["n_heldout"]:
+        raise ValueError(
+            f"--task-option n_heldout={options['n_heldout']}: task {task.name!r} holds out at "
+            f"most {held} problem(s) here (10% of the smallest width's or cell's); ask for at "
+            f"most {held}"
+        )
 
 
 def _with_options(variant: str, model: ModelConfig, options: dict) -> ModelConfig:

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     """The command, then its wall time (every sweep, tune and study says how long it took)."""
     start = time.perf_counter()
     code = _main(argv)
-    if code == 0 and os.environ.get("RANK", "0") == "0":
+    if code == 0 and _rank0(distributed.env_world_size(), tell=False):
         print(f"wall time: {format_seconds(time.perf_counter() - start)}", file=sys.stderr)
     return code
 
@@ -58,10 +58,20 @@ def check_torchrun(cfg: SweepConfig, world: int) -> None:
         check_batch_split(cfg.train.batch_size, world)
 
 
+def _rank0(world: int, tell: bool = True) -> bool:
+    """Whether this process prints and writes the tables: rank 0 under torchrun, and the only
+    process otherwise, whatever a stray RANK in the environment says (`tell`: say so)."""
+    rank = os.environ.get("RANK", "0")
+    if world == 1 and rank != "0" and tell:
+        print(f"note: RANK={rank} without torchrun (WORLD_SIZE unset or 1) is ignored: this is "
+              "the only process", file=sys.stderr)  # fmt: skip
+    return world == 1 or rank == "0"
+
+
 def _main(argv=None) -> int:
     args = parse_args(argv)
     world = distributed.env_world_size()  # > 1 under torchrun: every rank runs this
-    rank0 = os.environ.get("RANK", "0") == "0"
+    rank0 = _rank0(world)
     try:
         cfg = resolve_config(args)  # the file, the flags, --set: one config, validated
         for plugin in cfg.plugins:

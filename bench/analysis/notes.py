@@ -49,8 +49,9 @@ def left_out_text(meta: dict | None) -> str:
         return ""
     text = f"Left out of every statistic ({len(runs)}): {'; '.join(runs)}."
     if any(": failed" in r for r in runs):
-        text += " A failed run raised (a fault of code or environment, not a result): rerun "
-        text += "the command to retry it, its traceback is in errors/<run_id>.txt."
+        text += " A failed run raised (a fault of code or environment, not a result; counted in "
+        text += "ok/seeds as a diverged one is): rerun the command to retry it, its traceback is "
+        text += "in errors/<run_id>.txt."
     return text
 
 
@@ -165,8 +166,8 @@ def footnote(meta: dict | None = None, columns: list[Column] | None = None) -> s
     `columns`: the table's columns (bench.analysis.display.frame_shows), whose own footnotes end
     it."""
     text = (
-        "Mean ± std over runs that finished (status ok); diverged and failed runs are counted "
-        "in ok/seeds and excluded from every mean, std and test. Δ = variant − baseline. "
+        "Mean ± std over runs that finished (status ok); diverged runs are counted in "
+        "ok/seeds and excluded from every mean, std and test. Δ = variant − baseline. "
         "Verdict: paired t-test on validation loss by seed over the seeds both finished "
         "(Welch if fewer than two are shared), two-sided α = 0.05; 'better'/'worse' only when "
         "the 95% CI of Δ excludes 0, otherwise 'no significant difference'; fewer than two "

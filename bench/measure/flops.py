@@ -174,7 +174,7 @@ def measured_peak_flops(device: torch.device | str, dtype: torch.dtype) -> float
         cached = json.loads(path.read_text())
     except (OSError, ValueError):
         cached = {}
-    if not isinstance(cached, dict) or not isinstance(cached.get(key), int | float):
+    if not isinstance(cached, dict) or not _a_peak(cached.get(key)):  # measure it (again)
         cached = cached if isinstance(cached, dict) else {}
         cached[key] = _time_matmul(device, dtype)
         try:
@@ -183,6 +183,13 @@ def measured_peak_flops(device: torch.device | str, dtype: torch.dtype) -> float
             pass  # an unwritable cache only means measuring again next time
     _peak_memo[key] = float(cached[key])
     return _peak_memo[key]
+
+
+def _a_peak(value) -> bool:
+    """A cached peak worth using: a finite positive number (a hand-edited or corrupt cache
+    entry, negative, zero, NaN or a string, is measured again)."""
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return ok and math.isfinite(value) and value > 0
 
 
 def mfu(flops_per_token: float, tokens_per_s: float, peak: float | None) -> float | None:
