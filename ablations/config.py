@@ -168,7 +168,7 @@ class SweepConfig:
             raise ConfigError(f"--seeds must be at least 1, got {c.seeds}")
         if c.ci_width is not None:
             _positive("--ci-width", c.ci_width, "a positive width in nats (e.g. 0.01)")
-            if not self.variants:
+            if not self.variants and not self.study.name:  # a study says what it takes below
                 raise ConfigError(
                     "--ci-width compares variants with the baseline: add --variant NAME"
                 )

@@ -4,6 +4,8 @@ inputs of the report, and small things (a suggestion that errors, file modes, ba
 from __future__ import annotations
 
 import json
+import math
+from pathlib import Path
 
 import pytest
 from faults_cli import FAST, cli
@@ -96,3 +98,116 @@ def test_silently_accepted_rank_without_torchrun(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (out / "summary.md").is_file() and "| baseline |" in r.stdout
     assert "RANK=1 without torchrun" in r.stderr and "wall time" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. the report's side inputs and records that are not what they claim
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A real sweep's folder: the baseline, two seeds."""
+    out = tmp_path_factory.mktemp("sweep") / "out"
+    r = cli(*FAST, "--seeds", "2", "--jobs", "1", "--quiet", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    return out
+
+
+def _copy(sweep, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(sweep, tmp_path / "run"))
+
+
+def _report(run, *argv):
+    from bench.analysis.report import main
+
+    return main([str(run), *argv])
+
+
+def test_report_side_inputs_give_a_traceback(sweep, tmp_path, capsys):
+    """A --micro file whose benchmarks are not objects, one that is no JSON, a corrupt
+    tune.csv: each one warning line naming its file; the report is built without them."""
+    run = _copy(sweep, tmp_path)
+    numbers, broken = tmp_path / "numbers.json", tmp_path / "broken.json"
+    numbers.write_text(json.dumps({"benchmarks": [5]}))
+    broken.write_text("{half")
+    (run / "tune.csv").write_bytes(b'arm,lr\n"never closed,1\n\xff\xfe')
+    assert _report(run, "--micro", str(numbers), str(broken)) == 0
+    warned = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warning")]
+    assert len(warned) == 3, warned
+    for name in (numbers, broken, run / "tune.csv"):
+        assert sum(str(name) in x for x in warned) == 1, (name, warned)
+    assert "Tuned comparison" not in (run / "report.md").read_text()
+
+
+def _mutations():
+    return {
+        "unknown-budget-mode": lambda r: r["budget"].update(mode="minutes"),
+        "schema-minus-1": lambda r: r.update(schema=-1),
+        "id-not-its-spec": lambda r: r["spec"].update(seed=7),
+    }
+
+
+@pytest.mark.parametrize("case", [*_mutations(), "ok-with-null-loss"])
+def test_report_records_that_are_not_what_they_claim_pass_silently(sweep, tmp_path, case, capsys):
+    from bench.analysis.tables import write_summary
+    from bench.core.records import RecordWarning, load_records
+
+    run = _copy(sweep, tmp_path)
+    lines = (run / "runs.jsonl").read_text().splitlines()
+    rec = json.loads(lines[1])
+    if case == "ok-with-null-loss":
+        rec["metrics"]["val_loss"] = None
+    else:
+        _mutations()[case](rec)
+    (run / "runs.jsonl").write_text("\n".join([lines[0], json.dumps(rec)]) + "\n")
+    capsys.readouterr()
+    if case == "ok-with-null-loss":  # a complete record: the tables tell
+        records = load_records(run)
+    else:  # not a record of what it claims: skipped on load
+        with pytest.warns(RecordWarning, match="runs.jsonl:2: skipped"):
+            records = load_records(run)
+    write_summary(records, run)
+    warned = [x for x in capsys.readouterr().err.splitlines() if x.startswith("warning")]
+    assert len(warned) == 1, warned
+    shown = "1/2" if case == "ok-with-null-loss" else "1/1"  # in the table, in no statistic
+    assert f"| baseline | {shown} |" in (run / "summary.md").read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# 9. small things
+
+
+def test_study_with_ci_width_suggests_a_flag_that_errors():
+    from ablations.flags import parse_args, resolve_config
+
+    with pytest.raises(ValueError) as caught:
+        resolve_config(parse_args(["--study", "heads", "--ci-width", "0.1"]))
+    assert "add --variant" not in str(caught.value)
+    assert "--study heads sets its own comparison" in str(caught.value)
+
+
+def test_result_files_written_0600(sweep):
+    """summary.md, config.toml, command.json get the mode runs.jsonl has (the umask's)."""
+    mode = (sweep / "runs.jsonl").stat().st_mode & 0o777
+    for name in ("summary.md", "summary.csv", "config.toml", "command.json"):
+        assert (sweep / name).stat().st_mode & 0o777 == mode, name
+
+
+def test_records_hold_bare_nan(sweep, tmp_path):
+    from bench.core.records import append_record, load_records
+
+    def strict(text):  # a parser that, like most outside Python, has no NaN
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c}"))
+
+    rec = json.loads((sweep / "runs.jsonl").read_text().splitlines()[0])
+    rec["metrics"]["val_loss"] = float("nan")
+    rec["curve"] = [{"step": 1, "val_loss": float("inf")}]
+    append_record(tmp_path / "runs.jsonl", rec)
+    written = strict((tmp_path / "runs.jsonl").read_text())
+    assert written["metrics"]["val_loss"] is None and written["curve"][0]["val_loss"] is None
+    old = json.dumps(rec)  # as records were written before: bare NaN, Infinity
+    assert "NaN" in old
+    (tmp_path / "old.jsonl").write_text(old + "\n")
+    assert math.isnan(load_records(tmp_path / "old.jsonl")[0].metric("val_loss"))  # still read

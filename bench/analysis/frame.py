@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 
 from bench.analysis.columns import COLUMNS, metric_names
@@ -99,7 +101,25 @@ def records_frame(records: Iterable[RunRecord | dict]) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=[*ROW_COLS, *metric_names(), "ok", "arm"])
     df["ok"] = df["status"] == "ok"
-    return _label_arms(df)
+    return _label_arms(_no_val_loss(df))
+
+
+_told: set[str] = set()  # warnings already printed by this process
+
+
+def _no_val_loss(df: pd.DataFrame) -> pd.DataFrame:
+    """A run recorded as ok without a finite val loss (a hand edit, a NaN evaluation) is in no
+    statistic: here its status reads 'no val loss' and it counts as not finished, with one
+    warning line, so a table never reads 2/2 over a mean of one seed."""
+    lost = df["ok"] & ~np.isfinite(df["val_loss"].to_numpy(dtype=float))
+    for rid, variant, seed in zip(df.loc[lost, "run_id"], df.loc[lost, "variant"],
+                                  df.loc[lost, "seed"], strict=True):  # fmt: skip
+        message = f"run {rid} ({variant} seed {seed}) is ok but has no finite val loss"
+        if message not in _told:
+            _told.add(message)
+            print(f"warning: {message}; left out of every statistic", file=sys.stderr)
+    df.loc[lost, "status"], df.loc[lost, "ok"] = "no val loss", False
+    return df
 
 
 def arm_label(variant: str, optimizer: str, mixed: bool) -> str:

@@ -4,6 +4,7 @@ machines side by side (the report's last figure)."""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,44 +16,59 @@ from bench.analysis.plots import _finish, _style
 
 
 def _micro_source(data: dict, path: Path) -> str:
-    info = data.get("machine_info") or {}
-    cpu = (info.get("cpu") or {}).get("brand_raw")
+    info = _dict(data.get("machine_info"))
+    cpu = _dict(info.get("cpu")).get("brand_raw")
     for bench in data.get("benchmarks") or []:
-        extra = bench.get("extra_info") or {}
+        extra = _dict(_dict(bench).get("extra_info"))
         if extra.get("device_name"):
             return str(extra["device_name"])
     return str(info.get("device_name") or cpu or info.get("node") or path.stem)
 
 
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
 def load_micro(paths: Iterable) -> pd.DataFrame:
     """Rows (source, group, name, median_ms, iqr_ms) from pytest-benchmark JSON files.
 
-    Files that are not pytest-benchmark output (no "benchmarks" list) are skipped.
+    A file that is not pytest-benchmark output (unreadable, no "benchmarks" list) and
+    benchmark entries without a median time are left out, each file with one warning line.
     """
     rows = []
-    for p in paths:
-        p = Path(p)
+    for p in map(Path, paths):
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError) as err:
+            _skipped(p, f"not readable JSON ({getattr(err, 'strerror', None) or err})")
             continue
         if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+            _skipped(p, "not pytest-benchmark output (no 'benchmarks' list)")
             continue
-        source = _micro_source(data, p)
-        for b in data["benchmarks"]:
-            st = b.get("stats") or {}
-            if st.get("median") is None:
-                continue
-            rows.append(
-                {
-                    "source": source,
-                    "group": b.get("group") or "ungrouped",
-                    "name": b.get("name") or b.get("fullname") or "?",
-                    "median_ms": 1e3 * float(st["median"]),
-                    "iqr_ms": 1e3 * float(st.get("iqr") or 0.0),
-                }
-            )
+        found = [_micro_row(b) for b in data["benchmarks"]]
+        if None in found:
+            _skipped(p, f"{found.count(None)} of {len(found)} benchmark(s) without a median time")
+        rows += [{"source": _micro_source(data, p), **r} for r in found if r is not None]
     return pd.DataFrame(rows)
+
+
+def _micro_row(bench) -> dict | None:
+    """One benchmark entry's row, or None when it is no benchmark with a median time."""
+    stats = bench.get("stats") if isinstance(bench, dict) else None
+    median = stats.get("median") if isinstance(stats, dict) else None
+    if not isinstance(median, int | float) or isinstance(median, bool):
+        return None
+    iqr = stats.get("iqr")
+    return {
+        "group": str(bench.get("group") or "ungrouped"),
+        "name": str(bench.get("name") or bench.get("fullname") or "?"),
+        "median_ms": 1e3 * float(median),
+        "iqr_ms": 1e3 * float(iqr if isinstance(iqr, int | float) else 0.0),
+    }
+
+
+def _skipped(path: Path, why: str) -> None:
+    print(f"warning: micro-benchmark file {path}: {why}; left out", file=sys.stderr)
 
 
 def micro_benchmarks(bench_json_paths: Iterable, path) -> Path | None:

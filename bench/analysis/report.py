@@ -164,6 +164,20 @@ def _group_records(records: list[RunRecord], positions: list[int]) -> list[RunRe
     return [r for i, r in enumerate(records) if i in keep]
 
 
+def _tune_table(path: Path) -> pd.DataFrame | None:
+    """tune.csv as a table; None if there is none, or (with one warning line) if it is no CSV
+    table: the rest of the report does not depend on it."""
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError) as err:  # pandas' parser errors too
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"warning: {path}: not a CSV table ({reason}); its section is left out",
+              file=sys.stderr)  # fmt: skip
+        return None
+
+
 def _micro_paths(run_dir: Path, micro) -> list[Path]:
     found = sorted((run_dir / MICRO_SUBDIR).glob("*.json"))
     given = [Path(p) for p in (micro or [])]
@@ -218,10 +232,11 @@ def _build_blocks(run_dir, out_dir, fig_dir, records, micro_paths, command) -> l
             blocks.append(Block("note", "No baseline runs in this group: no deltas or verdicts."))
         blocks += _group_figures(_group_records(records, meta["positions"]), fig_dir, prefix)
     blocks += _section_blocks(records, fig_dir)
-    if (run_dir / "tune.csv").is_file():  # written by ablations/run.py --tune
+    tuned = _tune_table(run_dir / "tune.csv")  # written by ablations/run.py --tune
+    if tuned is not None:
         blocks += [
             Block("h2", "Tuned comparison (every arm at its own best)"),
-            Block("table", table=pd.read_csv(run_dir / "tune.csv").fillna("—")),
+            Block("table", table=tuned.fillna("—")),
             Block("note", "How each value was chosen, and both comparisons in full: tune.md."),
         ]
     micro_png = plots_micro.micro_benchmarks(micro_paths, fig_dir / "micro_benchmarks.png")

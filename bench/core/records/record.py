@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ from typing import Any, ClassVar
 # and no `evals`. A record of a newer version than this code knows is skipped with a line that
 # says to update the checkout, rather than read wrong.
 SCHEMA = 2
+_RUN_ID = re.compile(r"[0-9a-f]{12}")
 # "failed": the run raised (its code or the environment, not a result: a rerun retries it)
 _STATUSES = ("ok", "diverged", "failed")
 _TYPE_NAMES = {
@@ -177,7 +179,9 @@ def validate_record(rec: Any) -> str | None:
         value = rec.get(key)
         if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
             return f"{key!r} is {_json_type(value)}, not {_TYPE_NAMES[kinds[0]]}"
-    schema = rec.get("schema") or 1
+    schema = 1 if rec.get("schema") is None else rec["schema"]
+    if schema < 1:
+        return f"'schema' is {schema}, not a record version (1 to {SCHEMA})"
     if schema > SCHEMA:
         return (
             f"written by a newer transformer-bench (record schema {schema}; this code reads up "
@@ -190,6 +194,10 @@ def validate_record(rec: Any) -> str | None:
             return f"'budget' lacks {key!r}"
     if not isinstance(rec["budget"]["mode"], str):
         return f"'budget.mode' is {_json_type(rec['budget']['mode'])}, not a string"
+    from bench.core.spec import BUDGET_MODES  # spec imports variants: only when validating
+
+    if rec["budget"]["mode"] not in BUDGET_MODES:
+        return f"'budget.mode' is {rec['budget']['mode']!r}, not one of {', '.join(BUDGET_MODES)}"
     if not _is_number(rec["budget"]["value"]):
         return f"'budget.value' is {_json_type(rec['budget']['value'])}, not a number"
     if "val_loss" not in rec["metrics"]:
@@ -197,6 +205,21 @@ def validate_record(rec: Any) -> str | None:
     val_loss = rec["metrics"]["val_loss"]
     if val_loss is not None and not _is_number(val_loss):
         return f"'metrics.val_loss' is {_json_type(val_loss)}, not a number or null"
+    return _check_run_id(rec)
+
+
+def _check_run_id(rec: dict) -> str | None:
+    """A run id of this suite's form (12 hex digits) must be its spec's hash: one that is not
+    was edited after the run, and would pass for another run's numbers."""
+    rid = rec["run_id"]
+    if not _RUN_ID.fullmatch(rid):
+        return None  # not an id this suite wrote (a hand-made or test record): nothing to check
+    try:
+        expected = run_id(rec["spec"])
+    except (TypeError, ValueError):
+        return "'spec' does not hash (it holds a value that is not JSON)"
+    if expected != rid:
+        return f"'run_id' {rid} is not its spec's ({expected}): the spec was edited after the run"
     return None
 
 

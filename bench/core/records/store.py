@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
 import sys
@@ -71,6 +72,18 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def json_safe(obj: Any) -> Any:
+    """`obj` with every NaN or infinity as None: JSON has no such numbers, and strict parsers
+    reject Python's bare `NaN` (records written before this still read: the reader takes it)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def append_record(path: str | Path, record: RunRecord | dict) -> None:
     """Append ``record`` as one JSON line, atomically with respect to other appenders.
 
@@ -86,7 +99,7 @@ def append_record(path: str | Path, record: RunRecord | dict) -> None:
     """
     if isinstance(record, RunRecord):
         record = record.to_dict()
-    line = json.dumps(record, separators=(",", ":")) + "\n"
+    line = json.dumps(json_safe(record), separators=(",", ":"), allow_nan=False) + "\n"
     data = line.encode("utf-8")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -285,7 +298,7 @@ def _umask() -> int:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as JSON atomically (see `write_bytes_atomic`)."""
-    text = json.dumps(obj, indent=2) + "\n"  # serialise first: a TypeError leaves no debris
+    text = json.dumps(json_safe(obj), indent=2, allow_nan=False) + "\n"  # first: no debris
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
