@@ -1,6 +1,7 @@
 """Runs in this process (under torchrun, on every rank), and what every executor shares: which
 machine a record must come from to count as finished here, a run's claim, its progress bar and
-the line printed when it ends. `bench.exec.executor.execute` chooses between this, a worker pool
+what the parent hears of it (the lines printed when a run ends, and failed runs, are
+`bench.exec.outcome`). `bench.exec.executor.execute` chooses between this, a worker pool
 (`bench.exec.pool`) and a cluster (`bench.exec.slurm`).
 """
 
