@@ -19,10 +19,10 @@ from bench.tasks import (
     Task,
     TaskError,
     build_task,
+    datafiles,
     task_names,
     task_options,
 )
-from bench.tasks import datafiles
 from bench.tasks import text as text_mod
 from bench.tasks.addition import AdditionTask, answer_decode, format_problem
 

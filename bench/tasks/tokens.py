@@ -161,7 +161,10 @@ def _load(key: str) -> tuple[Tokens, dict] | None:
 
 
 def _progress(total: int, what: str):
-    """A progress bar on stderr (tqdm; a line at the start and end without it)."""
+    """A progress bar on stderr where stderr is a terminal (tqdm; without it, a line at the
+    start and one at the end); nothing in a log or a pipe, where one-line errors are read."""
+    if not sys.stderr.isatty():
+        return False
     try:
         from tqdm import tqdm
     except ImportError:
@@ -184,12 +187,12 @@ def _write_ids(corpus: Corpus, tokenizer, n_chars: int, f) -> dict:
         sizes["n"] += ids.size
         sizes["n_train"] += ids.size if is_train else 0
         sizes["train_bytes" if is_train else "val_bytes"] += len(chunk.encode("utf-8"))
-        if bar is not None:
+        if bar not in (None, False):
             bar.update(len(chunk))
-    if bar is not None:
-        bar.close()
-    else:
+    if bar is None:
         print(f"tokenised: {sizes['n']:,} tokens", file=sys.stderr)
+    elif bar is not False:
+        bar.close()
     return sizes
 
 
