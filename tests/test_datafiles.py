@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,16 @@ def test_the_cache_is_reused_and_rebuilt_when_a_file_changes(tmp_path, cache, mo
     edited = text_task(path)
     assert len(calls) == 2 and edited.sha256 != first.sha256
     assert edited.decode(edited.tokens[:20]) == DOCS[-1][:20]
+
+
+def test_a_worker_maps_the_ids_again_instead_of_receiving_them(tmp_path):
+    """The pool pickles the task once per worker (bench.exec.pool): without its ids."""
+    task = text_task(write_format(tmp_path / "docs.txt", DOCS * 20))
+    blob = pickle.dumps(task)
+    assert len(blob) < task.tokens.nbytes / 4
+    copy = pickle.loads(blob)
+    assert isinstance(copy.tokens, np.memmap) and np.array_equal(copy._val, task._val)
+    assert copy.decode(copy.encode("naïve")) == "naïve"
 
 
 def test_an_interrupted_cache_is_never_read(tmp_path, cache):

@@ -47,7 +47,7 @@ from .base import CharVocab, Task, TaskError, option, register_task
 from .datafiles import DEFAULT_FIELD, open_corpus
 from .datafiles import read_chunks as _read_chunks  # noqa: F401 (bench.tasks.corpus reads it here)
 from .tokenizers import CHAR, parse_tokenizer
-from .tokens import TRAIN_TENTHS, tokenize  # noqa: F401 (TRAIN_TENTHS: bench.tasks.corpus)
+from .tokens import TRAIN_TENTHS, map_ids, tokenize  # noqa: F401 (TRAIN_TENTHS: bench.tasks.corpus)
 from .tokens import id_dtype as _id_dtype  # noqa: F401 (bench.tasks.corpus reads it here)
 
 _VAL_SEED = 1337  # fixed: validation windows never depend on the run seed
@@ -186,14 +186,27 @@ class TextTask(CharWindowsTask):
         self.vocab = self.tokenizer
         self.vocab_size = len(self.tokenizer)
         self.seq_len = self.context
-        self.tokens = toks.ids  # (N,) memmap: train split, then validation split
         self.n_train = toks.n_train
-        self.n_val = self.tokens.size - self.n_train
-        self._train = self.tokens[: self.n_train]  # views, not copies
-        self._val = self.tokens[self.n_train :]
+        self.n_val = toks.ids.size - self.n_train
+        self._ids_file = (str(toks.path), toks.ids.dtype.name, int(toks.ids.size))
+        self._map_ids()
         self.val_bytes = toks.val_bytes
         self.val_tokens_per_byte = self.n_val / toks.val_bytes if toks.val_bytes else None
         self._check_sizes()
+
+    def _map_ids(self) -> None:
+        self.tokens = map_ids(*self._ids_file)  # (N,) memmap: train split, then validation
+        self._train = self.tokens[: self.n_train]  # views, not copies
+        self._val = self.tokens[self.n_train :]
+
+    def __getstate__(self) -> dict:
+        """Pickled for a worker process (bench.exec.pool) without its ids, which the worker
+        maps again from the cache file: a corpus is never copied through a pipe."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("tokens", "_train", "_val")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._map_ids()
 
     def _check_sizes(self) -> None:
         """One line, before any training, when a split cannot give the windows it must."""

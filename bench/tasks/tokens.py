@@ -59,6 +59,7 @@ class Tokens:
     each split came from (`val_bytes`: the held-out text's UTF-8 bytes, for bits per byte)."""
 
     ids: np.ndarray  # (N,) np.memmap, read-only
+    path: Path  # the file `ids` maps (`map_ids` maps it again, e.g. in a worker process)
     n_train: int  # tokens of the train split: ids[:n_train]
     train_chars: int
     val_chars: int
@@ -146,18 +147,22 @@ def tokens_dir() -> Path:
     return cache_dir() / _TOKENS_DIR
 
 
+def map_ids(path: str | Path, dtype: str, n: int) -> np.ndarray:
+    """The (n,) ids in the cache file `path`, memory-mapped read-only."""
+    return np.memmap(path, dtype=np.dtype(dtype), mode="r", shape=(n,))
+
+
+_SIZES = ("n_train", "train_chars", "val_chars", "train_bytes", "val_bytes")
+
+
 def _load(key: str) -> tuple[Tokens, dict] | None:
-    meta_path = tokens_dir() / f"{key}.json"
+    path = tokens_dir() / f"{key}.bin"
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        dtype = np.dtype(meta["dtype"])
-        ids = np.memmap(tokens_dir() / f"{key}.bin", dtype=dtype, mode="r", shape=(meta["n"],))
+        meta = json.loads((tokens_dir() / f"{key}.json").read_text(encoding="utf-8"))
+        ids = map_ids(path, meta["dtype"], meta["n"])
     except (OSError, ValueError, KeyError):  # absent, or damaged: built again
         return None
-    sizes = {
-        k: meta[k] for k in ("n_train", "train_chars", "val_chars", "train_bytes", "val_bytes")
-    }
-    return Tokens(ids=ids, **sizes), meta
+    return Tokens(ids=ids, path=path, **{k: meta[k] for k in _SIZES}), meta
 
 
 def _progress(total: int, what: str):
