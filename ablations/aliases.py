@@ -45,7 +45,22 @@ def _what_flags(p) -> None:
         p, "--variant", "NAME", "variant to compare with the baseline (repeatable, or 'all')"
     )
     p.add_argument("--task", help=f"task name (see --list); default {DEFAULT_TASK}")
-    p.add_argument("--data", help="data file for the text/shakespeare tasks")
+    p.add_argument(
+        "--data",
+        help="the text task's data: a .txt, .jsonl/.json, .parquet or .csv file, a folder or a"
+        " quoted glob of them (read in sorted order)",
+    )
+    p.add_argument(
+        "--data-field",
+        metavar="KEY",
+        help="the field (.jsonl/.json) or column (.parquet/.csv) holding the text; default text",
+    )
+    p.add_argument(
+        "--tokenizer",
+        metavar="char|bpe:N|PATH",
+        help="the text tasks' tokeniser: char (default), bpe:N (byte-level BPE of N tokens "
+        "trained on the train split) or a saved tokenizer.json",
+    )
     _repeatable(p, "--task-option", "KEY=VALUE", "task option, e.g. n_digits=4 (repeatable)")
     _repeatable(
         p, "--block-option", "SLOT.KEY=VALUE",

@@ -13,6 +13,7 @@ key, or a value of the wrong type, is one line naming the file and the key, neve
     [task]
     name = "addition"
     options = { n_digits = 4 }
+    # (text tasks: data = "corpus/", data_field = "text", tokenizer = "bpe:1024")
     [model]
     size = "tiny"
     n_layer = 6            # any ModelConfig field
@@ -59,8 +60,15 @@ class ConfigError(ValueError):
 @dataclass
 class TaskSection:
     name: str | None = None  # None: the default task (bench.tasks.DEFAULT_TASK)
-    data: str | None = None  # a data file for the text tasks
+    data: str | None = None  # the text tasks' data: a file, a folder or a glob
+    data_field: str | None = None  # the field/column of .jsonl/.json/.parquet/.csv ("text")
+    tokenizer: str | None = None  # the text tasks': char (default), bpe:N or a tokenizer.json
     options: dict = field(default_factory=dict)  # the task's own options (bench.tasks)
+
+    def all_options(self) -> dict:
+        """The task's options with `data_field` and `tokenizer` among them, where set."""
+        named = {"data_field": self.data_field, "tokenizer": self.tokenizer}
+        return {**self.options, **{k: v for k, v in named.items() if v is not None}}
 
 
 @dataclass

@@ -156,7 +156,8 @@ def _false(_given) -> bool:
 # alias (argparse dest) -> the config key it sets, or (key, what the flag's value becomes);
 # the budget flags, --task-option and --slurm-option are applied in `resolve_config`
 _ALIASES = {
-    "task": "task.name", "data": "task.data", "seeds": "comparison.seeds", "model": "model.size",
+    "task": "task.name", "data": "task.data", "data_field": "task.data_field",
+    "tokenizer": "task.tokenizer", "seeds": "comparison.seeds", "model": "model.size",
     "batch_size": "train.batch_size", "lr": "train.lr", "warmup_frac": "train.warmup_frac",
     "weight_decay": "train.weight_decay", "grad_clip": "train.grad_clip",
     "eval_every": "train.eval_every", "dropout": "model.dropout", "compile": "train.compile",

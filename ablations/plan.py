@@ -117,21 +117,23 @@ def build_plan(cfg: SweepConfig) -> tuple[Plan, object]:
     base = recipe.model_config(cfg.model.size, **{"dropout": 0.0, **cfg.model.fields})
     optimizers = resolve_optimizers(cfg.train.optimizers)
     train = train_config(cfg, recipe, budget, base.block_size, optimizers[0])
+    given = cfg.task.all_options()
     task = build_task(
         task_name,
         context=base.block_size,
         data=cfg.task.data,
         eval_batches=train.eval_batches,
         eval_batch_size=train.eval_batch_size,
-        **cfg.task.options,
+        **given,
     )
     base = base.replace(vocab_size=task.vocab_size)
     budget.validate(tokens_per_step=train.batch_size * task.seq_len)  # before anything is written
     for probe in train.probes:  # a probe the task cannot serve: its one-line reason, now
         PROBES.get(probe)().check(task)
-    options = given_options(task.options, cfg.task.options)
+    options = given_options(task.options, given)
     check_heldout(task, options)
-    task_spec = {"name": task_name, "data": _data_identity(cfg.task.data), **options}
+    # the data by path (a text task: also by content), the options given (Task.run_identity)
+    task_spec = {"name": task_name, **task.run_identity(cfg.task.data, options)}
     variants = tuple(
         # e.g. triton on CPU fails here, one line
         (name, _with_options(name, get_variant(name).apply(base), cfg.model.options).validate())
@@ -228,11 +230,6 @@ def ladder_factors(given: list[float] | None) -> tuple[float, ...]:
     return tuple(sorted(factors))
 
 
-def _data_identity(path: str | None) -> str | None:
-    """A data file enters the run id by its absolute path, so moving it is a new run."""
-    return None if path is None else str(Path(path).resolve())
-
-
 def _size_label(cfg: ModelConfig) -> str:
     """The preset's name when the model is one, else its sizes (e.g. L2-H4-d64-ctx32)."""
     for name, sizes in PRESETS.items():
@@ -244,5 +241,12 @@ def _size_label(cfg: ModelConfig) -> str:
 def default_out(plan: Plan) -> Path:
     b = plan.budget
     size = _size_label(plan.variants[0][1])
-    name = f"{plan.task_spec['name']}_{size}_{b.describe().replace(' ', '')}_{plan.device}"
+    task = plan.task_spec["name"]
+    tokenizer = plan.task_spec.get("tokenizer")  # runs of two tokenisers: two folders
+    if tokenizer:
+        sha = plan.task_spec.get("tokenizer_sha256") or ""
+        task += "-" + (
+            tokenizer.replace(":", "") if tokenizer.startswith("bpe:") else f"tok{sha[:8]}"
+        )
+    name = f"{task}_{size}_{b.describe().replace(' ', '')}_{plan.device}"
     return LOCAL_RESULTS / "ablations" / name

@@ -19,6 +19,7 @@ from bench.tasks import (
     Task,
     TaskError,
     build_task,
+    datafiles,
     task_names,
     task_options,
 )
@@ -298,8 +299,9 @@ def test_text_vocab_split_and_windows(tmp_path):
 
 
 def test_text_chunked_reading(tmp_path, monkeypatch):
-    # tiny read chunks split multi-byte characters across reads
-    monkeypatch.setattr(text_mod, "_READ_CHUNK", 7)
+    # tiny read chunks split multi-byte characters across reads; a fresh cache, so it reads
+    monkeypatch.setenv("TRANSFORMER_BENCH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(datafiles, "_READ_CHUNK", 7)
     path = write(tmp_path, SAMPLE)
     task = build_task("text", context=8, data=path)
     assert task.decode(task.tokens.tolist()) == SAMPLE
@@ -362,7 +364,9 @@ def test_shipped_shakespeare_loads_offline_with_its_hash(cache, monkeypatch):
     assert task.describe()["sha256"] == text_mod.SHAKESPEARE_SHA256
     assert cached.stat().st_size == text_mod.SHAKESPEARE_BYTES == task.tokens.size
     assert task.vocab_size == 65 and task.decode(task.tokens[:14]) == "First Citizen:"
-    assert [p.name for p in cache.iterdir()] == [cached.name]  # no temp files left
+    # the corpus and its ids (bench.tasks.tokens), no temp files left
+    assert sorted(p.name for p in cache.iterdir()) == [cached.name, "tokens"]
+    assert not [p for p in (cache / "tokens").iterdir() if p.name.startswith(".")]
 
     again = build_task("shakespeare", context=32)
     assert again.describe()["source"] == "cache"
@@ -402,7 +406,7 @@ def test_shakespeare_local_copy(cache, tmp_path, monkeypatch):
     good = write(tmp_path, FAKE, "input.txt")
     task = build_task("shakespeare", context=32, data=str(good))
     assert task.describe()["source"] == "data"
-    assert not cache.exists()  # data= never unpacks the shipped copy
+    assert not (cache / text_mod.SHAKESPEARE_FILENAME).exists()  # data= never unpacks it
     bad = write(tmp_path, FAKE[:-1], "other.txt")
     with pytest.raises(TaskError) as e:
         build_task("shakespeare", context=32, data=str(bad))
@@ -438,7 +442,12 @@ def test_registry():
         "eval_digits": None,
         "eval_problems": None,
     }
-    assert dataclasses.asdict(task_options("text")) == {}
+    assert dataclasses.asdict(task_options("text")) == {
+        "tokenizer": "char",
+        "data_field": "text",
+        "data_sha256": None,
+        "tokenizer_sha256": None,
+    }
     assert task_options("calculator").lengths == (1, 2, 3)
 
 
@@ -532,7 +541,7 @@ def test_options_are_parsed_once_into_their_types(name, given, attr, value):
         ("calculator", {"lengths": "0-3"}, ["lengths", "[1, 9]"]),
         ("calculator", {"ops": "+%"}, ["ops", "+-*/"]),
         ("calculator", {"divisor_digits": "x"}, ["divisor_digits", "integer"]),
-        ("text", {"n_digits": 3}, ["no option n_digits", "none"]),
+        ("text", {"n_digits": 3}, ["no option n_digits", "tokenizer, data_field"]),
     ],
 )
 def test_bad_options_are_one_line(name, given, words):

@@ -102,6 +102,34 @@ _add(Column("peak_mem_mb", "peak MB", ",.1f", delta="pct", delta_label="Δ mem",
 _add(Column("params", "params", agg="median"), "parameter count")
 for _name in ("flops_per_token", "mfu", "steps", "tokens", "wall_s", "freq_loss"):
     _add(Column(_name))
+_add(Column("val_bpb", "val bpb", ".4f", delta="abs", delta_label="Δ bpb", delta_fmt=".4f",
+            test="paired", optional=True),
+     "validation loss in bits per byte of the held-out text (language modelling): loss x "
+     "tokens per byte / ln 2, comparable across tokenisers")  # fmt: skip
+_add(Column("val_gap", "val − train", ".4f", optional=True,
+            read=lambda rec: rec.metrics["val_loss"] - rec.evals["train_split_loss"]),
+     "final val loss minus the loss on fixed windows of the train split (text tasks): the "
+     "train-val gap")  # fmt: skip
+
+
+def late_rise(curve: list) -> float | None:
+    """How far the val loss rose over the last quarter of a curve: its final value over the
+    lowest one from 75% of the run on, relative to that lowest (0.0 when the end is the
+    lowest); None for a curve with fewer than two points there."""
+    points = [(p.get("step"), p.get("val_loss")) for p in curve]
+    points = [(s, v) for s, v in points if s is not None and v is not None and math.isfinite(v)]
+    if not points:
+        return None
+    late = [v for s, v in points if s >= 0.75 * points[-1][0]]
+    if len(late) < 2 or min(late) <= 0:
+        return None
+    return late[-1] / min(late) - 1.0
+
+
+_add(
+    Column("val_rise", read=lambda rec: late_rise(rec.curve)),
+    "the val loss's rise over the last quarter of its curve (the overfitting guard)",
+)
 
 
 def metric_names() -> list[str]:

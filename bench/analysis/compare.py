@@ -40,6 +40,13 @@ LEARN_LOSS_FRAC = 0.8
 LEARN_MIN_ACCURACY = 0.05
 INCONCLUSIVE = "inconclusive: baseline did not learn"
 DID_NOT_LEARN = "worse (did not learn)"
+# The overfitting guard (see `overfit`): a run overfit when its val loss ended more than 1%
+# above its lowest point of the last quarter of training (run to run, that rise is 0 to 0.1%
+# on the default comparison's committed records).
+OVERFIT_RISE = 0.01
+# The metric of the verdict where a group's runs mix tokenisers: nats per token are not
+# comparable across tokenisers, bits per byte of the same held-out text are.
+BPB = "val_bpb"
 
 
 def _metric_by_seed(runs: pd.DataFrame, metric: str) -> pd.Series:
@@ -99,6 +106,15 @@ def learned(runs: pd.DataFrame, has_acc: bool) -> bool | None:
     return all(checks) if checks else None
 
 
+def overfit(runs: pd.DataFrame) -> bool | None:
+    """The overfitting guard for one variant's finished runs: True when their mean rise of the
+    val loss over the last quarter of training (`bench.analysis.columns.late_rise`) exceeds
+    OVERFIT_RISE; None when no run has a curve long enough to tell."""
+    ok = runs[runs["ok"]]
+    rise, _ = _mean_std(ok, "val_rise") if "val_rise" in ok else (math.nan, math.nan)
+    return None if not np.isfinite(rise) else bool(rise > OVERFIT_RISE)
+
+
 def _variant_row(name: str, runs: pd.DataFrame, cols: list[Column]) -> dict:
     """Counts, the learning guard, and each shown column's mean and std over finished runs
     (a 'median' column: the median over all runs, as an integer)."""
@@ -113,6 +129,7 @@ def _variant_row(name: str, runs: pd.DataFrame, cols: list[Column]) -> dict:
         else:
             row[f"{c.name}_mean"], row[f"{c.name}_std"] = _mean_std(ok, c.name)
     row["learned"] = learned(runs, any(c.name == "accuracy" for c in cols))
+    row["overfit"] = overfit(runs)
     return row
 
 
@@ -130,6 +147,11 @@ def left_out(g: pd.DataFrame) -> list[str]:
 
 def _curves_by_seed(runs: pd.DataFrame, curves: dict) -> dict:
     return {s: curves.get(rid) or [] for s, rid in zip(runs["seed"], runs["run_id"], strict=True)}
+
+
+def _bpb_curves(curves: dict) -> dict:
+    """The curves with bits per byte read as their loss (groups that mix tokenisers)."""
+    return {rid: [{**p, "val_loss": p.get(BPB)} for p in c] for rid, c in curves.items()}
 
 
 def _multiplier_columns(base: pd.DataFrame, var: pd.DataFrame, row: dict, curves: dict):
@@ -172,10 +194,12 @@ def _ladder_columns(rungs: dict, var: pd.DataFrame, row: dict, main_budget: floa
     )
 
 
-def _primary_columns(base: pd.DataFrame, var: pd.DataFrame, row: dict, brow: dict):
-    """The verdict: val loss paired by seed, behind the learning guard, with its interval,
-    p-value, MDE and the seeds that would resolve it."""
-    c = _paired_metric(base, var, PRIMARY, lower=True)
+def _primary_columns(base: pd.DataFrame, var: pd.DataFrame, row: dict, brow: dict,
+                     metric: str = PRIMARY):  # fmt: skip
+    """The verdict: val loss (`metric`: bits per byte where tokenisers mix) paired by seed,
+    behind the learning guard, with its interval, p-value, MDE and the seeds that would
+    resolve it."""
+    c = _paired_metric(base, var, metric, lower=True)
     verdict = c["verdict"]
     if brow.get("learned") is False:
         verdict = INCONCLUSIVE
@@ -197,11 +221,14 @@ def _primary_columns(base: pd.DataFrame, var: pd.DataFrame, row: dict, brow: dic
     )
 
 
-def _diff_columns(base: pd.DataFrame, var: pd.DataFrame, row: dict, brow: dict, cols: list):
+def _diff_columns(base: pd.DataFrame, var: pd.DataFrame, row: dict, brow: dict, cols: list,
+                  primary: str = PRIMARY):  # fmt: skip
     """Fill the difference columns of one variant row against the baseline's runs and row."""
     base, var = base[base["ok"]], var[var["ok"]]
-    _primary_columns(base, var, row, brow)
+    _primary_columns(base, var, row, brow, primary)
     for c in cols:
+        if c.name == PRIMARY and primary != PRIMARY:
+            continue  # no Δ in nats per token across tokenisers: d_val_loss holds Δ bpb
         if c.delta == "pct":
             row[c.d] = _pct(row[f"{c.name}_mean"], brow[f"{c.name}_mean"])
         if c.test == "paired":
@@ -229,7 +256,7 @@ def frame_columns(cols: list[Column]) -> list[str]:
     """The comparison frame's columns (summary.csv's order): counts and the means of the shown
     columns; the verdict and multipliers; unpaired differences; paired ones with their interval
     and verdict; the verdict's detail; the Welch verdicts."""
-    out = ["variant", "n_seeds", "n_diverged", "n_failed", "learned"]
+    out = ["variant", "n_seeds", "n_diverged", "n_failed", "learned", "overfit"]
     for c in cols:
         out += [c.name] if c.agg == "median" else [f"{c.name}_mean", f"{c.name}_std"]
     out += _PRIMARY_COLS + _MULTIPLIER_COLS
@@ -247,23 +274,27 @@ def _group_summary(g: pd.DataFrame, curves: dict, ladder: tuple | None) -> pd.Da
     order = variant_order(g["variant"])
     runs = {v: g[g["variant"] == v] for v in order}
     rows = {v: _variant_row(v, runs[v], cols) for v in order}
+    primary = BPB if g["tokenizer"].nunique() > 1 else PRIMARY  # never Δ nats across tokenisers
+    if primary == BPB:
+        curves = _bpb_curves(curves)
     if BASELINE in rows:
         base = runs[BASELINE]
         for v in order:
             if v == BASELINE:
                 continue
-            _diff_columns(base, runs[v], rows[v], rows[BASELINE], cols)
+            _diff_columns(base, runs[v], rows[v], rows[BASELINE], cols, primary)
             ok_b, ok_v = base[base["ok"]], runs[v][runs[v]["ok"]]
             _multiplier_columns(ok_b, ok_v, rows[v], curves)
-            if ladder is not None:
+            if ladder is not None and primary == PRIMARY:
                 _ladder_columns(ladder[0], ok_v, rows[v], _main_budget(g), ladder[1])
     df = pd.DataFrame([rows[v] for v in order])
     df = df.reindex(columns=frame_columns(cols))
     text_cols = [c for c in df.columns if c.endswith(("_ci", "verdict", "_test", "_note"))]
-    text_cols += ["learned", "x_ladder_extrapolated", "x_ladder_unreachable", "x_ladder_form"]
-    text_cols += ["x_ladder_control", "seeds_needed"]
+    text_cols += ["learned", "overfit", "x_ladder_extrapolated", "x_ladder_unreachable"]
+    text_cols += ["x_ladder_form", "x_ladder_control", "seeds_needed"]
     df[text_cols] = df[text_cols].astype(object).where(df[text_cols].notna(), None)
     df["d_val_loss_n"] = df["d_val_loss_n"].astype("Int64")
+    df.attrs["primary"] = primary  # what the verdict columns (d_val_loss, ...) are about
     return df
 
 

@@ -60,19 +60,31 @@ def delta_cell(c: Column, r: pd.Series) -> str:
     return text + fmt.ns(r.get(c.verdict))
 
 
-def _primary_cells(r: pd.Series) -> dict:
+def primary_label(df: pd.DataFrame) -> str:
+    """The header of the verdict's difference: 'Δ val loss', or 'Δ val bpb' where the group
+    mixes tokenisers and the verdict is in bits per byte (bench.analysis.compare)."""
+    return "Δ val bpb" if df.attrs.get("primary", PRIMARY) != PRIMARY else COLUMNS[PRIMARY].headline
+
+
+def _primary_cells(r: pd.Series, delta_label: str) -> dict:
     c = COLUMNS[PRIMARY]
     return {
         c.label: value_cell(c, r),
-        c.delta_label: fmt.signed(fmt.num_or_nan(r, c.d), c.delta_fmt),
+        delta_label: fmt.signed(fmt.num_or_nan(r, c.d), c.delta_fmt),
         "95% CI (Δ)": r.get("d_val_loss_ci") or "—",
         "verdict": r.get("verdict") or "—",
     }
 
 
+def _overfit_shown(df: pd.DataFrame) -> bool:
+    """The overfitting guard gets a column where it flags a variant."""
+    return "overfit" in df and bool((df["overfit"] == True).any())  # noqa: E712 (None too)
+
+
 def display_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Human-readable table (strings): 'mean ± std', signed deltas, '—' where not applicable."""
     cols = frame_shows(df)
+    overfit, delta_label = _overfit_shown(df), primary_label(df)
     rows = []
     for _, r in df.iterrows():
         n, div = int(r["n_seeds"]), int(r["n_diverged"]) + int(r.get("n_failed") or 0)
@@ -81,9 +93,11 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
             "ok/seeds": f"{n - div}/{n}",
             "learned": {True: "yes", False: "no"}.get(r.get("learned"), "?"),
         }
+        if overfit:
+            out["overfit"] = {True: "yes", False: "no"}.get(r.get("overfit"), "?")
         for c in cols:
             if c.name == PRIMARY:
-                out.update(_primary_cells(r))
+                out.update(_primary_cells(r, delta_label))
                 continue
             out[c.label] = value_cell(c, r)
             if c.delta:
@@ -140,7 +154,7 @@ def headline_frame(df: pd.DataFrame) -> pd.DataFrame:
         mde = fmt.num_or_nan(r, "mde")
         out = {
             "variant": r["variant"],
-            f"{primary.headline} [95% CI]": delta + (f" {ci}" if ci else ""),
+            f"{primary_label(df)} [95% CI]": delta + (f" {ci}" if ci else ""),
             "verdict": verdict_text(r),
             "MDE": "—" if not np.isfinite(mde) else f"{mde:.4f}",
             **_multiplier_cells(r, ladder),

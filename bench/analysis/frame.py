@@ -14,6 +14,7 @@ import hashlib
 import json
 import sys
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from bench.core.records import RunRecord, as_record
 
 GROUP_COLS = ["task", "budget_mode", "budget_value", "model_size", "device_name"]
 DEFAULT_OPTIMIZER = "adamw"  # the reference arm of an optimizer comparison (bench.core.optim)
+DEFAULT_TOKENIZER = "char"  # the text tasks' default (bench.tasks.tokenizers)
 ARM_SEP = " · "  # between a variant's name and what else sets its arm apart: 'baseline · muon'
 
 
@@ -58,8 +60,15 @@ _ENV_COLS = ("device", "hostname", "workers", "torch_threads", "torch", "triton"
 ROW_COLS = [
     "run_id", "variant", "seed", "task", "budget_mode", "budget_value", "status",
     "diverged_at_step", "error", "device_name", *_ENV_COLS, "model_size", "optimizer", "lr",
-    "train_cfg", "train_cfg_ladder", "created",
+    "train_cfg", "train_cfg_ladder", "tokenizer", "created",
 ]  # fmt: skip
+
+
+def tokenizer_label(task: dict) -> str:
+    """A run's tokeniser, short: 'char' (also for tasks without one), 'bpe:1024', or a saved
+    tokenizer.json's file name."""
+    name = (task or {}).get("tokenizer") or DEFAULT_TOKENIZER
+    return name if name.startswith("bpe:") or name == DEFAULT_TOKENIZER else Path(name).name
 
 
 def _record_row(rec: RunRecord) -> dict:
@@ -80,6 +89,7 @@ def _record_row(rec: RunRecord) -> dict:
         "lr": num(rec.train.get("lr")),
         "train_cfg": _train_cfg(rec.train),
         "train_cfg_ladder": _train_cfg_sans_eval(rec.train),
+        "tokenizer": tokenizer_label(rec.spec.get("task")),
         "created": rec.created,
     }
     for name in metric_names():
@@ -128,16 +138,35 @@ def arm_label(variant: str, optimizer: str, mixed: bool) -> str:
     return variant if not mixed or optimizer == DEFAULT_OPTIMIZER else variant + ARM_SEP + optimizer
 
 
+def reference_tokenizer(names) -> str:
+    """The tokeniser a group's other arms are read against: char where it is among them, else
+    the first by name."""
+    names = sorted(set(names))
+    return DEFAULT_TOKENIZER if DEFAULT_TOKENIZER in names else names[0]
+
+
+def _tokenizer_arms(df: pd.DataFrame, keys: list) -> pd.Series:
+    """' · bpe:1024' after the arms of a group that mixes tokenisers, but for the reference's."""
+    by_group = df.groupby(keys)["tokenizer"]
+    ref = by_group.transform(lambda names: reference_tokenizer(names))
+    mixed = by_group.transform("nunique") > 1
+    tag = ARM_SEP + df["tokenizer"]
+    return tag.where(mixed & (df["tokenizer"] != ref), "")
+
+
 def _label_arms(df: pd.DataFrame) -> pd.DataFrame:
-    """Within each comparable group, runs of one variant that differ in optimizer or lr are
-    separate arms, named so that none silently replaces another as 'the' run of that variant
-    and seed: 'baseline · muon' where a group mixes optimizers (see `arm_label`), 'rope · lr
-    0.004' where an arm was trained at several lrs in the group (an lr sweep). `arm` keeps the
-    name without the lr, `variant` becomes the full label."""
+    """Within each comparable group, runs of one variant that differ in optimizer, tokeniser
+    or lr are separate arms, named so that none silently replaces another as 'the' run of that
+    variant and seed: 'baseline · muon' where a group mixes optimizers (see `arm_label`),
+    'baseline · bpe:1024' where it mixes tokenisers (read against the char arms, in bits per
+    byte: bench.analysis.compare), 'rope · lr 0.004' where an arm was trained at several lrs in
+    the group (an lr sweep). `arm` keeps the name without the lr, `variant` becomes the full
+    label."""
     keys = [df[c].astype(str) for c in GROUP_COLS]
     mixed = df.groupby(keys)["optimizer"].transform("nunique") > 1
     rows = zip(df["variant"], df["optimizer"], mixed, strict=True)
     df = df.assign(arm=[arm_label(v, o, m) for v, o, m in rows])
+    df = df.assign(arm=df["arm"] + _tokenizer_arms(df, keys))
     n_lr = df.groupby([*keys, df["arm"]])["lr"].transform("nunique")
     lr_text = ARM_SEP + "lr " + df["lr"].map("{:g}".format)
     return df.assign(variant=df["arm"].where(n_lr <= 1, df["arm"] + lr_text))
@@ -185,6 +214,7 @@ def group_meta(g: pd.DataFrame) -> dict:
         "train_cfgs": _uniq("train_cfg"),
         "lrs": _uniq("lr"),
         "optimizers": _uniq("optimizer"),
+        "tokenizers": _uniq("tokenizer"),
         "workers": _uniq("workers"),
         "torch_threads": _uniq("torch_threads"),
         "n_runs": len(g),

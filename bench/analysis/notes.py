@@ -11,7 +11,13 @@ import numpy as np
 
 from bench.analysis import fmt, multiplier
 from bench.analysis.columns import Column
-from bench.analysis.compare import DID_NOT_LEARN, INCONCLUSIVE, LEARN_LOSS_FRAC, LEARN_MIN_ACCURACY
+from bench.analysis.compare import (
+    DID_NOT_LEARN,
+    INCONCLUSIVE,
+    LEARN_LOSS_FRAC,
+    LEARN_MIN_ACCURACY,
+    OVERFIT_RISE,
+)
 from bench.analysis.fmt import BASELINE
 from bench.analysis.frame import ARM_SEP, DEFAULT_OPTIMIZER
 
@@ -63,7 +69,28 @@ def guard_text(meta: dict | None) -> str:
         f"{LEARN_LOSS_FRAC:g} × the loss of a token-frequency table{here} and, on tasks with "
         f"exact answers, its mean exact match is at least {LEARN_MIN_ACCURACY:.0%}. If the "
         f"baseline did not learn, every verdict is '{INCONCLUSIVE}'; a variant that did not "
-        f"learn while the baseline did is '{DID_NOT_LEARN}'."
+        f"learn while the baseline did is '{DID_NOT_LEARN}'. Overfitting guard: a variant "
+        f"overfit when its val loss ended more than {OVERFIT_RISE:.0%} above its lowest point "
+        "of the last quarter of training (mean over seeds); the 'overfit' column appears when "
+        "one did, and 'val − train' (text tasks) is the final val loss minus the loss on fixed "
+        "windows of the train split."
+    )
+
+
+def tokenizer_text(meta: dict | None) -> str:
+    """One line where a group's runs mix tokenisers ('' otherwise): what the verdict is in."""
+    names = (meta or {}).get("tokenizers") or []
+    if len(names) < 2:
+        return ""
+    from bench.analysis.frame import reference_tokenizer
+
+    ref = reference_tokenizer(names)
+    others = ", ".join(n for n in names if n != ref)
+    return (
+        f"These runs mix tokenisers ({ref}; {others}, whose arms are marked '{ARM_SEP}NAME'): a "
+        "loss in nats per token is not comparable across tokenisers, so every Δ, verdict, MDE "
+        "and crossing multiplier here is in bits per byte of the same held-out text (val bpb); "
+        "the val loss column stays per token."
     )
 
 

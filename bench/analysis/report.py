@@ -216,6 +216,7 @@ def _build_blocks(run_dir, out_dir, fig_dir, records, micro_paths, command) -> l
             Block("h2", f"Results: {fmt.group_title(meta)}"),
             Block("p", display.summary_header(meta)),
         ]
+        blocks += [Block("note", t) for t in [notes.tokenizer_text(meta)] if t]  # mixed tokenisers
         head = display.headline_frame(df)
         if not head.empty:
             blocks += [Block("h3", "At a glance"), Block("table", table=head)]

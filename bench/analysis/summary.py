@@ -14,7 +14,7 @@ from bench import probes  # noqa: F401  (registers the built-in probes' sections
 from bench.analysis.compare import summaries
 from bench.analysis.display import display_frame, frame_shows, headline_frame, summary_header
 from bench.analysis.fmt import BASELINE, group_title, markdown_table
-from bench.analysis.notes import footnote, ladder_control_text, left_out_text
+from bench.analysis.notes import footnote, ladder_control_text, left_out_text, tokenizer_text
 from bench.analysis.sections import SECTIONS
 from bench.core.records import as_record, write_bytes_atomic
 
@@ -22,6 +22,8 @@ from bench.core.records import as_record, write_bytes_atomic
 def format_summary(df: pd.DataFrame, meta: dict, notes: list[str] = ()) -> str:
     """Markdown: a title, the header line, the headline table, the full table, the footnote."""
     lines = [f"### {group_title(meta)}", "", summary_header(meta), ""]
+    mixed = tokenizer_text(meta)
+    lines += [f"**{mixed}**", ""] if mixed else []
     head = headline_frame(df)
     if not head.empty:
         control = ladder_control_text(meta)

@@ -126,16 +126,16 @@ class _Loop:
     curve: list[dict] = field(default_factory=list)
 
     def add_point(self, s: _Setup, val_loss: float, acc=None) -> None:
-        self.curve.append(
-            {
-                "step": self.step,
-                "tokens": self.step * s.tokens_per_step,
-                "time_s": round(self.train_time, 4),
-                "train_loss": self.train_loss,
-                "val_loss": val_loss,
-                "accuracy": acc,
-            }
-        )
+        point = {
+            "step": self.step,
+            "tokens": self.step * s.tokens_per_step,
+            "time_s": round(self.train_time, 4),
+            "train_loss": self.train_loss,
+            "val_loss": val_loss,
+            "accuracy": acc,
+        }
+        bpb = s.task.bits_per_byte(val_loss)  # language modelling only (Task.bits_per_byte)
+        self.curve.append(point if bpb is None else {**point, "val_bpb": bpb})
 
 
 def run(
@@ -371,7 +371,8 @@ def _finished_metrics(s: _Setup, loop: _Loop, evals: dict) -> dict:
     s.model.train()
     if s.world > 1:
         (fwd["median_ms"],) = distributed.max_over_ranks(fwd["median_ms"])
-    return {"val_loss": val_loss, "accuracy": acc, "fwd_ms": fwd["median_ms"]}
+    bpb = s.task.bits_per_byte(val_loss)  # None unless the task models language
+    return {"val_loss": val_loss, "val_bpb": bpb, "accuracy": acc, "fwd_ms": fwd["median_ms"]}
 
 
 def _evals(s: _Setup, loop: _Loop) -> dict:

@@ -15,6 +15,7 @@ import math
 import types
 import typing
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -294,8 +295,27 @@ class Task(abc.ABC):
             "'lengths' probe needs a text task (shakespeare, text, corpus)"
         )
 
-    # every task here is character level: `self.vocab` (a CharVocab) maps text <-> ids
+    # `self.vocab` maps text <-> ids: a CharVocab, or a tokeniser with the same `len`,
+    # `encode` and `decode` (bench.tasks.tokenizers)
     vocab: CharVocab
+
+    # Language-modelling tasks set this: validation tokens per UTF-8 byte of the held-out text,
+    # which turns nats per token into bits per byte (comparable across tokenisers).
+    val_tokens_per_byte: float | None = None
+
+    def bits_per_byte(self, loss: float | None) -> float | None:
+        """`loss` (nats per token on the validation split) in bits per byte of its text:
+        loss x tokens/byte / ln 2. None for a task that is not language modelling."""
+        tpb = self.val_tokens_per_byte
+        if tpb is None or loss is None or not math.isfinite(loss):
+            return None
+        return loss * tpb / math.log(2)
+
+    def run_identity(self, data, given: dict) -> dict:
+        """What a run's spec says about this task besides its name: the data path (absolute:
+        moving the file is another run) and the options given, as the task typed them. A task
+        may name its data by content instead, or leave out what cannot change its runs."""
+        return {"data": None if data is None else str(Path(data).resolve()), **given}
 
     def encode(self, s: str) -> list[int]:
         return self.vocab.encode(s)

@@ -36,13 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from .base import CharVocab, TaskError, option, register_task
 from .text import TRAIN_TENTHS, CharWindowsTask, _id_dtype, _read_chunks
-
-_TRAIN_EVAL_SEED = 7331  # fixed: the train-split windows of `train_eval_batches`
 
 
 def parse_files(files) -> list[Path]:
@@ -149,7 +145,7 @@ class CorpusTask(CharWindowsTask):
         cps = np.array([ord(c) for c in self.vocab.chars], dtype=np.uint32)
         order = np.argsort(cps)
         sorted_cps = cps[order]
-        tpos = vpos = 0
+        tpos = vpos = val_bytes = 0
         for path, cut, n in zip(self.paths, cuts, counts, strict=True):
             pos = 0  # character position inside this file
             for _, _, text in _read_chunks(path):
@@ -166,30 +162,14 @@ class CorpusTask(CharWindowsTask):
                 to_train = max(0, min(cut - pos, k))
                 self._train[tpos : tpos + to_train] = ids[:to_train]
                 self._val[vpos : vpos + k - to_train] = ids[to_train:]
+                val_bytes += len(text[to_train:].encode("utf-8")) if to_train < k else 0
                 tpos += to_train
                 vpos += k - to_train
                 pos += k
             if pos != n:
                 raise TaskError(f"corpus file {path} changed while it was read; try again")
-
-    def train_eval_batches(self) -> list[tuple[Tensor, Tensor]]:
-        """As many fixed windows of the *train* split as `val_batches` has (fixed seed): the
-        train loss measured the same way as the validation loss, to see whether they part."""
-        return self._fixed_windows(self._train, _TRAIN_EVAL_SEED)
-
-    @torch.no_grad()
-    def evaluate(self, model, device) -> dict:
-        """The loss on `train_eval_batches`, beside the val loss: do train and val part
-        (overfitting)? {"train_split_loss": nats per character}."""
-        was_training = model.training
-        model.eval()
-        total, count = 0.0, 0
-        for x, y in self.train_eval_batches():
-            _, loss = model(x.to(device), y.to(device))
-            total += float(loss) * y.numel()
-            count += y.numel()
-        model.train(was_training)
-        return {"train_split_loss": total / count}
+        # one character is one token: bits per byte = loss x characters per byte / ln 2
+        self.val_tokens_per_byte = self.n_val / val_bytes if val_bytes else None
 
     def describe(self) -> dict:
         return {

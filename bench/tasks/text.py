@@ -1,27 +1,39 @@
-"""`text` and `shakespeare`: character-level language modelling on a local UTF-8 file.
+"""`text` and `shakespeare`: language modelling on your own data files, or on tiny Shakespeare.
 
-The vocabulary is the sorted set of characters in the file (sorted by code point). The file is
-encoded once into a single numpy array of ids (uint8 when the vocabulary has <= 256 characters,
-else uint16/uint32), read in chunks so the only full-size copy kept is that array. The first
-90% of the token stream is the train split and the last 10% the validation split.
+`text` reads `data=PATH` (--data): a .txt, .jsonl/.json, .parquet or .csv file, a folder or a
+glob of them (bench.tasks.datafiles: formats, order, the field, the separator), tokenised with
+`tokenizer` (--tokenizer: `char`, the default, `bpe:N` or a tokenizer.json; see
+bench.tasks.tokenizers) once into a memory-mapped id array in the cache (bench.tasks.tokens),
+so a corpus larger than memory trains without being read whole. The first 90% of the text is
+the train split and the last 10% the validation split (with `char`: exactly the first 90% /
+last 10% of the token stream).
 
 Rows are windows of length context + 1 from a split: x = window[:-1], y = window[1:], so
 `seq_len` = context and every position carries a loss. Training windows start at positions
 drawn from the caller's generator; the validation batches start at positions drawn once from a
-fixed internal seed, so every variant and run seed is scored on the same text.
+fixed internal seed, so every variant and run seed is scored on the same text. Each task
+reports `val_tokens_per_byte` (validation tokens over the held-out text's UTF-8 bytes), which
+turns a loss in nats per token into bits per byte, comparable across tokenisers.
 
-`shakespeare` is the same on tiny Shakespeare (Karpathy's char-rnn `input.txt`), which ships
+A run's spec names the data by content (`data_sha256`, bench.tasks.datafiles.Corpus.sha256)
+and a BPE tokeniser by its hash (`tokenizer`, `tokenizer_sha256`): editing a file in place or
+retraining a tokeniser is another run, while `char` and the default field add nothing, so the
+ids of runs made before these options existed are unchanged (`run_identity`). A worker checks
+that the data and tokeniser it builds are the ones the spec names.
+
+`shakespeare` is `text` on tiny Shakespeare (Karpathy's char-rnn `input.txt`), which ships
 with the package (xz-compressed), is unpacked once into the cache directory
 ($TRANSFORMER_BENCH_CACHE, else ~/.cache/transformer-bench/) and checked against a fixed
-sha256; `data=PATH` takes another copy (also hash-checked). Nothing is downloaded.
+sha256; `data=PATH` takes another copy (also hash-checked: any copy is the same run, so it is
+left out of the spec). Nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import lzma
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,94 +43,15 @@ from torch import Tensor
 from bench.core.records import CACHE_ENV, cache_dir, write_bytes_atomic
 from bench.core.spec import Recipe
 
-from .base import CharVocab, Task, TaskError, register_task
+from .base import CharVocab, Task, TaskError, option, register_task
+from .datafiles import DEFAULT_FIELD, open_corpus
+from .datafiles import read_chunks as _read_chunks  # noqa: F401 (bench.tasks.corpus reads it here)
+from .tokenizers import CHAR, parse_tokenizer
+from .tokens import TRAIN_TENTHS, map_ids, tokenize  # noqa: F401 (TRAIN_TENTHS: bench.tasks.corpus)
+from .tokens import id_dtype as _id_dtype  # noqa: F401 (bench.tasks.corpus reads it here)
 
-TRAIN_TENTHS = 9  # first 90% of the token stream is train, the rest validation
 _VAL_SEED = 1337  # fixed: validation windows never depend on the run seed
-_READ_CHUNK = 1 << 24  # bytes per read while scanning / encoding the file
-
-
-# ---------------------------------------------------------------------------------------------
-# loading
-# ---------------------------------------------------------------------------------------------
-
-
-def _read_chunks(path: Path):
-    """Yield (byte offset, raw bytes, decoded text) per chunk, decoding UTF-8 strictly.
-
-    The incremental decoder carries a multi-byte character split across two chunks over.
-    """
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
-    offset = 0
-    with open(path, "rb") as f:
-        while True:
-            raw = f.read(_READ_CHUNK)
-            final = not raw
-            pending = len(decoder.getstate()[0])
-            try:
-                text = decoder.decode(raw, final=final)
-            except UnicodeDecodeError as e:
-                where = offset - pending + e.start
-                raise TaskError(
-                    f"data file {path} is not valid UTF-8 (bad byte at offset {where});"
-                    " convert it to UTF-8 first"
-                ) from None
-            yield offset, raw, text
-            offset += len(raw)
-            if final:
-                return
-
-
-def _id_dtype(vocab_size: int) -> np.dtype:
-    if vocab_size <= 1 << 8:
-        return np.dtype(np.uint8)
-    if vocab_size <= 1 << 16:
-        return np.dtype(np.uint16)
-    return np.dtype(np.uint32)
-
-
-def load_text(path: str | os.PathLike) -> tuple[str, np.ndarray, str]:
-    """Read a UTF-8 file into (vocabulary string, id array (N,), sha256 hex of the bytes).
-
-    Two streaming passes: the first finds the character set, length and hash; the second
-    writes ids into one preallocated array. Raises TaskError for a missing, unreadable, empty
-    or non-UTF-8 file.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise TaskError(f"data file {path} does not exist; pass --data PATH to a UTF-8 text file")
-    if not path.is_file():
-        raise TaskError(f"data path {path} is not a file; pass --data PATH to a UTF-8 text file")
-    try:
-        chars: set[str] = set()
-        n_chars = 0
-        sha = hashlib.sha256()
-        for _, raw, text in _read_chunks(path):
-            sha.update(raw)
-            chars.update(text)
-            n_chars += len(text)
-        if n_chars == 0:
-            raise TaskError(f"data file {path} is empty; pass --data PATH to a non-empty text file")
-        vocab = "".join(sorted(chars))
-        codepoints = np.array([ord(c) for c in vocab], dtype=np.uint32)  # sorted ascending
-        ids = np.empty(n_chars, dtype=_id_dtype(len(vocab)))  # (N,)
-        pos = 0
-        for _, _, text in _read_chunks(path):
-            if not text:
-                continue
-            cp = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")  # (chunk,)
-            ids[pos : pos + cp.size] = np.searchsorted(codepoints, cp)
-            pos += cp.size
-    except OSError as e:
-        raise TaskError(f"cannot read data file {path}: {e.strerror or e}") from None
-    if pos != n_chars:  # the file changed between the two passes
-        raise TaskError(f"data file {path} changed while it was being read; try again")
-    return vocab, ids, sha.hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# text task
-# ---------------------------------------------------------------------------------------------
+_TRAIN_EVAL_SEED = 7331  # fixed: the train-split windows of `train_eval_batches`
 
 
 # nanoGPT's CPU recipe for tiny Shakespeare (4 layers, 4 heads, d=128, context 64, batch 12,
@@ -182,6 +115,25 @@ class CharWindowsTask(Task):
             "val_seed": _VAL_SEED,
         }
 
+    def train_eval_batches(self) -> list[tuple[Tensor, Tensor]]:
+        """As many fixed windows of the *train* split as `val_batches` has (fixed seed): the
+        train loss measured the same way as the validation loss, to see whether they part."""
+        return self._fixed_windows(self._train, _TRAIN_EVAL_SEED)
+
+    @torch.no_grad()
+    def evaluate(self, model, device) -> dict:
+        """The loss on `train_eval_batches`, beside the val loss: do train and val part
+        (overfitting)? {"train_split_loss": nats per token}."""
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        for x, y in self.train_eval_batches():
+            _, loss = model(x.to(device), y.to(device))
+            total += float(loss) * y.numel()
+            count += y.numel()
+        model.train(was_training)
+        return {"train_split_loss": total / count}
+
     has_spans = True
 
     def held_out_spans(self, n_spans: int, span: int) -> Tensor:
@@ -198,46 +150,118 @@ class CharWindowsTask(Task):
         return torch.from_numpy(np.ascontiguousarray(ids))  # (n_spans, span + 1)
 
 
+@dataclass(frozen=True)
+class TextOptions:
+    tokenizer: str = option(CHAR, parse=parse_tokenizer)  # char, bpe:N or a tokenizer.json
+    data_field: str = option(DEFAULT_FIELD)  # the field/column of .jsonl/.json/.parquet/.csv
+    # set by the plan, checked by the worker: the content the run was planned on
+    data_sha256: str | None = option(None)
+    tokenizer_sha256: str | None = option(None)
+
+
+_IDENTITY_OPTIONS = ("tokenizer", "data_field", "data_sha256", "tokenizer_sha256")
+
+
 @register_task
 class TextTask(CharWindowsTask):
-    """Character-level next-token prediction on a local UTF-8 file (`data=PATH`)."""
+    """Next-token prediction on local data files (`data=PATH`); see the module docstring."""
 
     name = "text"
-    description = "character-level language modelling on a local UTF-8 file (--data PATH)"
+    description = "language modelling on your files (--data: txt/jsonl/parquet/csv, a folder)"
+    Options = TextOptions
 
     def _build(self, data: str | os.PathLike | None) -> None:
         if data is None:
             raise TaskError(
-                f"task '{self.name}' needs a data file: pass --data PATH (a UTF-8 text file)"
+                f"task '{self.name}' needs data: pass --data PATH (a text, jsonl, parquet or"
+                " csv file, a folder or a glob)"
             )
+        opts = self.options
         self.path = Path(data)
-        chars, self.tokens, self.sha256 = load_text(self.path)  # tokens: (N,) uint8/16/32
-        self.vocab = CharVocab(chars)
-        self.vocab_size = len(self.vocab)
+        self.corpus = open_corpus(data, opts.data_field)
+        self.sha256 = self.corpus.sha256
+        _check_pinned(f"--data {data}", opts.data_sha256, self.sha256)
+        toks, self.tokenizer = tokenize(self.corpus, opts.tokenizer)
+        _check_pinned(f"--tokenizer {opts.tokenizer}", opts.tokenizer_sha256, self.tokenizer.sha256)
+        self.vocab = self.tokenizer
+        self.vocab_size = len(self.tokenizer)
         self.seq_len = self.context
+        self.n_train = toks.n_train
+        self.n_val = toks.ids.size - self.n_train
+        self._ids_file = (str(toks.path), toks.ids.dtype.name, int(toks.ids.size))
+        self._map_ids()
+        self.val_bytes = toks.val_bytes
+        self.val_tokens_per_byte = self.n_val / toks.val_bytes if toks.val_bytes else None
+        self._check_sizes()
 
-        n = self.tokens.size
-        self.n_train = (n * TRAIN_TENTHS) // 10
-        self.n_val = n - self.n_train
-        # views, not copies
-        self._train = self.tokens[: self.n_train]
+    def _map_ids(self) -> None:
+        self.tokens = map_ids(*self._ids_file)  # (N,) memmap: train split, then validation
+        self._train = self.tokens[: self.n_train]  # views, not copies
         self._val = self.tokens[self.n_train :]
+
+    def __getstate__(self) -> dict:
+        """Pickled for a worker process (bench.exec.pool) without its ids, which the worker
+        maps again from the cache file: a corpus is never copied through a pipe."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("tokens", "_train", "_val")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._map_ids()
+
+    def _check_sizes(self) -> None:
+        """One line, before any training, when a split cannot give the windows it must."""
         need = self.seq_len + 1
-        if self.n_val < need:
+        unit = "characters" if self.tokenizer.name == CHAR else "tokens"
+        if self.n_val < need or self.n_train < need:
             raise TaskError(
-                f"data file {self.path} is too short: its validation split (last 10%) has"
-                f" {self.n_val} characters but one window needs context+1 = {need}; use a"
-                f" file of at least {10 * need} characters or a smaller context"
+                f"data {self.path} is too short: its validation split (last 10%) has"
+                f" {self.n_val} {unit} but one window needs context+1 = {need}; use at"
+                f" least {10 * need} {unit} of text or a smaller context"
             )
+        windows = self.n_val - self.seq_len  # distinct validation windows
+        if windows < self.eval_batch_size:
+            raise TaskError(
+                f"data {self.path} is too short: its validation split (last 10%) holds"
+                f" {windows} distinct windows of context+1 = {need} {unit}, fewer than one"
+                f" validation batch ({self.eval_batch_size}); use more text, a smaller context"
+                " or a smaller --train.eval_batch_size"
+            )
+
+    def run_identity(self, data, given: dict) -> dict:
+        """The data by content (`data_sha256`) beside its path, the field where a file has
+        fields, and a tokeniser other than `char` by name and hash; `char` and the default
+        field add nothing, so runs from before these options keep their ids."""
+        out = super().run_identity(data, given)
+        for key in _IDENTITY_OPTIONS:
+            out.pop(key, None)
+        if data is not None:
+            out["data_sha256"] = self.sha256
+        if self.options.data_field != DEFAULT_FIELD and set(self.corpus.kinds) != {"text"}:
+            out["data_field"] = self.options.data_field
+        if self.tokenizer.name != CHAR:
+            name = self.options.tokenizer
+            out["tokenizer"] = name if name.startswith("bpe:") else str(Path(name).resolve())
+            out["tokenizer_sha256"] = self.tokenizer.sha256
+        return out
 
     def describe(self) -> dict:
-        return {
-            "task": self.name,
-            "path": str(self.path.resolve()),
-            "sha256": self.sha256,
-            "n_tokens": int(self.tokens.size),
-            **self._describe_windows(),
-        }
+        out = {"task": self.name, "path": str(self.path.resolve()), **self.corpus.describe()}
+        if len(self.corpus.files) == 1:
+            del out["files"]  # the path says it
+        out.update(tokenizer=self.tokenizer.name, n_tokens=int(self.tokens.size))
+        if self.tokenizer.sha256:
+            out["tokenizer_sha256"] = self.tokenizer.sha256
+        out.update(val_bytes=int(self.val_bytes), val_tokens_per_byte=self.val_tokens_per_byte)
+        return {**out, **self._describe_windows()}
+
+
+def _check_pinned(what: str, want: str | None, got: str | None) -> None:
+    """A spec that names a content hash gets that content, or one line saying it changed."""
+    if want is not None and want != got:
+        raise TaskError(
+            f"{what} has changed since this run was planned (sha256 {got}, the run's spec"
+            f" says {want}); run the command again to plan runs on the new content"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -339,11 +363,19 @@ class ShakespeareTask(TextTask):
     """`text` on tiny Shakespeare, shipped with the package and hash-checked (or `data=PATH`)."""
 
     name = "shakespeare"
-    description = "character-level tiny Shakespeare (char-rnn input.txt, ships with the package)"
+    description = (
+        "tiny Shakespeare (char-rnn input.txt, ships with the package), char or --tokenizer"
+    )
 
     def _build(self, data: str | os.PathLike | None) -> None:
         path, self.source = shakespeare_path(data)
         super()._build(path)
+
+    def run_identity(self, data, given: dict) -> dict:
+        """Any copy of the corpus is the same text (its hash is checked): no path, no hash."""
+        out = super().run_identity(data, given)
+        out.pop("data_sha256", None)
+        return {**out, "data": None}
 
     def describe(self) -> dict:
         d = super().describe()
