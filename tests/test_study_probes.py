@@ -33,7 +33,7 @@ AGAIN = Arm("baseline again", "baseline")
 CONTROLS = (Arm(f"window {SHORT}", "sliding-window", (("attn_window", SHORT),)),
             Arm(f"window {LONG}", "sliding-window", (("attn_window", LONG),)), AGAIN)  # fmt: skip
 OTHERS = (Probe("selective-copy", (("n_tokens", 2), ("seq_len", 16)), MICRO),
-          Probe("induction", (("seq_len", 16),), MICRO))  # fmt: skip
+          Probe("induction", (("seq_len", 16),), dataclasses.replace(MICRO, steps=800)))  # fmt: skip
 
 
 def _cells(records) -> dict:

@@ -23,7 +23,17 @@ max_distance); by default they may use every slot of the row.
 
 Longer rows (`rows(n, factor, g)`, the 2x and 4x evaluations): factor x the pairs, the slots
 (max_gap too) and the row, so each row asks factor x as many questions over factor x the
-distances. The keys of the longest row must be distinct: 4 D <= V / 2.
+distances. The keys of the longest row must be distinct: 4 D <= V / 2 - 1 (0 is the filler).
+
+Defaults (2 pairs in 32 tokens, V = 256) and the recipe (3 layers, d = 64, 2,000 steps) are
+what a CPU can teach the GPT-2 baseline in about a minute; zoology's own (8 pairs in 64 tokens,
+V = 8,192) are options away for a longer budget. What was measured on the way (one thread of a
+2-core Xeon, batch 32, lr 3e-3, seeds 0-3): with 2 layers, 4 pairs in 32 tokens stay at
+"one of the pairs' values" (accuracy ~1/4) for 3,000 steps whatever the vocabulary (32 to 256),
+width (64, 128), heads (4, 8), lr (1e-3 to 1e-2), batch or noise, and begin to bind only after
+~11,000 steps; 3 pairs stay at 1/3; 2 pairs bind within 2,500 steps on 1 seed of 4 at 32
+tokens (all 3 at 16 tokens, batch 64). With 3 layers, 2 pairs in 32 tokens reach 92-97% by
+2,000 steps on every seed tried; with 4 layers, 4 pairs still stay at 1/4 for 3,000.
 """
 
 from __future__ import annotations
@@ -71,15 +81,17 @@ class MQARTask(SyntheticTask):
     capability = "associative recall"
     heldout_seed = 31_415_000
     Options = MQAROptions
+    # 3 layers: at 2 (the other probes' model) most seeds stay at "one of the pair's values"
+    # (50%) past 2,500 steps; at 3 every seed tried binds the keys within 2,000 (docstring)
     recipe = Recipe(
         model="tiny",
-        model_overrides=(("n_layer", 2), ("n_embd", 64), ("block_size", 32)),
+        model_overrides=(("n_layer", 3), ("n_embd", 64), ("block_size", 32)),
         batch_size=32,
         lr=3e-3,
-        steps=2500,
+        steps=2000,
         eval_batches=8,
         eval_batch_size=64,
-        note="2 layers, d=64, V=256, 2 pairs in 32 tokens (3+ pairs: see the task's docstring)",
+        note="3 layers, d=64, V=256, 2 pairs in 32 tokens (more pairs: see the task's docstring)",
     )
 
     def _build(self, data) -> None:
