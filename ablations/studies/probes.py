@@ -14,8 +14,9 @@ length (position schemes). Verdicts are the tables' (paired by seed, 95% CI, MDE
 guard first); the longer lengths are reported, not tested (the baseline's learned positions
 cannot read them, so there is no baseline to pair with).
 
-Cost: each probe's recipe trains a 2-layer, d=64 model; `--dry-run`-like arithmetic is in
-`estimate` and README's "Capability probes" section.
+Cost (README "Capability probes"): one thread a run, ~46 s on mqar (3 layers) and ~23 s on
+each of the others (2 layers), so ~93 s per arm and seed; the default four variants and the
+baseline at 3 seeds take ~12 min on two cores.
 """
 
 from __future__ import annotations
