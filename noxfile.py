@@ -1,5 +1,6 @@
 """Sessions: `nox -s tests` (the test suite), `nox -s lint`, `nox -s bench` (benchmarks + report),
-`nox -s triton_compat` (the Triton kernel's tests under older Triton releases).
+`nox -s probes` (the capability probe panel + report), `nox -s triton_compat` (the Triton
+kernel's tests under older Triton releases).
 
 Each session installs the project into a fresh virtualenv, so a green run proves the install.
 CI pins torch's CPU wheel through PIP_CONSTRAINT (see .ci/run); users are not pinned.
@@ -96,3 +97,20 @@ def bench(session: nox.Session) -> None:
         defaults += ["--steps", str(BENCH_STEPS)]
     session.run("python", "ablations/run.py", *defaults, *sweep_args)
     session.run("python", "-m", "bench.report", out)  # picks up out/micro/*.json
+
+
+@nox.session
+def probes(session: nox.Session) -> None:
+    """The capability panel: `--study probes` (the baseline and every variant on mqar,
+    selective-copy and induction, each at its recipe, 3 seeds: the scoreboard of paired
+    Δ accuracy and its heatmap), then the full report of those runs in <out>/report/. Default
+    <out>: results/local/studies/probes. Arguments after `--` reach the study, e.g.
+    `nox -s probes -- --variant gqa --variant no-position --seeds 5`."""
+    session.install("-e", ".[test]")
+    args = list(session.posargs)
+    out = _flag(args, "--out", "results/local/studies/probes")
+    if not any(a.startswith("--out") for a in args):
+        args += ["--out", out]
+    session.run("python", "ablations/run.py", "--study", "probes", *args)
+    # beside the study's own report.md: the tables of every probe's runs and its sections
+    session.run("python", "-m", "bench.report", out, "--out", f"{out}/report")

@@ -91,6 +91,12 @@ _builtin(
     "ablations.studies.heads",
     "separate vs fused heads: equal outputs and gradients, speed ratio for 1-16 heads",
 )
+_builtin(
+    "probes",
+    "ablations.studies.probes",
+    "capability probes: every --variant x mqar, selective-copy, induction (recall, copying,"
+    " 2x and 4x the trained length), a scoreboard of paired Δ accuracy and a heatmap",
+)
 
 
 def get_study(name: str) -> Study:

@@ -194,21 +194,30 @@ def _ladder_columns(rungs: dict, var: pd.DataFrame, row: dict, main_budget: floa
     )
 
 
+def guarded_test(base: pd.DataFrame, var: pd.DataFrame, metric: str, lower: bool,
+                 base_learned: bool | None, var_learned: bool | None) -> dict:  # fmt: skip
+    """A verdict on `metric` (a variant's finished runs against the baseline's, paired by
+    seed: bench.analysis.stats.compare, with its interval, MDE and seeds needed), behind the
+    learning guard: `inconclusive` when the baseline did not learn, `worse (did not learn)`
+    when the variant alone did not. The val loss verdict of every table, and any other."""
+    c = _paired_metric(base, var, metric, lower=lower)
+    if base_learned is False:
+        c["verdict"] = INCONCLUSIVE
+    elif var_learned is False and base_learned is True:
+        c["verdict"] = DID_NOT_LEARN
+    return c
+
+
 def _primary_columns(base: pd.DataFrame, var: pd.DataFrame, row: dict, brow: dict,
                      metric: str = PRIMARY):  # fmt: skip
     """The verdict: val loss (`metric`: bits per byte where tokenisers mix) paired by seed,
     behind the learning guard, with its interval, p-value, MDE and the seeds that would
     resolve it."""
-    c = _paired_metric(base, var, metric, lower=True)
-    verdict = c["verdict"]
-    if brow.get("learned") is False:
-        verdict = INCONCLUSIVE
-    elif row.get("learned") is False and brow.get("learned") is True:
-        verdict = DID_NOT_LEARN
+    c = guarded_test(base, var, metric, True, brow.get("learned"), row.get("learned"))
     row.update(
         d_val_loss=c["mean_diff"],
         d_val_loss_ci=fmt.ci(c["ci_low"], c["ci_high"]),
-        verdict=verdict,
+        verdict=c["verdict"],
         d_val_loss_ci_low=c["ci_low"],
         d_val_loss_ci_high=c["ci_high"],
         d_val_loss_p=c["p_value"],

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from bench import probes  # noqa: F401  (registers the built-in probes' sections)
+from bench.analysis import panel  # noqa: F401  (registers the capability panel's sections)
 from bench.analysis.compare import summaries
 from bench.analysis.display import display_frame, frame_shows, headline_frame, summary_header
 from bench.analysis.fmt import BASELINE, group_title, markdown_table
