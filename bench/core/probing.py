@@ -9,6 +9,9 @@ A probe is a class registered in `PROBES`; the training loop makes one per run a
                           probed (a planner may call it too, before any run starts)
   after_backward(s, step) after every backward, before the optimizer step (gradients live)
   result(s)               at the end: the JSON-able value stored in the record
+  state_dict()            what a checkpoint keeps of the probe mid-run (bench.core.resume);
+  load_state_dict(state)  by default the instance's attributes, which must then be plain
+                          values, lists, dicts or tensors (a checkpoint is loaded weights-only)
 
 `s` is the run's set-up (bench.core.train._Setup: model, task, device, amp, tcfg). `result` is
 called for finished runs only, unless the class sets `on_diverged = True`. A probe shows its
@@ -17,6 +20,8 @@ numbers through a section (bench.analysis.sections) and, for a per-run number, a
 """
 
 from __future__ import annotations
+
+import copy
 
 from variants.named import Registry
 
@@ -32,6 +37,12 @@ class Probe:
 
     def result(self, s):
         return None
+
+    def state_dict(self) -> dict:
+        return copy.deepcopy(vars(self))
+
+    def load_state_dict(self, state: dict) -> None:
+        vars(self).update(copy.deepcopy(state))
 
 
 PROBES: Registry[type[Probe]] = Registry("probe")

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from bench import measure
+from bench.core import resume
 from bench.core.checkpoint import load_checkpoint, save_checkpoint
 from bench.core.optim import as_list, make_optimizer
 from bench.core.records import RunRecord, run_id
@@ -121,9 +122,28 @@ class _Loop:
     diverged_at: int | None = None
     peak_mem: int | None = None  # bytes, from one tracked step after the warm-up
     tracked_s: float = 0.0  # that step's time, left out of tokens/s
-    wall: float = 0.0
-    timing: dict = field(default_factory=dict)  # StepTimer's summary of the timed steps
+    wall: float = 0.0  # the whole run's, earlier segments included
+    timing: dict = field(default_factory=dict)  # StepTimer's summary of this segment's steps
     curve: list[dict] = field(default_factory=list)
+    # A resumed run is made of segments, one per process (bench.core.resume): the earlier ones'
+    # timing, and where this one began.
+    segments: list[dict] = field(default_factory=list)
+    wall_before: float = 0.0
+    seg_step: int = 0
+    seg_time: float = 0.0
+    checkpoint_s: float = 0.0  # seconds spent writing checkpoints, all segments
+    checkpoints: int = 0
+
+    def segment(self, timing: dict, wall: float) -> dict:
+        """This segment's timing so far: steps, training seconds, the timed steps' summary."""
+        return {
+            "from_step": self.seg_step,
+            "to_step": self.step,
+            "train_s": self.train_time - self.seg_time,
+            "wall_s": round(wall, 4),
+            "timed_steps": timing.get("n", 0),
+            **{k: timing.get(k) for k in ("median_ms", "p10_ms", "p90_ms")},
+        }
 
     def add_point(self, s: _Setup, val_loss: float, acc=None) -> None:
         point = {
@@ -143,17 +163,23 @@ def run(
     progress: Callable[[dict], None] | None = None,
     task=None,
     checkpoint_dir: str | Path | None = None,
+    checkpointing: resume.Checkpointing | None = None,
 ) -> RunRecord:
     """Train `spec` and return its record. `progress(info)` is called every few steps for a
     progress bar; `task` may pass an already built task (it must match spec.task).
     `checkpoint_dir` is where `bench.core.checkpoint.save_checkpoint` writes the final weights as
     `<run_id>.pt` and where `spec.init_from` (a run id) is looked up; where files live is not
-    part of a run's identity, so it is an argument, not a spec field.
+    part of a run's identity, so it is an argument, not a spec field. With `checkpointing`
+    (and a checkpoint_dir) the run resumes from its latest checkpoint in
+    `<checkpoint_dir>/<run_id>/` and writes new ones as it goes (bench.core.resume).
 
     Four steps: set up (task, model, optimizer), the loop, the final measurements, the record.
     """
     s = _set_up(spec, task, checkpoint_dir)
-    loop = _train(s, progress if s.rank == 0 else None)  # rank 0 alone shows progress
+    saver = None
+    if checkpointing is not None and checkpoint_dir is not None:
+        saver = resume.Saver(checkpointing, resume.run_dir(checkpoint_dir, run_id(spec.to_dict())))
+    loop = _train(s, progress if s.rank == 0 else None, saver)  # rank 0 alone shows progress
     evals = _evals(s, loop)  # first: the final accuracy may be read off it
     metrics, probes = _final_measurements(s, loop, evals)
     if spec.train.save_checkpoint and loop.status == "ok" and s.rank == 0:
@@ -242,13 +268,16 @@ def _tracked_step(s: _Setup, loop: _Loop, x, y, weight):
     return loss
 
 
-def _train(s: _Setup, progress: Callable[[dict], None] | None) -> _Loop:
+def _train(s: _Setup, progress: Callable[[dict], None] | None, saver: resume.Saver | None) -> _Loop:
     """The loop: until the budget is used, one step and, every eval_every steps, a validation
-    point. A non-finite loss ends it as diverged, keeping what was measured so far."""
+    point; a checkpoint when one is due. A non-finite loss ends it as diverged, keeping what
+    was measured so far."""
     loop = _Loop()
     timer = measure.StepTimer(s.device, warmup=s.tcfg.timing_warmup)
     s.model.train()
-    loop.add_point(s, evaluate(s.model, s.task, s.device, s.amp))
+    if saver is None or not saver.restore(s, loop):
+        loop.add_point(s, evaluate(s.model, s.task, s.device, s.amp))
+    loop.seg_step, loop.seg_time = loop.step, loop.train_time
     t_start = time.perf_counter()
     try:
         while s.progress(loop.step, loop.train_time) < 1.0:
@@ -288,9 +317,11 @@ def _train(s: _Setup, progress: Callable[[dict], None] | None) -> _Loop:
                 )
             if loop.step % s.tcfg.eval_every == 0:
                 loop.add_point(s, evaluate(s.model, s.task, s.device, s.amp))
+            if saver is not None and saver.due(s, loop):
+                saver.save(s, loop, timer, time.perf_counter() - t_start)
     except Diverged:
         loop.status, loop.diverged_at = "diverged", loop.step
-    loop.wall = time.perf_counter() - t_start
+    loop.wall = loop.wall_before + time.perf_counter() - t_start
     if s.world > 1:
         loop.train_time, loop.wall, loop.peak_mem = distributed.max_over_ranks(
             loop.train_time, loop.wall, loop.peak_mem
@@ -315,19 +346,7 @@ def _final_measurements(s: _Setup, loop: _Loop, evals: dict) -> tuple[dict, dict
         # the loss of a token-frequency table: the learning guard's floor (bench.analysis.tables)
         "freq_loss": s.task.frequency_loss(),
     }
-    timing = loop.timing
-    if s.world > 1:
-        keys = ("median_ms", "p10_ms", "p90_ms")
-        timing = dict(
-            zip(keys, distributed.max_over_ranks(*(timing[k] for k in keys)), strict=True)
-        )
-    steps_timed = loop.step - (loop.tracked_s > 0)
-    metrics.update(
-        step_ms=timing["median_ms"],
-        step_ms_p10=timing["p10_ms"],
-        step_ms_p90=timing["p90_ms"],
-        tokens_per_s=_throughput(steps_timed, s.tokens_per_step, loop.train_time - loop.tracked_s),
-    )
+    metrics.update(resume.step_timing(s, loop))
     if loop.status == "ok":
         metrics.update(_finished_metrics(s, loop, evals))
     else:
