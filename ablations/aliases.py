@@ -212,5 +212,17 @@ def _executor_flags(p) -> None:
         "an extra #SBATCH option, e.g. account=proj, qos=low, mem=16G (repeatable)",
     )
     x.add_argument(
+        "--checkpoint-every",
+        metavar="N|TIME",
+        help="a checkpoint inside each run every N steps or every TIME (90s, 10m, 2h); 'auto' "
+        "(the default): every 10 minutes, so shorter runs write none; 'off'. Rerunning the "
+        "command resumes an interrupted run from its latest one, bit-identically",
+    )
+    x.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        help="keep each run's checkpoints after its record is written (default: removed)",
+    )
+    x.add_argument(
         "--no-wait", action="store_true", help="submit the SLURM jobs and return at once"
     )

@@ -175,6 +175,8 @@ _ALIASES = {
     "runs_per_job": "executor.runs_per_job", "ranks_per_run": "executor.ranks_per_run",
     "slurm_partition": "executor.slurm.partition", "slurm_time": "executor.slurm.time_min",
     "slurm_cpus": "executor.slurm.cpus", "slurm_gpus": "executor.slurm.gpus",
+    "checkpoint_every": "executor.checkpoint_every",
+    "keep_checkpoints": "executor.keep_checkpoints",
 }  # fmt: skip
 
 

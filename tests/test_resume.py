@@ -155,3 +155,41 @@ def test_checkpoint_every_is_read_or_refused_in_one_line():
         with pytest.raises(ValueError, match="--checkpoint-every") as e:
             resume.Checkpointing(bad).interval()
         assert "\n" not in str(e.value)
+
+
+MICRO = ["--task", "addition", "--model", "micro", "--steps", "10", "--batch-size", "8"]
+MICRO += ["--eval-every", "5", "--seeds", "1", "--device", "cpu", "--quiet"]
+
+
+def test_sweep_removes_checkpoints_once_recorded_unless_kept(tmp_path):
+    from ablations.run import main
+
+    assert main([*MICRO, "--checkpoint-every", "3", "--out", str(tmp_path / "a")]) == 0
+    assert not any((tmp_path / "a" / "checkpoints").glob("*/step-*.pt"))
+    args = [*MICRO, "--checkpoint-every", "3", "--keep-checkpoints", "--out", str(tmp_path / "b")]
+    assert main(args) == 0
+    kept = sorted(p.name for p in (tmp_path / "b" / "checkpoints").glob("*/step-*.pt"))
+    assert kept == ["step-00000006.pt", "step-00000009.pt"]
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_ddp_run_resumes_on_every_rank_from_rank_zeros_checkpoint(tmp_path):
+    """Two gloo ranks: rank 0 writes the checkpoints, both read one back. The record is
+    dropped after a first full run (its checkpoints kept), so the rerun resumes at step 6 and
+    must end with the first run's numbers."""
+    from tests.test_distributed import torchrun
+
+    out = tmp_path / "ddp"
+    args = [*MICRO, "--checkpoint-every", "3", "--keep-checkpoints", "--out", str(out)]
+    first = torchrun(2, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    (rec1,) = [RunRecord.from_dict(json.loads(x)) for x in (out / "runs.jsonl").open()]
+    (out / "runs.jsonl").unlink()
+    (out / "checkpoints" / rec1.run_id / "step-00000009.pt").unlink()  # resume from 6
+    again = torchrun(2, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "from step 6" in again.stderr
+    (rec2,) = [RunRecord.from_dict(json.loads(x)) for x in (out / "runs.jsonl").open()]
+    assert rec2.distributed == {"world_size": 2, "backend": "gloo"}
+    same_numbers(rec2, rec1)
+    assert [g["from_step"] for g in rec2.metrics["segments"]] == [0, 6]

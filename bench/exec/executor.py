@@ -80,6 +80,7 @@ def execute(
     Returns the Tally: runs trained (with wait=False: submitted), skipped because their
     record exists, held by another live process, failed."""
     check_fan_out(jobs, where.kind, distributed.is_active())
+    policy = where.checkpointing()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     machine = this_machine(specs[0].device, where.kind) if specs else None
@@ -101,7 +102,9 @@ def execute(
     if where.kind != "local":
         outcome.add(run_submitit(todo, out, quiet, where, plugins, jobs, force))
     elif jobs > 1:
-        outcome.add(run_pool(todo, out, quiet, jobs, plugins, task, force, machine, retry_failed))
+        outcome.add(
+            run_pool(todo, out, quiet, jobs, plugins, task, force, machine, retry_failed, policy)
+        )
     else:
-        outcome.add(run_here(todo, out, quiet, task, force, machine, retry_failed))
+        outcome.add(run_here(todo, out, quiet, task, force, machine, retry_failed, policy))
     return outcome

@@ -19,6 +19,7 @@ from bench.exec.outcome import (
     HELD,
     TAKEN,
     Tally,
+    recorded,
     report,
     skipped,
     train_or_fail,
@@ -97,7 +98,7 @@ def take(out: Path, rid: str, force: bool, machine: dict | None, retry_failed=Tr
 
 
 def run_here(todo, out: Path, quiet: bool, task, force=False, machine=None,
-             retry_failed=True) -> Tally:  # fmt: skip
+             retry_failed=True, policy=None) -> Tally:  # fmt: skip
     main = distributed.is_main()
     outcome = Tally()
     for label, spec in todo:
@@ -111,9 +112,10 @@ def run_here(todo, out: Path, quiet: bool, task, force=False, machine=None,
             continue
         bar, update = progress_bar(quiet or not main, label)
         try:
-            record = train_or_fail(spec, out, progress=update, task=task)
+            record = train_or_fail(spec, out, policy, progress=update, task=task)
             if main:
                 append_record(out / RUNS_FILE, record)
+                recorded(out, record, policy)
         finally:
             if bar is not None:
                 bar.close()

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bench import measure
+from bench.core import resume
 from bench.core.records import RunRecord, run_id
 from bench.core.spec import RunSpec
 from bench.core.train import run
@@ -91,11 +92,13 @@ def failed_record(spec: RunSpec, err: BaseException) -> RunRecord:
     )
 
 
-def train_or_fail(spec: RunSpec, out: Path, **kwargs) -> RunRecord:
+def train_or_fail(spec: RunSpec, out: Path, policy=None, **kwargs) -> RunRecord:
     """`run(spec)`, or the failed record of a run that raised (its traceback in
-    <out>/errors/<run_id>.txt, best effort). KeyboardInterrupt is not caught."""
+    <out>/errors/<run_id>.txt, best effort). KeyboardInterrupt is not caught. With `policy`
+    (a bench.core.resume.Checkpointing) the run resumes from, and writes, checkpoints in
+    <out>/checkpoints/<run_id>/."""
     try:
-        return run(spec, checkpoint_dir=out / "checkpoints", **kwargs)
+        return run(spec, checkpoint_dir=out / "checkpoints", checkpointing=policy, **kwargs)
     except Exception as err:  # whatever the run's code raises: one run's fault
         record = failed_record(spec, err)
         try:
@@ -104,6 +107,13 @@ def train_or_fail(spec: RunSpec, out: Path, **kwargs) -> RunRecord:
         except OSError:
             pass  # the record's line says what failed; the traceback is a convenience
         return record
+
+
+def recorded(out: Path, record: RunRecord, policy) -> None:
+    """After a record is written: its run's checkpoints go, unless kept (--keep-checkpoints).
+    A failed run keeps them: the rerun that retries it resumes from there."""
+    if policy is not None and not policy.keep and record.status != "failed":
+        resume.discard(out / "checkpoints", record.run_id)
 
 
 def report(label: str, brief: dict, quiet: bool) -> None:

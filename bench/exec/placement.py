@@ -31,6 +31,18 @@ class ExecutorConfig:
     runs_per_job: int = 1  # runs per SLURM job
     ranks_per_run: int = 1  # DDP ranks (tasks of one job) that train each run together
     wait: bool = True  # False: submit the cluster jobs and return
+    # checkpoints inside each run (bench.core.resume): "auto" (every 10 minutes), "off", N
+    # steps or a time (90s, 10m, 2h); kept after the record is written only when asked
+    checkpoint_every: str = "auto"
+    keep_checkpoints: bool = False
+
+    def checkpointing(self):
+        from bench.core.resume import Checkpointing
+
+        policy = Checkpointing(str(self.checkpoint_every), self.keep_checkpoints)
+        policy.interval()  # a value it cannot read: one line, before any run
+        return policy
+
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
 

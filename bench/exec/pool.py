@@ -22,7 +22,16 @@ from bench.core import claims
 from bench.core.records import RUNS_FILE, append_record, run_id
 from bench.core.spec import RunSpec
 from bench.exec.local import WorkerDied, brief, cpu_cores, take
-from bench.exec.outcome import FINISHED, HELD, TAKEN, Tally, report, skipped, train_or_fail
+from bench.exec.outcome import (
+    FINISHED,
+    HELD,
+    TAKEN,
+    Tally,
+    recorded,
+    report,
+    skipped,
+    train_or_fail,
+)
 from bench.exec.plugins import load_plugins
 
 _WORKER_TASK = None
@@ -36,7 +45,8 @@ def _init_worker(threads: int, plugins, task, workers: int) -> None:
     _WORKER_TASK = task
 
 
-def _pool_run(spec: RunSpec, out: str, force: bool, machine: dict | None, retry_failed: bool):
+def _pool_run(spec: RunSpec, out: str, force: bool, machine: dict | None, retry_failed: bool,
+              policy=None):  # fmt: skip
     """Train one run in a worker: (TAKEN, its brief), or (HELD or FINISHED, None) when this
     worker did not take it (see `bench.exec.local.take`)."""
     out = Path(out)
@@ -45,15 +55,16 @@ def _pool_run(spec: RunSpec, out: str, force: bool, machine: dict | None, retry_
     if got != TAKEN:
         return got, None
     try:
-        record = train_or_fail(spec, out, task=_WORKER_TASK)
+        record = train_or_fail(spec, out, policy, task=_WORKER_TASK)
         append_record(out / RUNS_FILE, record)  # locked, one write: safe beside other workers
+        recorded(out, record, policy)
     finally:
         claims.release(out, rid)
     return TAKEN, brief(record)
 
 
 def run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task, force, machine,
-             retry_failed=True) -> Tally:  # fmt: skip
+             retry_failed=True, policy=None) -> Tally:  # fmt: skip
     """Train `todo` ((label, spec) pairs) in `jobs` worker processes."""
     workers = min(jobs, len(todo))
     threads = max(1, cpu_cores() // jobs)
@@ -76,7 +87,7 @@ def run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task, force, mach
     )
     try:
         futures = {
-            pool.submit(_pool_run, spec, str(out), force, machine, retry_failed): label
+            pool.submit(_pool_run, spec, str(out), force, machine, retry_failed, policy): label
             for label, spec in todo
         }
         outcome, first_error = _collect(futures, quiet)

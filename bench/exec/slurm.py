@@ -20,7 +20,7 @@ from bench.core.records import finished_ids, run_file, run_id, write_run_record
 from bench.core.spec import RunSpec
 from bench.exec import distributed
 from bench.exec.local import WorkerDied, brief, cpu_cores, this_machine
-from bench.exec.outcome import Tally, report, train_or_fail
+from bench.exec.outcome import Tally, recorded, report, train_or_fail
 from bench.exec.placement import ExecutorConfig
 from bench.exec.plugins import load_plugins
 
@@ -30,10 +30,18 @@ class SweepJob:
 
     Checkpointable the submitit way (it has `checkpoint`): when SLURM preempts the job or its
     time runs out, submitit calls `checkpoint` and requeues what it returns, a job with the
-    runs this one had not finished (the run in progress restarts from step 0)."""
+    runs this one had not finished; the run in progress resumes from its latest checkpoint
+    (bench.core.resume), or from step 0 where checkpoints are off or none was written yet."""
 
     def __init__(
-        self, specs, out: str, plugins=(), threads: int | None = None, force=False, ranks=1
+        self,
+        specs,
+        out: str,
+        plugins=(),
+        threads: int | None = None,
+        force=False,
+        ranks=1,
+        policy=None,
     ):
         self.specs = list(specs)
         self.out = str(out)
@@ -42,6 +50,7 @@ class SweepJob:
         self.force = force
         self.ranks = int(ranks)  # > 1: the job's tasks are DDP ranks that train each run together
         self.completed: list[str] = []
+        self.policy = policy  # checkpoints inside each run (bench.core.resume)
 
     def __call__(self) -> list[dict]:
         if self.threads:
@@ -69,9 +78,10 @@ class SweepJob:
             skip = rid in self.completed or (not self.force and self._finished(out, rid, spec))
             if distributed.broadcast_object(skip):  # rank 0 decides for all ranks
                 continue
-            record = train_or_fail(spec, out)  # a run that raises: recorded as failed
+            record = train_or_fail(spec, out, self.policy)  # one that raises: recorded as failed
             if distributed.is_main():
                 write_run_record(out, record)
+                recorded(out, record, self.policy)
                 briefs.append(brief(record))
             self.completed.append(rid)
         return briefs
@@ -85,7 +95,9 @@ class SweepJob:
 
         remaining = [s for s in self.specs if run_id(s.to_dict()) not in self.completed]
         return DelayedSubmission(
-            SweepJob(remaining, self.out, self.plugins, self.threads, self.force, self.ranks)
+            SweepJob(
+                remaining, self.out, self.plugins, self.threads, self.force, self.ranks, self.policy
+            )
         )
 
 
@@ -112,7 +124,11 @@ def run_submitit(todo, out: Path, quiet: bool, where: ExecutorConfig, plugins, j
     params, threads = _job_parameters(where, cluster, todo[0][1].device, len(groups), jobs)
     ex = submitit.AutoExecutor(folder=out / "slurm", cluster=cluster)
     ex.update_parameters(**params)
-    fns = [SweepJob(g, str(out), [str(p) for p in plugins], threads, force, ranks) for g in groups]
+    policy = where.checkpointing()
+    fns = [
+        SweepJob(g, str(out), [str(p) for p in plugins], threads, force, ranks, policy)
+        for g in groups
+    ]
     submitted = ex.submit_array(fns)
     ids = [j.job_id for j in submitted]
     print(
