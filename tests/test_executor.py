@@ -62,26 +62,33 @@ def test_jobs_2_leaves_each_record_exactly_once_and_resumes(tmp_path, capsys):
     assert len((out / "runs.jsonl").read_text().splitlines()) == 4
 
 
+def spec_rec(seed: int, **extra) -> dict:
+    """A minimal record whose run id is its spec's hash (records with a forged id are skipped)."""
+    r = rec("0" * 12, **extra)
+    r["seed"] = r["spec"]["seed"] = seed
+    r["run_id"] = run_id(r["spec"])
+    return r
+
+
 def test_load_records_merges_per_run_files_with_runs_jsonl(tmp_path):
-    records.append_record(tmp_path / "runs.jsonl", rec("aaaaaaaaaaaa", v=1))
-    records.append_record(tmp_path / "runs.jsonl", rec("bbbbbbbbbbbb", v=1))
-    records.write_run_record(tmp_path, rec("bbbbbbbbbbbb", v=2))  # same run, later
-    records.write_run_record(tmp_path, rec("cccccccccccc", v=2))
-    records.write_run_record(tmp_path / "machine2", rec("dddddddddddd", v=3))
+    a, b, c, d = (run_id(spec_rec(s)["spec"]) for s in range(4))
+    records.append_record(tmp_path / "runs.jsonl", spec_rec(0, v=1))
+    records.append_record(tmp_path / "runs.jsonl", spec_rec(1, v=1))
+    records.write_run_record(tmp_path, spec_rec(1, v=2))  # same run, later
+    records.write_run_record(tmp_path, spec_rec(2, v=2))
+    records.write_run_record(tmp_path / "machine2", spec_rec(3, v=3))
     (tmp_path / "runs" / "notes.json").write_text("{}")  # not a run id: not a record
     (tmp_path / "runs" / ".eeeeeeeeeeee.json.x1.tmp").write_text('{"run_id": "ee')  # killed
     (tmp_path / "command.json").write_text('{"argv": []}')
-    assert records.run_file(tmp_path, "cccccccccccc") == tmp_path / "runs" / "cccccccccccc.json"
+    assert records.run_file(tmp_path, c) == tmp_path / "runs" / f"{c}.json"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         got = {r.run_id: r.extra["v"] for r in load_records(tmp_path)}
-    assert got == {"aaaaaaaaaaaa": 1, "bbbbbbbbbbbb": 2, "cccccccccccc": 2, "dddddddddddd": 3}
+    assert got == {a: 1, b: 2, c: 2, d: 3}
     assert records.finished_ids(tmp_path) == set(got)
     # a file path still means that file only
     assert len(load_records(tmp_path / "runs.jsonl")) == 2
-    assert load_records(tmp_path / "runs" / "cccccccccccc.json") == [
-        as_record(rec("cccccccccccc", v=2))
-    ]
+    assert load_records(tmp_path / "runs" / f"{c}.json") == [as_record(spec_rec(2, v=2))]
 
 
 def test_submitit_local_executor_runs_a_sweep_for_real(tmp_path, capsys):

@@ -177,7 +177,7 @@ def test_ddp_run_resumes_on_every_rank_from_rank_zeros_checkpoint(tmp_path):
     """Two gloo ranks: rank 0 writes the checkpoints, both read one back. The record is
     dropped after a first full run (its checkpoints kept), so the rerun resumes at step 6 and
     must end with the first run's numbers."""
-    from tests.test_distributed import torchrun
+    from test_distributed import torchrun
 
     out = tmp_path / "ddp"
     args = [*MICRO, "--checkpoint-every", "3", "--keep-checkpoints", "--out", str(out)]

@@ -239,3 +239,16 @@ def test_the_overfitting_guard_flags_a_val_loss_that_rose():
     assert display_frame(df)["overfit"].tolist() == ["yes"]
     slight = [fake_run(s, None, 1.5, 2.1, rise=compare.OVERFIT_RISE / 2) for s in range(2)]
     assert compare.summaries(slight)[0][1]["overfit"].tolist() == [False]
+
+
+def test_the_overfitting_guard_reads_a_near_zero_loss_in_nats_not_percent():
+    """A solved task whose val loss wobbles from 0.0002 to 0.0003 rose by 50%, not by 0.01
+    nats: no overfitting. The same wobble above 1 nat is judged relative to the loss."""
+    from bench.analysis.columns import late_rise
+
+    curve = [{"step": s, "val_loss": v} for s, v in [(0, 3.0), (80, 0.0002), (100, 0.0003)]]
+    assert late_rise(curve) == pytest.approx(0.0001)
+    assert late_rise(curve) < compare.OVERFIT_RISE
+    high = [{"step": s, "val_loss": v} for s, v in [(0, 3.0), (80, 2.0), (100, 2.05)]]
+    assert late_rise(high) == pytest.approx(0.025)
+    assert late_rise(high) > compare.OVERFIT_RISE

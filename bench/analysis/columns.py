@@ -113,17 +113,19 @@ _add(Column("val_gap", "val − train", ".4f", optional=True,
 
 
 def late_rise(curve: list) -> float | None:
-    """How far the val loss rose over the last quarter of a curve: its final value over the
-    lowest one from 75% of the run on, relative to that lowest (0.0 when the end is the
-    lowest); None for a curve with fewer than two points there."""
+    """How far the val loss rose over the last quarter of a curve: its final value minus the
+    lowest one from 75% of the run on, relative to that lowest, or to 1 nat where the lowest is
+    below 1 (0.0 when the end is the lowest); None for a curve with fewer than two points there.
+    The floor keeps a loss near 0 that wobbles by 1e-4 (a solved arithmetic task) from reading
+    as a rise of 50%: below 1 nat the guard's 1% means 0.01 nats."""
     points = [(p.get("step"), p.get("val_loss")) for p in curve]
     points = [(s, v) for s, v in points if s is not None and v is not None and math.isfinite(v)]
     if not points:
         return None
     late = [v for s, v in points if s >= 0.75 * points[-1][0]]
-    if len(late) < 2 or min(late) <= 0:
+    if len(late) < 2:
         return None
-    return late[-1] / min(late) - 1.0
+    return (late[-1] - min(late)) / max(min(late), 1.0)
 
 
 _add(

@@ -71,7 +71,8 @@ def guard_text(meta: dict | None) -> str:
         f"baseline did not learn, every verdict is '{INCONCLUSIVE}'; a variant that did not "
         f"learn while the baseline did is '{DID_NOT_LEARN}'. Overfitting guard: a variant "
         f"overfit when its val loss ended more than {OVERFIT_RISE:.0%} above its lowest point "
-        "of the last quarter of training (mean over seeds); the 'overfit' column appears when "
+        f"of the last quarter of training ({OVERFIT_RISE:g} nats where that point is below 1 "
+        "nat; mean over seeds); the 'overfit' column appears when "
         "one did, and 'val − train' (text tasks) is the final val loss minus the loss on fixed "
         "windows of the train split."
     )
