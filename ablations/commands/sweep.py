@@ -84,10 +84,11 @@ def seeds_for_width(widths: dict, target: float) -> int:
 def report(cfg: SweepConfig, out: Path, outcome: Tally, notes: list[str]) -> None:
     """The comparison table from every record in `out` (every worker's), printed; or, for
     cluster jobs submitted without waiting, how to make it when they are done."""
-    if not cfg.executor.wait and cfg.executor.kind != "local" and outcome.ran:
+    if not cfg.executor.wait and cfg.executor.kind != "local" and (outcome.ran or outcome.held):
+        running = f", {len(outcome.held)} running in live jobs" if outcome.held else ""
         print(
-            f"{outcome.ran} run(s) submitted, {outcome.skipped} skipped (finished earlier); "
-            "when the jobs are "
+            f"{outcome.ran} run(s) submitted, {outcome.skipped} skipped (finished earlier)"
+            f"{running}; when the jobs are "
             f"done: python -m bench.report {out}  (or rerun this command for the table)",
             file=sys.stderr,
         )

@@ -12,7 +12,11 @@ being trained.
 ``flock`` is per host (other NFS clients may not see it), so the holder also refreshes the
 file's time every ``HEARTBEAT_S`` seconds: a claim that names another host counts live only
 while that heartbeat is younger than ``STALE_S``. A claim file whose content is no claim is
-stale, with one warning line. (Cluster jobs write one record file per run and use no claims.)
+stale, with one warning line.
+
+Cluster jobs claim their runs too, naming their job: a job that SLURM requeued after a
+preemption takes over its own claim at once (the same job id), where another job must wait for
+the heartbeat to go stale. `holder` reads a live claim without taking it (a sweep's status).
 """
 
 from __future__ import annotations
@@ -56,19 +60,46 @@ def _holder(path: Path, fd: int) -> dict | None:
     return holder
 
 
-def _live_elsewhere(path: Path, fd: int) -> bool:
+def _live_elsewhere(path: Path, fd: int, job: str | None = None) -> bool:
     """Whether the unlocked claim in `fd` belongs to a live process on another host: it names
-    another host and its heartbeat is fresh. On this host an unlocked claim is dead."""
+    another host and its heartbeat is fresh. On this host an unlocked claim is dead, and so is
+    one of `job` (this very job before SLURM requeued it)."""
     holder = _holder(path, fd)
     if holder is None or holder["host"] == socket.gethostname():
+        return False
+    if job is not None and holder.get("job") == job:
         return False
     return time.time() - os.fstat(fd).st_mtime < STALE_S
 
 
-def claim(out: str | Path, rid: str) -> bool:
+def holder(out: str | Path, rid: str) -> dict | None:
+    """The live claim on run `rid` ({"pid", "host"} and "job" for a cluster job), or None where
+    no live process holds it. Reads only: the lock is tried and let go at once."""
+    path = claim_path(out, rid)
+    if not path.exists():
+        return None
+    with open(path.parent / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # held on this host
+                return _holder(path, fd) or {"pid": None, "host": socket.gethostname()}
+            live = _live_elsewhere(path, fd)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return _holder(path, fd) if live else None
+        finally:
+            os.close(fd)
+
+
+def claim(out: str | Path, rid: str, job: str | None = None) -> bool:
     """Claim run `rid` for this process: True if it is ours to train now. Checking a claim and
-    taking it (or taking over a stale one) happen under one lock of the folder, so two processes
-    never both win the same run."""
+    taking it (or taking over a stale one, or one of this same `job` before a requeue) happen
+    under one lock of the folder, so two processes never both win the same run."""
     path = claim_path(out, rid)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / ".lock", "a") as lock:
@@ -79,10 +110,11 @@ def claim(out: str | Path, rid: str) -> bool:
         except BlockingIOError:  # a live process on this host (this one, maybe) holds it
             os.close(fd)
             return False
-        if _live_elsewhere(path, fd):
+        if _live_elsewhere(path, fd, job):
             os.close(fd)
             return False
-        me = json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode()
+        mine = {"pid": os.getpid(), "host": socket.gethostname()}
+        me = json.dumps(mine if job is None else {**mine, "job": job}).encode()
         os.ftruncate(fd, 0)
         os.pwrite(fd, me, 0)
         _held[str(path)] = fd

@@ -22,6 +22,10 @@ run id differs) is refused with one line, renamed to `*.refused` (never overwrit
 deleted) and the next older one is tried; with none left the run starts from step 0. Loading
 uses `torch.load(weights_only=True)`: a checkpoint is data, never code.
 
+A stop request (`request_stop`, set by a SLURM job's preemption or time-limit signal, see
+bench.exec.preemption) is served at the next step boundary: the run saves a checkpoint there
+(unless checkpoints are "off") and raises `Preempted`; the requeued job resumes from it.
+
 Timing: a resumed run is made of segments (one per process that trained it). Step times from
 different processes are never pooled into one figure: the record's step-time columns come
 from the one segment with the most timed steps, and `metrics["segments"]` lists them all.
@@ -48,6 +52,39 @@ KEEP = 2  # checkpoints kept per run: the latest, and one before it in case the 
 AUTO_SECONDS = 600.0  # "auto": one every 10 minutes, so a run shorter than that writes none
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class Preempted(BaseException):
+    """A run stopped at a step boundary on a stop request, its checkpoint saved. Not an
+    Exception: like KeyboardInterrupt it is no fault of the run, and nothing that records
+    failed runs may catch it."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped at step {step} on a preemption or time-limit signal")
+        self.step = step
+
+
+_stop = {"requested": False, "armed": False}
+
+
+def arm_stop() -> None:
+    """Say that stop requests may come (a signal handler is installed): only then do DDP ranks
+    agree on the flag every step, a collective that runs without a handler do not pay."""
+    _stop["armed"] = True
+
+
+def request_stop() -> None:
+    """Ask the run in progress to save and stop at its next step boundary (safe to call from
+    a signal handler: it only sets a flag)."""
+    _stop["requested"] = True
+
+
+def stop_requested() -> bool:
+    return _stop["requested"]
+
+
+def clear_stop() -> None:
+    _stop["requested"] = False
 
 
 @dataclass(frozen=True)
@@ -137,6 +174,12 @@ def _steps_on_disk(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found, reverse=True)
 
 
+def latest_step(checkpoint_dir, rid: str) -> int | None:
+    """The step of run `rid`'s newest checkpoint file (not read: a status), or None."""
+    found = _steps_on_disk(run_dir(checkpoint_dir, rid))
+    return found[0][0] if found else None
+
+
 def save(folder: Path, state: dict) -> Path:
     """Write `state` as the checkpoint of its step, atomically, and keep the latest KEEP."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -215,8 +258,10 @@ class Saver:
 
     def __init__(self, policy: Checkpointing, folder: Path):
         self.every_steps, self.every_s = policy.interval()
+        self.enabled = policy.interval() != (None, None)  # "off": not even on a stop request
         self.folder = folder
         self.last = time.perf_counter()
+        self.stopping = False  # a stop request reached this run: save (if enabled) and stop
 
     def restore(self, s, loop) -> bool:
         """Resume from the latest good checkpoint; False when there is none (start at 0)."""
@@ -233,14 +278,19 @@ class Saver:
         return True
 
     def due(self, s, loop) -> bool:
+        """Whether a checkpoint is due after this step; also sets `stopping` when a stop was
+        requested (rank 0's flag decides for every rank, as its clock does)."""
         if s.progress(loop.step, loop.train_time) >= 1.0:
             return False  # the run is over: its record comes next
         due = bool(self.every_steps and loop.step % self.every_steps == 0)
+        stop = stop_requested()
         if self.every_s is not None:
             due = time.perf_counter() - self.last >= self.every_s
-            if s.world > 1:  # one clock decides, or the ranks would disagree
-                due = distributed.broadcast_object(due)
-        return due
+        if s.world > 1 and (self.every_s is not None or _stop["armed"]):
+            # one clock and one signal decide, or the ranks would disagree
+            due, stop = distributed.broadcast_object((due, stop))
+        self.stopping = stop
+        return due or (stop and self.enabled)
 
     def save(self, s, loop, timer, seg_wall: float) -> None:
         t0 = time.perf_counter()

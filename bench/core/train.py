@@ -293,6 +293,8 @@ def _train(s: _Setup, progress: Callable[[dict], None] | None, saver: resume.Sav
                 loop.add_point(s, evaluate(s.model, s.task, s.device, s.amp))
             if saver is not None and saver.due(s, loop):
                 saver.save(s, loop, timer, time.perf_counter() - t_start)
+            if saver is not None and saver.stopping:  # preempted: the job requeues itself
+                raise resume.Preempted(loop.step)
     except Diverged:
         loop.status, loop.diverged_at = "diverged", loop.step
     loop.wall = loop.wall_before + time.perf_counter() - t_start

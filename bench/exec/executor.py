@@ -37,7 +37,7 @@ from pathlib import Path
 
 from bench.core.records import finished_ids, run_id
 from bench.core.spec import RunSpec
-from bench.exec import distributed
+from bench.exec import distributed, status
 from bench.exec.local import (  # noqa: F401 (re-exported: the executor's public names)
     Tally,
     WorkerDied,
@@ -100,7 +100,12 @@ def execute(
     if not todo:
         return outcome
     if where.kind != "local":
-        outcome.add(run_submitit(todo, out, quiet, where, plugins, jobs, force))
+        found = status.survey(out, todo)  # a rerun: which runs live jobs still hold
+        status.tell(found, outcome.skipped, quiet)
+        outcome.held += [label for label, _ in found.running]
+        todo = found.free(todo)
+        if todo:
+            outcome.add(run_submitit(todo, out, quiet, where, plugins, jobs, force))
     elif jobs > 1:
         outcome.add(
             run_pool(todo, out, quiet, jobs, plugins, task, force, machine, retry_failed, policy)

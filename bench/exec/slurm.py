@@ -3,9 +3,11 @@ with submitit's LocalExecutor (`"submitit-local"`, to try it on a workstation).
 
 ``runs_per_job`` runs per array task. Jobs write one file per run, ``<out>/runs/<run_id>.json``
 (temp file + rename: no lock needed on NFS, nothing half-written); submitit's files and each
-job's logs go to ``<out>/slurm/``. A preempted or timed-out job is requeued (the job object is
-checkpointable) and goes on with the runs it had not finished; the run it was in restarts from
-step 0.
+job's logs go to ``<out>/slurm/``. A job claims each run while it trains it (bench.core.claims,
+naming its job id), so a rerun of the command sees which runs live jobs hold. A preempted or
+timed-out job saves a checkpoint of the run it was in at the next step boundary and requeues
+itself with the runs it had not finished (bench.exec.preemption); the requeued job resumes that
+run from the checkpoint.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from pathlib import Path
 
 import torch
 
+from bench.core import claims, resume
 from bench.core.records import finished_ids, run_file, run_id, write_run_record
 from bench.core.spec import RunSpec
-from bench.exec import distributed
+from bench.exec import distributed, preemption
 from bench.exec.local import WorkerDied, brief, cpu_cores, this_machine
 from bench.exec.outcome import Tally, recorded, report, train_or_fail
 from bench.exec.placement import ExecutorConfig
@@ -66,22 +69,40 @@ class SweepJob:
             # and pick the wrong GPU where SLURM already narrowed it to, say, "4,5".
             TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
             distributed.setup(self.specs[0].device if self.specs else "cpu")
+        signal = preemption.defer()  # the preemption signal, served at a step boundary
         try:
-            return self._train_all(Path(self.out))
+            return self._train_all(Path(self.out), signal)
         finally:
             distributed.teardown()
 
-    def _train_all(self, out: Path) -> list[dict]:
-        briefs = []
+    def _train_all(self, out: Path, signal: preemption.Deferred | None) -> list[dict]:
+        briefs, main = [], distributed.is_main()
+        job = signal.job_id if signal is not None else None
         for spec in self.specs:
+            if signal is not None and resume.stop_requested():
+                signal.hand_over()  # the signal came between runs: requeue before the next
             rid = run_id(spec.to_dict())
             skip = rid in self.completed or (not self.force and self._finished(out, rid, spec))
+            if not skip and main:
+                if not claims.claim(out, rid, job):
+                    skip = True  # another live job trains it (a twin sweep's array)
+                elif not self.force and self._finished(out, rid, spec):
+                    claims.release(out, rid)  # it finished while we looked: nothing to do
+                    skip = True
             if distributed.broadcast_object(skip):  # rank 0 decides for all ranks
                 continue
-            record = train_or_fail(spec, out, self.policy)  # one that raises: recorded as failed
-            if distributed.is_main():
+            try:
+                record = train_or_fail(spec, out, self.policy)  # raises: recorded as failed
+            except resume.Preempted:
+                if signal is None:  # a stop no signal of ours asked for
+                    raise
+                if main:
+                    claims.release(out, rid)  # checkpointed, not running, until the requeue
+                signal.hand_over()  # does not return
+            if main:
                 write_run_record(out, record)
                 recorded(out, record, self.policy)
+                claims.release(out, rid)
                 briefs.append(brief(record))
             self.completed.append(rid)
         return briefs
