@@ -226,3 +226,11 @@ def _executor_flags(p) -> None:
     x.add_argument(
         "--no-wait", action="store_true", help="submit the SLURM jobs and return at once"
     )
+    _repeatable(
+        x,
+        "--log",
+        "TRACKER",
+        "also log each run's config, curve and final metrics to tensorboard or wandb (offline "
+        "unless WANDB_MODE is set), in <out>/trackers/ (repeatable, or a comma list; needs the "
+        "extra of that name)",
+    )

@@ -48,6 +48,7 @@ from bench.core.spec import BUDGET_FLAGS, TrainConfig
 from bench.exec.placement import ExecutorConfig as ExecutorSection
 from bench.exec.placement import SlurmConfig as SlurmSection  # noqa: F401 (the [executor.slurm] table)
 from bench.exec.placement import check_fan_out  # the one check, shared with execute()
+from bench.exec.trackers import check_trackers  # the same
 
 
 class ConfigError(ValueError):
@@ -188,6 +189,7 @@ class SweepConfig:
             )
         # the training fields are checked where they are built (TrainConfig.validate)
         check_fan_out(1 if x.jobs is None else x.jobs, x.kind, under_torchrun=False)
+        check_trackers(x.log)  # an unknown name or a missing package: before any training
         if x.ranks_per_run != 1 and x.kind == "local":
             raise ConfigError(
                 "--ranks-per-run is for --executor slurm or submitit-local; on this machine "

@@ -153,6 +153,12 @@ def _false(_given) -> bool:
     return False
 
 
+def _tracker_names(given: list[str]) -> list[str]:
+    """--log's names, from repeated flags and comma lists alike, each once, in order."""
+    names = [n.strip() for item in given for n in item.split(",") if n.strip()]
+    return list(dict.fromkeys(names))
+
+
 # alias (argparse dest) -> the config key it sets, or (key, what the flag's value becomes);
 # the budget flags, --task-option and --slurm-option are applied in `resolve_config`
 _ALIASES = {
@@ -176,7 +182,7 @@ _ALIASES = {
     "slurm_partition": "executor.slurm.partition", "slurm_time": "executor.slurm.time_min",
     "slurm_cpus": "executor.slurm.cpus", "slurm_gpus": "executor.slurm.gpus",
     "checkpoint_every": "executor.checkpoint_every",
-    "keep_checkpoints": "executor.keep_checkpoints",
+    "keep_checkpoints": "executor.keep_checkpoints", "log": ("executor.log", _tracker_names),
 }  # fmt: skip
 
 

@@ -56,6 +56,7 @@ def run_specs(cfg: SweepConfig, specs: list[RunSpec], out: Path, task, jobs: int
 _OUT_ENTRIES = {
     RUNS_FILE: False, "summary.md": False, "summary.csv": False, "config.toml": False,
     "command.json": False, "claims": True, "errors": True, "checkpoints": True,
+    "trackers": True,
 }  # fmt: skip
 
 

@@ -50,6 +50,7 @@ from bench.exec.placement import EXECUTORS, ExecutorConfig, SlurmConfig, check_f
 from bench.exec.plugins import load_plugins  # noqa: F401
 from bench.exec.pool import run_pool
 from bench.exec.slurm import SweepJob, run_submitit  # noqa: F401
+from bench.exec.trackers import Trackers, check_trackers
 
 LOCAL = ExecutorConfig()  # one run after another in this process, or a local pool
 
@@ -80,6 +81,7 @@ def execute(
     Returns the Tally: runs trained (with wait=False: submitted), skipped because their
     record exists, held by another live process, failed."""
     check_fan_out(jobs, where.kind, distributed.is_active())
+    check_trackers(where.log)  # an unknown --log or a missing package: before any run
     policy = where.checkpointing()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -87,6 +89,7 @@ def execute(
     done = set() if force else finished_ids(out, machine, failed=not retry_failed)
     done = distributed.broadcast_object(done)  # all ranks agree on what to run
     main = distributed.is_main()
+    trackers = Trackers(where.log, out) if where.log else None
     todo, outcome = [], Tally()
     for i, spec in enumerate(specs, 1):
         rid = run_id(spec.to_dict())
@@ -105,11 +108,12 @@ def execute(
         outcome.held += [label for label, _ in found.running]
         todo = found.free(todo)
         if todo:
-            outcome.add(run_submitit(todo, out, quiet, where, plugins, jobs, force))
+            outcome.add(run_submitit(todo, out, quiet, where, plugins, jobs, force, trackers))
     elif jobs > 1:
-        outcome.add(
-            run_pool(todo, out, quiet, jobs, plugins, task, force, machine, retry_failed, policy)
-        )
+        rest = (plugins, task, force, machine, retry_failed, policy, trackers)
+        outcome.add(run_pool(todo, out, quiet, jobs, *rest))
     else:
-        outcome.add(run_here(todo, out, quiet, task, force, machine, retry_failed, policy))
+        outcome.add(
+            run_here(todo, out, quiet, task, force, machine, retry_failed, policy, trackers)
+        )
     return outcome

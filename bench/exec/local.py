@@ -12,17 +12,17 @@ from pathlib import Path
 
 from bench import measure
 from bench.core import claims
-from bench.core.records import RUNS_FILE, RunRecord, append_record, finished_ids, run_id
+from bench.core.records import RunRecord, finished_ids, run_id
 from bench.exec import distributed
 from bench.exec.outcome import (
     FINISHED,
     HELD,
     TAKEN,
     Tally,
-    recorded,
+    append_run,
     report,
     skipped,
-    train_or_fail,
+    train_and_record,
 )
 
 
@@ -98,7 +98,7 @@ def take(out: Path, rid: str, force: bool, machine: dict | None, retry_failed=Tr
 
 
 def run_here(todo, out: Path, quiet: bool, task, force=False, machine=None,
-             retry_failed=True, policy=None) -> Tally:  # fmt: skip
+             retry_failed=True, policy=None, trackers=None) -> Tally:  # fmt: skip
     main = distributed.is_main()
     outcome = Tally()
     for label, spec in todo:
@@ -112,10 +112,8 @@ def run_here(todo, out: Path, quiet: bool, task, force=False, machine=None,
             continue
         bar, update = progress_bar(quiet or not main, label)
         try:
-            record = train_or_fail(spec, out, policy, progress=update, task=task)
-            if main:
-                append_record(out / RUNS_FILE, record)
-                recorded(out, record, policy)
+            record = train_and_record(spec, out, policy, append_run, trackers, main=main,
+                                      progress=update, task=task)  # fmt: skip
         finally:
             if bar is not None:
                 bar.close()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench import measure
 from bench.core import resume
-from bench.core.records import RunRecord, run_id
+from bench.core.records import RUNS_FILE, RunRecord, append_record, run_id
 from bench.core.spec import RunSpec
 from bench.core.train import run
 
@@ -114,6 +114,32 @@ def recorded(out: Path, record: RunRecord, policy) -> None:
     A failed run keeps them: the rerun that retries it resumes from there."""
     if policy is not None and not policy.keep and record.status != "failed":
         resume.discard(out / "checkpoints", record.run_id)
+
+
+def append_run(out: Path, record: RunRecord) -> None:
+    """Write a record as one line of <out>/runs.jsonl (locked: safe beside other workers)."""
+    append_record(out / RUNS_FILE, record)
+
+
+def keep(out: Path, record: RunRecord, policy, write, trackers=None) -> None:
+    """A trained run's record kept: written by `write(out, record)` (`append_run`, or
+    `write_run_record` for cluster jobs), its checkpoints dealt with (`recorded`), then
+    handed to the `--log` trackers (a bench.exec.trackers.Trackers), after the record is on
+    disk, so that a tracker can never lose it."""
+    write(out, record)
+    recorded(out, record, policy)
+    if trackers is not None:
+        trackers.log(record)
+
+
+def train_and_record(spec: RunSpec, out: Path, policy, write, trackers=None, *, main=True,
+                     **kwargs) -> RunRecord:  # fmt: skip
+    """The one path from a spec to a kept record: `train_or_fail`, then (on rank 0, `main`)
+    `keep`. Every rank trains; only rank 0 writes and logs."""
+    record = train_or_fail(spec, out, policy, **kwargs)
+    if main:
+        keep(out, record, policy, write, trackers)
+    return record
 
 
 def report(label: str, brief: dict, quiet: bool) -> None:

@@ -35,6 +35,9 @@ class ExecutorConfig:
     # steps or a time (90s, 10m, 2h); kept after the record is written only when asked
     checkpoint_every: str = "auto"
     keep_checkpoints: bool = False
+    # experiment trackers each run is logged to once its record is written (--log;
+    # bench.exec.trackers.TRACKERS: tensorboard, wandb); the records stay the source of truth
+    log: list[str] = field(default_factory=list)
 
     def checkpointing(self):
         from bench.core.resume import Checkpointing

@@ -19,7 +19,7 @@ import torch
 
 from bench import measure
 from bench.core import claims
-from bench.core.records import RUNS_FILE, append_record, run_id
+from bench.core.records import run_id
 from bench.core.spec import RunSpec
 from bench.exec.local import WorkerDied, brief, cpu_cores, take
 from bench.exec.outcome import (
@@ -27,22 +27,24 @@ from bench.exec.outcome import (
     HELD,
     TAKEN,
     Tally,
-    recorded,
+    append_run,
     report,
     skipped,
-    train_or_fail,
+    train_and_record,
 )
 from bench.exec.plugins import load_plugins
 
 _WORKER_TASK = None
+_WORKER_TRACKERS = None  # this worker's --log trackers: one that fails stays off in it
 
 
-def _init_worker(threads: int, plugins, task, workers: int) -> None:
-    global _WORKER_TASK
+def _init_worker(threads: int, plugins, task, workers: int, trackers=None) -> None:
+    global _WORKER_TASK, _WORKER_TRACKERS
     torch.set_num_threads(threads)
     os.environ[measure.WORKERS_ENV] = str(workers)  # recorded in each run's environment
     load_plugins(plugins)
     _WORKER_TASK = task
+    _WORKER_TRACKERS = trackers
 
 
 def _pool_run(spec: RunSpec, out: str, force: bool, machine: dict | None, retry_failed: bool,
@@ -55,17 +57,17 @@ def _pool_run(spec: RunSpec, out: str, force: bool, machine: dict | None, retry_
     if got != TAKEN:
         return got, None
     try:
-        record = train_or_fail(spec, out, policy, task=_WORKER_TASK)
-        append_record(out / RUNS_FILE, record)  # locked, one write: safe beside other workers
-        recorded(out, record, policy)
+        record = train_and_record(spec, out, policy, append_run, _WORKER_TRACKERS,
+                                  task=_WORKER_TASK)  # fmt: skip
     finally:
         claims.release(out, rid)
     return TAKEN, brief(record)
 
 
 def run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task, force, machine,
-             retry_failed=True, policy=None) -> Tally:  # fmt: skip
-    """Train `todo` ((label, spec) pairs) in `jobs` worker processes."""
+             retry_failed=True, policy=None, trackers=None) -> Tally:  # fmt: skip
+    """Train `todo` ((label, spec) pairs) in `jobs` worker processes (each with its own copy
+    of `trackers`)."""
     workers = min(jobs, len(todo))
     threads = max(1, cpu_cores() // jobs)
     if task is not None:
@@ -83,7 +85,7 @@ def run_pool(todo, out: Path, quiet: bool, jobs: int, plugins, task, force, mach
         max_workers=workers,
         mp_context=mp.get_context("spawn"),  # no fork of a process with torch threads running
         initializer=_init_worker,
-        initargs=(threads, tuple(str(p) for p in plugins), task, workers),
+        initargs=(threads, tuple(str(p) for p in plugins), task, workers, trackers),
     )
     try:
         futures = {

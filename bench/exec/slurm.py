@@ -23,7 +23,7 @@ from bench.core.records import finished_ids, run_file, run_id, write_run_record
 from bench.core.spec import RunSpec
 from bench.exec import distributed, preemption
 from bench.exec.local import WorkerDied, brief, cpu_cores, this_machine
-from bench.exec.outcome import Tally, recorded, report, train_or_fail
+from bench.exec.outcome import Tally, keep, report, train_or_fail
 from bench.exec.placement import ExecutorConfig
 from bench.exec.plugins import load_plugins
 
@@ -45,6 +45,7 @@ class SweepJob:
         force=False,
         ranks=1,
         policy=None,
+        trackers=None,
     ):
         self.specs = list(specs)
         self.out = str(out)
@@ -54,6 +55,7 @@ class SweepJob:
         self.ranks = int(ranks)  # > 1: the job's tasks are DDP ranks that train each run together
         self.completed: list[str] = []
         self.policy = policy  # checkpoints inside each run (bench.core.resume)
+        self.trackers = trackers  # --log (bench.exec.trackers), rank 0 after each record
 
     def __call__(self) -> list[dict]:
         if self.threads:
@@ -100,8 +102,7 @@ class SweepJob:
                     claims.release(out, rid)  # checkpointed, not running, until the requeue
                 signal.hand_over()  # does not return
             if main:
-                write_run_record(out, record)
-                recorded(out, record, self.policy)
+                keep(out, record, self.policy, write_run_record, self.trackers)
                 claims.release(out, rid)
                 briefs.append(brief(record))
             self.completed.append(rid)
@@ -115,15 +116,12 @@ class SweepJob:
         from submitit.helpers import DelayedSubmission
 
         remaining = [s for s in self.specs if run_id(s.to_dict()) not in self.completed]
-        return DelayedSubmission(
-            SweepJob(
-                remaining, self.out, self.plugins, self.threads, self.force, self.ranks, self.policy
-            )
-        )
+        args = (self.out, self.plugins, self.threads, self.force, self.ranks, self.policy)
+        return DelayedSubmission(SweepJob(remaining, *args, trackers=self.trackers))
 
 
 def run_submitit(todo, out: Path, quiet: bool, where: ExecutorConfig, plugins, jobs: int,
-                 force: bool) -> Tally:  # fmt: skip
+                 force: bool, trackers=None) -> Tally:  # fmt: skip
     """Submit `todo` ((label, spec) pairs) as a job array; with `where.wait`, wait for it
     (its Tally counts the runs trained), else its Tally counts the runs submitted."""
     try:
@@ -147,7 +145,7 @@ def run_submitit(todo, out: Path, quiet: bool, where: ExecutorConfig, plugins, j
     ex.update_parameters(**params)
     policy = where.checkpointing()
     fns = [
-        SweepJob(g, str(out), [str(p) for p in plugins], threads, force, ranks, policy)
+        SweepJob(g, str(out), [str(p) for p in plugins], threads, force, ranks, policy, trackers)
         for g in groups
     ]
     submitted = ex.submit_array(fns)
