@@ -351,6 +351,9 @@ def test_records_of_another_machine_are_trained_again(tmp_path):
         "ablations/muon_shakespeare_tiny_1400steps_cpu",
         "ablations/lr_sweep_shakespeare_tiny_1400steps_cpu",
         "ablations/lr_sweep_addition_L2-H4-d64-ctx32_3000steps_cpu",
+        "ablations/bpe1024_shakespeare_tiny_1400steps_cpu",
+        "ablations/char_vs_bpe1024_shakespeare_tiny_1400steps_cpu",  # two tokenisers: in bpb
+        "ablations/char_vs_bpe1024_shakespeare_tiny_1400steps_cpu/char",
         "bench/sweep",
     ],
 )
