@@ -21,6 +21,10 @@ from bench.analysis.scaling_law.readings import (
 )
 from bench.analysis.scaling_law.surface import Surface
 
+# How far past the baseline's grid a multiplier may be read and still get a verdict: within a
+# factor 2 (one step of the budgets) of the sizes or token budgets trained
+FAR = 2.0
+
 
 @dataclass(frozen=True)
 class Control:
@@ -105,9 +109,12 @@ def _cells_table(data: Data, point: Reading, boots: list, level: float) -> pd.Da
     needed = (out["data_x"] * out["tokens"]).to_numpy()  # the baseline's tokens for that loss
     grid = [data.cell_tokens[data.cell_size == i] for i in idx]
     out["data_extrap"] = [not g.min() <= t <= g.max() for g, t in zip(grid, needed, strict=True)]
+    out["data_far"] = [not g.min() / FAR <= t <= g.max() * FAR
+                       for g, t in zip(grid, needed, strict=True)]  # fmt: skip
     out["n_opt"] = point.n_opt
     lo, hi = data.size_n.min(), data.size_n.max()
     out["compute_extrap"] = point.edge | (point.n_opt < lo) | (point.n_opt > hi)
+    out["compute_far"] = point.edge | (point.n_opt < lo / FAR) | (point.n_opt > hi * FAR)
     out["size"] = pd.Categorical(out["size"], categories=data.sizes, ordered=True)
     return out
 
@@ -166,14 +173,20 @@ def verdict(result: ScalingResult, arm: str, failed: list[str]) -> dict:
     """Per kind of multiplier, one phrase. A gain 'holds across sizes' when the multiplier's
     interval lies above 1 at every size and its trend's interval is not wholly below 0; 'worse
     at every size' when it lies below 1 at every size; otherwise 'not resolved'. Nothing is
-    read when a control failed or could not be evaluated."""
+    read when a control failed or could not be evaluated, nor from a multiplier read more
+    than FAR x outside the baseline's grid at any size (a compute-optimal model that size
+    beyond the sizes trained, or the tokens beyond the budgets): there the surface's form
+    alone decides the reading. A reading just past the grid ('extrap.') is still read."""
     if failed:
         return {kind: f"not read: control failed ({'; '.join(failed)})" for kind in KINDS}
     rows = result.cells[result.cells["arm"] == arm]
     trends = result.trends.set_index(["arm", "kind"])
     out = {}
     for kind in KINDS:
-        if (rows[f"{kind}_low"] > 1).all() and trends.loc[(arm, kind), "high"] >= 0:
+        far = [str(s) for s, x in zip(rows["size"], rows[f"{kind}_far"], strict=True) if x]
+        if far:
+            out[kind] = f"not read: far outside the baseline's grid at {', '.join(far)}"
+        elif (rows[f"{kind}_low"] > 1).all() and trends.loc[(arm, kind), "high"] >= 0:
             out[kind] = "holds across sizes"
         elif (rows[f"{kind}_high"] < 1).all():
             out[kind] = "worse at every size"
