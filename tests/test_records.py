@@ -26,7 +26,7 @@ N_APPENDS = 50
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "results" / "reference" / "ablations"
 OLD_RECORDS = REFERENCE / "addition_tiny_400steps_cpu" / "runs.jsonl"  # older records
-# version-less (schema 1) records of a real sweep, as every record before schema 2 was
+# records of a real sweep with a probe (schema 2 since it was retrained at the tuned lr)
 REAL_RECORDS = REFERENCE / "lengths_shakespeare_tiny_1400steps_cpu" / "runs.jsonl"
 STUB_LINE = len(REAL_RECORDS.read_text().splitlines()) + 1  # a line appended after them
 STUB = {"run_id": "0123456789ab", "variant": "baseline"}  # valid JSON, not a record
@@ -397,9 +397,9 @@ def test_run_record_round_trips_and_keeps_unknown_keys():
 
 
 def test_version_less_records_load_as_schema_1():
-    """Records written before the schema carried a version (every committed one) load as they
-    are, with empty optional sections."""
-    real = json.loads(REAL_RECORDS.read_text().splitlines()[0])
+    """Records written before the schema carried a version (the older committed ones) load as
+    they are, with empty optional sections."""
+    real = json.loads(OLD_RECORDS.read_text().splitlines()[0])
     assert "schema" not in real and "evals" not in real
     r = RunRecord.from_dict(real)
     assert r.schema == 1 and r.evals == {} and r.ok and r.val_loss == real["metrics"]["val_loss"]
