@@ -258,7 +258,8 @@ class Saver:
 
     def __init__(self, policy: Checkpointing, folder: Path):
         self.every_steps, self.every_s = policy.interval()
-        self.enabled = policy.interval() != (None, None)  # "off": not even on a stop request
+        # "off": no checkpoint, not even on a stop request
+        self.enabled = self.every_steps is not None or self.every_s is not None
         self.folder = folder
         self.last = time.perf_counter()
         self.stopping = False  # a stop request reached this run: save (if enabled) and stop

@@ -36,10 +36,11 @@ def survey(out: Path, todo) -> Survey:
     for label, spec in todo:
         rid = run_id(spec.to_dict())
         holder = claims.holder(out, rid)
-        step = resume.latest_step(Path(out) / "checkpoints", rid)
         if holder is not None:
             found.running.append((label, holder))
-        elif step is not None:
+            continue
+        step = resume.latest_step(Path(out) / "checkpoints", rid)
+        if step is not None:
             found.checkpointed.append((label, step))
         else:
             found.not_started.append(label)
