@@ -209,9 +209,13 @@ class SweepConfig:
     def _check_study(self) -> None:
         """A study brings its own tasks, models, budgets and training: a setting of those next
         to --study would be silently ignored, so it is an error instead."""
+        from ablations.studies import get_study  # the studies import the harness, not this
+
         default = SweepConfig()
-        unused = [name for name in ("task", "model", "budget", "train", "tune")
-                  if getattr(self, name) != getattr(default, name)]  # fmt: skip
+        own = ("model", "budget", "train", "tune")
+        if "--task" not in get_study(self.study.name).takes:  # scaling fits any text's loss
+            own = ("task", *own)
+        unused = [name for name in own if getattr(self, name) != getattr(default, name)]
         c = self.comparison
         if (c.ci_width, c.ladder, c.max_seeds) != (None, None, default.comparison.max_seeds):
             unused.append("comparison (other than seeds)")
@@ -224,7 +228,7 @@ class SweepConfig:
             raise ConfigError(
                 f"--study {self.study.name} sets its own {', '.join(unused)}: leave those out "
                 "(a study takes --seeds, --scale, --device, --out, --jobs, and --variant/--sizes/"
-                "--preset/--dry-run for scaling)"
+                "--preset/--dry-run/--task/--data/--tokenizer for scaling)"
             )
 
     def _check_study_flags(self) -> None:

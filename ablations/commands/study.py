@@ -35,6 +35,7 @@ def run_study(cfg: SweepConfig) -> int:
         sizes=cfg.study.sizes,
         preset=cfg.study.preset,
         dry_run=cfg.study.dry_run,
+        task=_task_section(cfg),
         jobs=default_jobs(cfg, device, 1),
         executor=cfg.executor,
         plugins=plugin_paths(cfg),
@@ -49,3 +50,12 @@ def run_study(cfg: SweepConfig) -> int:
     print(section)
     print(f"study {name}: report in {out / 'report.md'}", file=sys.stderr)
     return 0
+
+
+def _task_section(cfg: SweepConfig) -> dict:
+    """The command's task section for a study that takes one (scaling), empty where none was
+    given: {"name", "data", "options"} (options with --data-field and --tokenizer among them)."""
+    t = cfg.task
+    if t == type(t)():
+        return {}
+    return {"name": t.name, "data": t.data, "options": t.all_options()}

@@ -41,6 +41,9 @@ class StudyContext:
     sizes: str | None = None  # --sizes: a study's model ladder (scaling)
     preset: str | None = None  # --preset: a study's named grid (scaling: cpu, h100)
     dry_run: bool = False  # --dry-run: print the plan, train nothing
+    # --task/--data/--tokenizer/--data-field/--task-option for a study that takes "--task"
+    # (scaling): {"name": ..., "data": ..., "options": {...}}; empty: the study's own task
+    task: dict = field(default_factory=dict)
     jobs: int = 1  # runs at once for a study that fans out (each in its own process)
     # where the runs happen, as for any sweep: the command's [executor] section, as given
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
@@ -75,12 +78,14 @@ class Study(abc.ABC):
     name: str = ""
     description: str = ""  # one line, shown by --list
     one_thread: bool = False  # on CPU, run with one intra-op thread (see cpu_threads)
-    takes: frozenset[str] = frozenset()  # of --sizes, --preset, --dry-run: the ones it takes
+    # of --sizes, --preset, --dry-run, --task (the task section: --task, --data, --tokenizer,
+    # --data-field, --task-option): the ones it takes
+    takes: frozenset[str] = frozenset()
 
     def check(self, ctx: StudyContext) -> None:
         """One-line ValueError for options this study cannot take, before anything trains."""
         given = {"--sizes": ctx.sizes is not None, "--preset": ctx.preset is not None,
-                 "--dry-run": ctx.dry_run}  # fmt: skip
+                 "--dry-run": ctx.dry_run, "--task": bool(ctx.task)}  # fmt: skip
         for flag, used in given.items():
             if used and flag not in self.takes:
                 raise ValueError(f"{flag} is for --study scaling, not --study {self.name}")

@@ -8,7 +8,8 @@ L(N, D) = E + A·N^(−α) + B·D^(−β) fitted to the baseline on a grid of si
 
 The baseline is trained at every size of a width/depth ladder (`--sizes LxD,...`: n_layer x
 n_embd, heads of 32 dims) on several token budgets (tokens per non-embedding parameter N of the
-size, x --scale), each with its own full warm-up + cosine schedule, on tiny Shakespeare; every
+size, x --scale), each with its own full warm-up + cosine schedule, on tiny Shakespeare or the
+command's text (`--task text --data PATH --tokenizer bpe:N`); every
 `--variant` and the control `baseline ×2 tokens` (the baseline on twice the variants' tokens,
 charged the variants' tokens) at one budget between the grid's. bench/analysis/scaling_law/ fits the
 baseline's surface (Chinchilla's approach 3, the exponent-grid + non-negative least-squares recipe
@@ -32,9 +33,11 @@ of one-thread work, ~15 min on two cores (one one-thread worker each). The same 
 the previous fixed-ratio ladder's 30 runs gives 2,340 s of training against 3,565 s measured
 with other jobs sharing the CPU (1.5x); at that ratio this grid takes ~22 min. The `h100`
 preset (sizes 6x384 = `small` to 12x768 = `medium`'s shape at context 256, 48 runs) is
-estimated at ~60 min at an assumed 25% MFU of the H100's 989 TFLOP/s dense bf16 peak; tiny
-Shakespeare (1 MB) is repeated many times by its larger runs, so read it as a test of the
-machinery there.
+estimated at ~60 min at an assumed 25% MFU of the H100's 989 TFLOP/s dense bf16 peak; its
+longest run reads tiny Shakespeare's train split 169 times, so give it a corpus: the plan and the
+report say how many times the longest run reads the train split, and past 4 epochs (where a
+repeated token is worth less than a fresh one, which L(N, D) does not model) the corpus size
+that would keep it within 4.
 
 This file is the study, its points and its dry run; its grid (constants, ladders, sizes) is in
 scaling_grid.py, its table, report text and figure in scaling_report.py.
@@ -43,6 +46,7 @@ scaling_grid.py, its table, report text and figure in scaling_report.py.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import textwrap
 from dataclasses import replace
@@ -51,6 +55,7 @@ import numpy as np
 import pandas as pd
 
 from ablations.commands.common import format_seconds
+from ablations.plan import given_options
 from ablations.studies.base import Study, StudyContext
 from ablations.studies.scaling_grid import (
     CONTROL,
@@ -76,12 +81,21 @@ from ablations.studies.scaling_grid import (
     size_config,
     size_label,
 )
-from ablations.studies.scaling_report import FOOTNOTE, display, figure, flags, report
+from ablations.studies.scaling_report import (
+    FOOTNOTE,
+    display,
+    figure,
+    flags,
+    repetition,
+    report,
+    task_label,
+)
 from bench.analysis import scaling_law as scaling
 from bench.analysis.tables import markdown_table
 from bench.core.records import RunRecord, run_id
 from bench.core.spec import Budget, RunSpec, TrainConfig
 from bench.tasks import build_task
+from bench.tasks.text import CharWindowsTask
 from variants.config import preset
 from variants.registry import get_variant
 
@@ -90,12 +104,13 @@ class ScalingStudy(Study):
     name = "scaling"
     description = "data and compute multipliers per model size from an L(N, D) surface"
     one_thread = True
-    takes = frozenset({"--sizes", "--preset", "--dry-run"})
+    takes = frozenset({"--sizes", "--preset", "--dry-run", "--task"})
 
     def __init__(self, ladder: Ladder | None = None, n_boot: int = 1000, control: bool = True):
         """The default ladder is the preset's; tests pass a micro one (and may leave out the
         2x-tokens control where it is not what they check)."""
         self.ladder, self.n_boot, self.control = ladder, n_boot, control
+        self._built: tuple | None = None  # (what it was built from, the task): built once
 
     def check(self, ctx: StudyContext) -> None:
         super().check(ctx)
@@ -106,6 +121,7 @@ class ScalingStudy(Study):
                 "or --dry-run to see its plan"
             )
         self.arms(ctx)
+        self._task(ctx)  # a bad --data, --tokenizer or task: its one line, before training
         if ctx.seeds < 2:
             raise ValueError("--study scaling needs --seeds 2 or more (intervals resample seeds)")
         for layers, width in ladder.sizes:
@@ -153,6 +169,7 @@ class ScalingStudy(Study):
         """Every run of the study, smallest size first."""
         ladder = self._ladder(ctx)
         per_step = ladder.batch_size * ladder.block_size
+        task = self._task_spec(ctx)
         out = []
         for i, (layers, width) in enumerate(ladder.sizes):
             base = size_config(layers, width, ladder, vocab)
@@ -165,18 +182,44 @@ class ScalingStudy(Study):
                 )  # fmt: skip
                 budget = Budget("tokens", float(steps * per_step))
                 for seed in range(ladder.seeds_at(i, ctx.seeds)):
-                    spec = RunSpec(arm.variant, cfg, TASK, budget, train, seed, ctx.device)
+                    spec = RunSpec(arm.variant, cfg, task, budget, train, seed, ctx.device)
                     out.append(Planned(arm, size_label(base), n, spec, model_counts(cfg)[1],
                                        float(charged * per_step)))  # fmt: skip
         return out
 
-    def _task(self, ctx: StudyContext):
-        return build_task("shakespeare", context=self._ladder(ctx).block_size,
-                          eval_batches=EVAL_BATCHES, eval_batch_size=EVAL_BATCH_SIZE)  # fmt: skip
+    def _task(self, ctx: StudyContext) -> CharWindowsTask:
+        """The task every run trains on: tiny Shakespeare, or the command's task section
+        (`--task text --data PATH --tokenizer bpe:N`), any language modelling on a stream of
+        tokens; built once per task section and context."""
+        given = dict(ctx.task)
+        key = (json.dumps(given, sort_keys=True), self._ladder(ctx).block_size)
+        if self._built is None or self._built[0] != key:
+            name = given.get("name") or TASK["name"]
+            task = build_task(
+                name, context=key[1], data=given.get("data"), eval_batches=EVAL_BATCHES,
+                eval_batch_size=EVAL_BATCH_SIZE, **given.get("options", {}),
+            )  # fmt: skip
+            if not isinstance(task, CharWindowsTask):
+                raise ValueError(
+                    f"--study scaling fits a language model's loss on text; task {name!r} is "
+                    "not one: use the default (tiny Shakespeare) or --task text --data PATH"
+                )
+            self._built = (key, task)
+        return self._built[1]
+
+    def _task_spec(self, ctx: StudyContext) -> dict:
+        """What each run's spec says of its task: as a sweep on that task says it (the
+        default's is TASK, so the committed runs keep their ids)."""
+        task, given = self._task(ctx), ctx.task
+        options = given_options(task.options, given.get("options", {}))
+        return {"name": given.get("name") or TASK["name"],
+                **task.run_identity(given.get("data"), options)}  # fmt: skip
 
     def plan(self, ctx: StudyContext) -> str:
-        ladder, vocab = self._ladder(ctx), self._task(ctx).vocab_size
-        return plan_text(self, ctx, ladder, self.planned(ctx, vocab))
+        ladder, task = self._ladder(ctx), self._task(ctx)
+        plan = self.planned(ctx, task.vocab_size)
+        data = textwrap.fill(repetition(task, plan), width=100)
+        return f"{plan_text(self, ctx, ladder, plan)}\n\n{data}"
 
     def _run(self, ctx: StudyContext) -> str:
         ladder, task = self._ladder(ctx), self._task(ctx)
@@ -189,8 +232,9 @@ class ScalingStudy(Study):
         result.loso.to_csv(ctx.out / "scaling_loso.csv", index=False)
         table = self.write_table(ctx.out, "scaling", result.cells, display(result), FOOTNOTE)
         device = records[0].device_name if records else ctx.device
-        png = figure(frame, result, ctx.out / "scaling.png", f"{device} · tiny Shakespeare")
-        return report(self, ctx, ladder, result, table, records, self.elapsed(), png)
+        png = figure(frame, result, ctx.out / "scaling.png", f"{device} · {task_label(ctx)}")
+        reuse = repetition(task, plan)
+        return report(self, ctx, ladder, result, table, records, self.elapsed(), png, reuse)
 
 
 def unique_specs(plan: list[Planned]) -> list[RunSpec]:

@@ -133,7 +133,9 @@ def verdict_lines(result: scaling.ScalingResult) -> list[str]:
     return [*checks, *arms]
 
 
-def report(study, ctx, ladder: Ladder, result, table: str, records, wall: float, png) -> str:
+def report(
+    study, ctx, ladder: Ladder, result, table: str, records, wall: float, png, data: str
+) -> str:
     sizes = ", ".join(f"{layers}x{width}" for layers, width in ladder.sizes)
     budgets = ", ".join(f"{t * ctx.scale:g}" for t in ladder.budgets)
     others = ", ".join(a.label for a in study.arms(ctx)[1:])
@@ -144,7 +146,8 @@ def report(study, ctx, ladder: Ladder, result, table: str, records, wall: float,
         f"context {ladder.block_size}) on {budgets} tokens per non-embedding parameter N; "
         f"{others} at {ladder.arm_budget * ctx.scale:g} (the control trains on twice that and "
         f"is charged it once); batch {ladder.batch_size}, lr {ladder.lr:g} with the harness's "
-        "warm-up + cosine schedule per run, on tiny Shakespeare. The baseline's final losses "
+        f"warm-up + cosine schedule per run, on {task_label(ctx)}. {data} The baseline's final "
+        "losses "
         "are fitted with L(N, D) = E + A·N^(−α) + B·D^(−β) (exponents on a grid, E, A, B by "
         "non-negative least squares: bench/analysis/scaling_law/). C = training FLOPs per "
         "token (the matmuls as built, causal attention, the head; 3 × forward) × tokens.",
@@ -234,9 +237,47 @@ def _iso_lines(ax, ok: pd.DataFrame, result: scaling.ScalingResult) -> None:
 
 def flags(ctx: StudyContext) -> str:
     """The flags that shaped this run of the study, as typed (for its command line)."""
+    options = dict(ctx.task.get("options", {}))
     given = (
         ("--preset", ctx.preset),
         ("--sizes", ctx.sizes),
         *(("--variant", v) for v in ctx.variants),
+        ("--task", ctx.task.get("name")),
+        ("--data", ctx.task.get("data")),
+        ("--tokenizer", options.pop("tokenizer", None)),
+        ("--data-field", options.pop("data_field", None)),
+        *(("--task-option", f"{k}={v}") for k, v in options.items()),
     )
     return "".join(f" {flag} {value}" for flag, value in given if value)
+
+
+def task_label(ctx: StudyContext) -> str:
+    """The data in words, for the report and the figure: tiny Shakespeare (the default) or the
+    task, its data file's name and its tokeniser."""
+    if not ctx.task:
+        return "tiny Shakespeare"
+    data, tokenizer = ctx.task.get("data"), ctx.task.get("options", {}).get("tokenizer")
+    parts = [ctx.task.get("name") or "shakespeare", data and Path(data).name, tokenizer]
+    return " · ".join(str(p) for p in parts if p)
+
+
+# Epochs of the train split up to which repeated tokens are worth about as much as fresh ones
+# (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models")
+REPEAT_OK = 4.0
+
+
+def repetition(task, plan) -> str:
+    """How often the longest run reads the train split, and what that means past REPEAT_OK:
+    L(N, D) counts every token as fresh."""
+    most = max(p.spec.budget.value for p in plan)
+    epochs = most / task.n_train
+    text = (f"Data: the train split holds {task.n_train:,} tokens; the longest run reads it "
+            f"{epochs:.1f} times.")  # fmt: skip
+    if epochs > REPEAT_OK:
+        text += (
+            f" Past about {REPEAT_OK:g} epochs a repeated token is worth less than a fresh one "
+            "(Muennighoff et al. 2023), which the surface's D term does not model: the controls "
+            "say whether it still holds here. For multipliers at these sizes, give a corpus of "
+            f"{most / REPEAT_OK:,.0f} tokens or more (--task text --data PATH)."
+        )
+    return text
