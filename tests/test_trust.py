@@ -348,6 +348,7 @@ def test_records_of_another_machine_are_trained_again(tmp_path):
         "ablations/speedrun_blocks_shakespeare_tiny_1400steps_cpu",
         "ablations/lengths_shakespeare_tiny_1400steps_cpu",
         "ablations/tune_shakespeare_tiny_1400steps_cpu",
+        "ablations/tune_swiglu_shakespeare_tiny_600steps_cpu",
         "ablations/muon_shakespeare_tiny_1400steps_cpu",
         "ablations/lr_sweep_shakespeare_tiny_1400steps_cpu",
         "ablations/lr_sweep_addition_L2-H4-d64-ctx32_3000steps_cpu",

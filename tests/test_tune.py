@@ -147,3 +147,29 @@ def test_tune_reuses_the_recipes_baseline_sweep(tmp_path, monkeypatch, capsys):
     assert main([*common, "--steps", "14", "--variant", "rope", "--out", str(other)]) == 0
     (base,) = json.loads((other / "tune.json").read_text())["baseline"]
     assert base["reused"] == []
+
+
+def test_the_lr_figure_draws_the_runs_that_chose_and_its_star_sits_on_the_choice():
+    """A --tune folder also holds the verdict's runs at the chosen and default lr. The figure
+    draws the tuning runs alone, so its means are tune.json's and its star is the chosen lr.
+    On the committed swiglu tuning at 600 steps, every run of the folder together would put
+    swiglu's best mean at 2e-3 (a verdict seed stalled at the chosen 2.83e-3), not the choice."""
+    from pathlib import Path
+
+    from bench.analysis.plots import _frame, _lr_sweep_points, lr_sweep_points
+
+    folder = Path(__file__).parents[1] / "results/reference/ablations"
+    folder = folder / "tune_swiglu_shakespeare_tiny_600steps_cpu"
+    records = load_records(folder)
+    chosen = json.loads((folder / "tune.json").read_text())
+    pts, seeds = lr_sweep_points(records)
+    assert "tuning seeds" in seeds and (pts["seed"] >= 1000).all()
+    means = pts.groupby(["arm", "lr"])["val_loss"].mean()
+    for arm, (choice,) in chosen.items():
+        assert means[arm].idxmin() == pytest.approx(choice["best"], rel=1e-4)
+        for lr, loss in choice["losses"]:
+            assert means[arm][means[arm].index.to_series().sub(lr).abs().idxmin()] == (
+                pytest.approx(loss)
+            )
+    everything = _lr_sweep_points(_frame(records)).groupby(["arm", "lr"])["val_loss"].mean()
+    assert everything["swiglu"].idxmin() == pytest.approx(0.002, rel=1e-4)

@@ -222,11 +222,27 @@ def _lr_sweep_points(frame: pd.DataFrame, min_lrs: int = 3) -> pd.DataFrame:
     return ok[ok.groupby(keys)["lr"].transform("nunique") >= min_lrs]
 
 
+def lr_sweep_points(records: Sequence[RunRecord]) -> tuple[pd.DataFrame, str]:
+    """The runs an lr figure draws, and over which seeds its means are: where the folder holds
+    `--tune` runs (seeds from TUNE_SEED_OFFSET on), those alone, not the verdict's runs at the
+    chosen and default values (their seeds did not choose, and adding them can move the best
+    mean to another lr than the one chosen)."""
+    from bench.analysis.tuning import TUNE_SEED_OFFSET
+
+    frame = _frame(records)
+    tuning = frame["seed"] >= TUNE_SEED_OFFSET
+    if tuning.any():
+        return _lr_sweep_points(frame[tuning]), "the tuning seeds (the runs that chose each lr)"
+    return _lr_sweep_points(frame), "seeds"
+
+
 def lr_sweep(records: Sequence[RunRecord], path) -> Path | None:
     """Final validation loss against learning rate, one line per arm (mean over seeds; every
-    run a dot; a star at each arm's lowest mean). None when no arm was trained at three or
+    run a dot; a star at each arm's lowest mean). A `--tune` folder also holds the verdict's
+    runs (seeds below TUNE_SEED_OFFSET) at the chosen and default values: only the tuning runs
+    are drawn, so the star sits where `--tune` chose. None when no arm was trained at three or
     more learning rates (nothing to draw)."""
-    pts = _lr_sweep_points(_frame(records))
+    pts, seeds = lr_sweep_points(records)
     if pts.empty:
         return None
     order = list(dict.fromkeys(variant_order(pts["arm"])))
@@ -249,7 +265,7 @@ def lr_sweep(records: Sequence[RunRecord], path) -> Path | None:
         ax.set_xlabel("learning rate (log scale)")
         ax.set_ylabel("final validation loss")
         ax.legend(title="arm", fontsize=8)
-        caption = "Line: mean over the tuning seeds; dots: runs; star: each arm's lowest mean."
+        caption = f"Line: mean over {seeds}; dots: runs; star: each arm's lowest mean."
         return _finish(fig, path, "Final loss vs learning rate", _context_line(pts), caption)
 
 
