@@ -209,11 +209,9 @@ class SweepConfig:
     def _check_study(self) -> None:
         """A study brings its own tasks, models, budgets and training: a setting of those next
         to --study would be silently ignored, so it is an error instead."""
-        from ablations.studies import get_study  # the studies import the harness, not this
-
         default = SweepConfig()
         own = ("model", "budget", "train", "tune")
-        if "--task" not in get_study(self.study.name).takes:  # scaling fits any text's loss
+        if "--task" not in _study_takes(self.study.name):  # scaling fits any text's loss
             own = ("task", *own)
         unused = [name for name in own if getattr(self, name) != getattr(default, name)]
         c = self.comparison
@@ -238,6 +236,18 @@ class SweepConfig:
                  ("--preset", s.preset is not None), ("--dry-run", s.dry_run)) if used]  # fmt: skip
         if given:
             raise ConfigError(f"{given[0]} is for --study scaling; add --study scaling")
+
+
+def _study_takes(name: str) -> frozenset[str]:
+    """The flags study `name` takes beyond the common ones; none for a name not registered yet
+    (a --plugin study registers when its file is imported, after this check: the command then
+    names an unknown study itself)."""
+    from ablations.studies import get_study  # the studies import the harness, not this module
+
+    try:
+        return get_study(name).takes
+    except ValueError:
+        return frozenset()
 
 
 def _positive(flag: str, value: float, what: str = "a positive number") -> None:
