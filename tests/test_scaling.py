@@ -335,12 +335,13 @@ def test_the_study_trains_on_the_users_text_and_says_how_often_it_repeats(tmp_pa
 
     from test_harness import cli
 
+    from ablations.config import TaskSection
     from ablations.studies.base import StudyContext
     from ablations.studies.scaling import TASK, ScalingStudy
 
     text = tmp_path / "corpus.txt"
     text.write_text("".join(f"line {i}: the quick brown fox jumps over it.\n" for i in range(6000)))
-    given = {"name": "text", "data": str(text), "options": {"tokenizer": "bpe:300"}}
+    given = TaskSection(name="text", data=str(text), tokenizer="bpe:300")
     ctx = StudyContext(out=Path("unused"), seeds=2, task=given)
     study = ScalingStudy()
     study.check(ctx)

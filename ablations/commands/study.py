@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ablations.commands.common import check_output, default_jobs, plugin_paths
-from ablations.config import SweepConfig
+from ablations.config import SweepConfig, TaskSection
 from ablations.plan import LOCAL_RESULTS
 
 STUDY_SEEDS = 3  # --study without --seeds
@@ -35,7 +35,7 @@ def run_study(cfg: SweepConfig) -> int:
         sizes=cfg.study.sizes,
         preset=cfg.study.preset,
         dry_run=cfg.study.dry_run,
-        task=_task_section(cfg),
+        task=None if cfg.task == TaskSection() else cfg.task,  # given: a study that takes it
         jobs=default_jobs(cfg, device, 1),
         executor=cfg.executor,
         plugins=plugin_paths(cfg),
@@ -50,12 +50,3 @@ def run_study(cfg: SweepConfig) -> int:
     print(section)
     print(f"study {name}: report in {out / 'report.md'}", file=sys.stderr)
     return 0
-
-
-def _task_section(cfg: SweepConfig) -> dict:
-    """The command's task section for a study that takes one (scaling), empty where none was
-    given: {"name", "data", "options"} (options with --data-field and --tokenizer among them)."""
-    t = cfg.task
-    if t == type(t)():
-        return {}
-    return {"name": t.name, "data": t.data, "options": t.all_options()}

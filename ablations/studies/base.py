@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ablations.config import TaskSection
 from bench.analysis.tables import markdown_table
 from bench.core.records import load_records, run_id
 from bench.exec.executor import ExecutorConfig, execute
@@ -41,9 +42,9 @@ class StudyContext:
     sizes: str | None = None  # --sizes: a study's model ladder (scaling)
     preset: str | None = None  # --preset: a study's named grid (scaling: cpu, h100)
     dry_run: bool = False  # --dry-run: print the plan, train nothing
-    # --task/--data/--tokenizer/--data-field/--task-option for a study that takes "--task"
-    # (scaling): {"name": ..., "data": ..., "options": {...}}; empty: the study's own task
-    task: dict = field(default_factory=dict)
+    # --task/--data/--tokenizer/--data-field/--task-option, for a study that takes "--task"
+    # (scaling); None: the study's own task
+    task: TaskSection | None = None
     jobs: int = 1  # runs at once for a study that fans out (each in its own process)
     # where the runs happen, as for any sweep: the command's [executor] section, as given
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
@@ -85,7 +86,7 @@ class Study(abc.ABC):
     def check(self, ctx: StudyContext) -> None:
         """One-line ValueError for options this study cannot take, before anything trains."""
         given = {"--sizes": ctx.sizes is not None, "--preset": ctx.preset is not None,
-                 "--dry-run": ctx.dry_run, "--task": bool(ctx.task)}  # fmt: skip
+                 "--dry-run": ctx.dry_run, "--task": ctx.task is not None}  # fmt: skip
         for flag, used in given.items():
             if used and flag not in self.takes:
                 raise ValueError(f"{flag} is for --study scaling, not --study {self.name}")

@@ -49,12 +49,13 @@ import functools
 import json
 import math
 import textwrap
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
 
 from ablations.commands.common import format_seconds
+from ablations.config import TaskSection
 from ablations.plan import given_options
 from ablations.studies.base import Study, StudyContext
 from ablations.studies.scaling_grid import (
@@ -191,13 +192,13 @@ class ScalingStudy(Study):
         """The task every run trains on: tiny Shakespeare, or the command's task section
         (`--task text --data PATH --tokenizer bpe:N`), any language modelling on a stream of
         tokens; built once per task section and context."""
-        given = dict(ctx.task)
-        key = (json.dumps(given, sort_keys=True), self._ladder(ctx).block_size)
+        given = ctx.task or TaskSection(name=TASK["name"])
+        key = (json.dumps(asdict(given), sort_keys=True), self._ladder(ctx).block_size)
         if self._built is None or self._built[0] != key:
-            name = given.get("name") or TASK["name"]
+            name = given.name or TASK["name"]
             task = build_task(
-                name, context=key[1], data=given.get("data"), eval_batches=EVAL_BATCHES,
-                eval_batch_size=EVAL_BATCH_SIZE, **given.get("options", {}),
+                name, context=key[1], data=given.data, eval_batches=EVAL_BATCHES,
+                eval_batch_size=EVAL_BATCH_SIZE, **given.all_options(),
             )  # fmt: skip
             if not isinstance(task, CharWindowsTask):
                 raise ValueError(
@@ -210,10 +211,9 @@ class ScalingStudy(Study):
     def _task_spec(self, ctx: StudyContext) -> dict:
         """What each run's spec says of its task: as a sweep on that task says it (the
         default's is TASK, so the committed runs keep their ids)."""
-        task, given = self._task(ctx), ctx.task
-        options = given_options(task.options, given.get("options", {}))
-        return {"name": given.get("name") or TASK["name"],
-                **task.run_identity(given.get("data"), options)}  # fmt: skip
+        task, given = self._task(ctx), ctx.task or TaskSection()
+        options = given_options(task.options, given.all_options())
+        return {"name": given.name or TASK["name"], **task.run_identity(given.data, options)}
 
     def plan(self, ctx: StudyContext) -> str:
         ladder, task = self._ladder(ctx), self._task(ctx)

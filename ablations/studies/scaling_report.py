@@ -12,6 +12,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from ablations.config import TaskSection
 from ablations.studies.base import StudyContext, canvas, image, save_figure, wall_times
 from ablations.studies.scaling_grid import CONTROL_FACTOR, HEAD_DIM, Ladder
 from bench.analysis import scaling_law as scaling
@@ -147,8 +148,7 @@ def report(
         f"{others} at {ladder.arm_budget * ctx.scale:g} (the control trains on twice that and "
         f"is charged it once); batch {ladder.batch_size}, lr {ladder.lr:g} with the harness's "
         f"warm-up + cosine schedule per run, on {task_label(ctx)}. {data} The baseline's final "
-        "losses "
-        "are fitted with L(N, D) = E + A·N^(−α) + B·D^(−β) (exponents on a grid, E, A, B by "
+        "losses are fitted with L(N, D) = E + A·N^(−α) + B·D^(−β) (exponents on a grid, E, A, B by "
         "non-negative least squares: bench/analysis/scaling_law/). C = training FLOPs per "
         "token (the matmuls as built, causal attention, the head; 3 × forward) × tokens.",
         "",
@@ -237,16 +237,16 @@ def _iso_lines(ax, ok: pd.DataFrame, result: scaling.ScalingResult) -> None:
 
 def flags(ctx: StudyContext) -> str:
     """The flags that shaped this run of the study, as typed (for its command line)."""
-    options = dict(ctx.task.get("options", {}))
+    task = ctx.task or TaskSection()
     given = (
         ("--preset", ctx.preset),
         ("--sizes", ctx.sizes),
         *(("--variant", v) for v in ctx.variants),
-        ("--task", ctx.task.get("name")),
-        ("--data", ctx.task.get("data")),
-        ("--tokenizer", options.pop("tokenizer", None)),
-        ("--data-field", options.pop("data_field", None)),
-        *(("--task-option", f"{k}={v}") for k, v in options.items()),
+        ("--task", task.name),
+        ("--data", task.data),
+        ("--tokenizer", task.tokenizer),
+        ("--data-field", task.data_field),
+        *(("--task-option", f"{k}={v}") for k, v in task.options.items()),
     )
     return "".join(f" {flag} {value}" for flag, value in given if value)
 
@@ -254,10 +254,10 @@ def flags(ctx: StudyContext) -> str:
 def task_label(ctx: StudyContext) -> str:
     """The data in words, for the report and the figure: tiny Shakespeare (the default) or the
     task, its data file's name and its tokeniser."""
-    if not ctx.task:
+    task = ctx.task
+    if task is None:
         return "tiny Shakespeare"
-    data, tokenizer = ctx.task.get("data"), ctx.task.get("options", {}).get("tokenizer")
-    parts = [ctx.task.get("name") or "shakespeare", data and Path(data).name, tokenizer]
+    parts = [task.name or "shakespeare", task.data and Path(task.data).name, task.tokenizer]
     return " · ".join(str(p) for p in parts if p)
 
 
